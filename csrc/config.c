@@ -1,0 +1,417 @@
+/* config.c - reads and validates config.json and the sentence-transformers
+ * module files. This is the only place values from those files are trusted:
+ * whatever the engine cannot run exactly is refused here, naming the file and
+ * the key. No Python here.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+/* RoPE tables cover at most this many positions (EmbeddingGemma uses 2048). */
+#define EG_MAX_POSITIONS 32768
+
+static int path_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static char *join(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = malloc(la + lb + 2);
+    if (!s) return NULL;
+    memcpy(s, a, la);
+    size_t n = la;
+    if (lb) {
+        if (n && s[n - 1] != '/') s[n++] = '/';
+        memcpy(s + n, b, lb);
+        n += lb;
+    }
+    s[n] = 0;
+    return s;
+}
+
+/* Integer key: required when def < 0, else defaulted. Range-checked. */
+static eg_status get_int(const json_node *o, const char *key, int64_t def, int64_t lo, int64_t hi, int64_t *out,
+                         const char *path, char *err, size_t errlen) {
+    const json_node *v = json_get(o, key);
+    if (!v || v->type == JSON_NULL) {
+        if (def < 0) return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: required key \"%s\" is missing", path, key);
+        *out = def;
+        return EG_OK;
+    }
+    if (v->type != JSON_NUMBER || !v->is_integer)
+        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: \"%s\" must be an integer", path, key);
+    if (v->integer < lo || v->integer > hi)
+        return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: \"%s\" = %lld is outside the supported range %lld..%lld",
+                       path, key, (long long)v->integer, (long long)lo, (long long)hi);
+    *out = v->integer;
+    return EG_OK;
+}
+
+static eg_status get_num(const json_node *o, const char *key, double def, double *out, const char *path, char *err,
+                         size_t errlen) {
+    const json_node *v = json_get(o, key);
+    if (!v || v->type == JSON_NULL) {
+        *out = def;
+        return EG_OK;
+    }
+    if (v->type != JSON_NUMBER || !isfinite(v->number) || v->number <= 0)
+        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: \"%s\" must be a positive number", path, key);
+    *out = v->number;
+    return EG_OK;
+}
+
+static int is_true(const json_node *v) { return v && v->type == JSON_BOOL && v->boolean; }
+static int is_null_or_false(const json_node *v) {
+    return !v || v->type == JSON_NULL || (v->type == JSON_BOOL && !v->boolean);
+}
+
+/* One RoPE parameter block {"rope_type": "default", "rope_theta": x}. */
+static eg_status rope_block(const json_node *b, const char *what, double *theta, const char *path, char *err,
+                            size_t errlen) {
+    if (!b || b->type != JSON_OBJECT)
+        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: rope_parameters.%s must be an object", path, what);
+    const json_node *t = json_get(b, "rope_type");
+    if (!t) t = json_get(b, "type");
+    if (t && !(t->type == JSON_STRING && strcmp(t->str, "default") == 0))
+        return eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                       "%s: rope_parameters.%s has rope_type \"%.32s\"; only \"default\" RoPE (as in "
+                       "EmbeddingGemma) is supported",
+                       path, what, t->type == JSON_STRING ? t->str : "?");
+    return get_num(b, "rope_theta", *theta, theta, path, err, errlen);
+}
+
+eg_status eg_config_read(const char *path, eg_config *cfg, char *err, size_t errlen) {
+    memset(cfg, 0, sizeof *cfg);
+    json_doc *doc;
+    eg_status s = eg_read_json(path, &doc, err, errlen);
+    if (s != EG_OK) return s;
+    const json_node *o = json_root(doc);
+    if (o->type != JSON_OBJECT) {
+        s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: expected a JSON object", path);
+        goto done;
+    }
+
+    const json_node *mt = json_get(o, "model_type");
+    if (!mt || mt->type != JSON_STRING || strcmp(mt->str, "gemma3_text") != 0) {
+        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                    "%s: model_type is \"%.40s\"; embgemma runs EmbeddingGemma (model_type \"gemma3_text\", "
+                    "Gemma3TextModel with bidirectional attention)",
+                    path, mt && mt->type == JSON_STRING ? mt->str : "(missing)");
+        goto done;
+    }
+    const json_node *arch = json_get(o, "architectures");
+    if (arch && arch->type == JSON_ARRAY) {
+        int ok = 0;
+        for (size_t i = 0; i < arch->n; i++)
+            if (arch->items[i]->type == JSON_STRING && strcmp(arch->items[i]->str, "Gemma3TextModel") == 0) ok = 1;
+        if (!ok) {
+            s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                        "%s: architectures does not list \"Gemma3TextModel\"; embgemma runs the EmbeddingGemma "
+                        "encoder only",
+                        path);
+            goto done;
+        }
+    }
+    if (!is_true(json_get(o, "use_bidirectional_attention"))) {
+        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                    "%s: use_bidirectional_attention is not true: this is a causal Gemma 3 model, not "
+                    "EmbeddingGemma (whose attention is bidirectional)",
+                    path);
+        goto done;
+    }
+    const json_node *softcap = json_get(o, "attn_logit_softcapping");
+    if (softcap && softcap->type != JSON_NULL) {
+        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                    "%s: attn_logit_softcapping is set; EmbeddingGemma has none and embgemma does not implement it",
+                    path);
+        goto done;
+    }
+    if (!is_null_or_false(json_get(o, "attention_bias"))) {
+        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: attention_bias is true; EmbeddingGemma has no biases", path);
+        goto done;
+    }
+    const json_node *act = json_get(o, "hidden_activation");
+    if (!act || act->type == JSON_NULL) act = json_get(o, "hidden_act");
+    if (act && !(act->type == JSON_STRING && strcmp(act->str, "gelu_pytorch_tanh") == 0)) {
+        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                    "%s: hidden_activation \"%.32s\" is not supported (EmbeddingGemma uses gelu_pytorch_tanh)", path,
+                    act->type == JSON_STRING ? act->str : "?");
+        goto done;
+    }
+
+    /* sizes: required, no silent defaults for the shape of the network */
+    if ((s = get_int(o, "hidden_size", -1, 1, 1 << 16, &cfg->hidden, path, err, errlen))) goto done;
+    if ((s = get_int(o, "intermediate_size", -1, 1, 1 << 20, &cfg->intermediate, path, err, errlen))) goto done;
+    if ((s = get_int(o, "num_hidden_layers", -1, 1, 1024, &cfg->n_layers, path, err, errlen))) goto done;
+    if ((s = get_int(o, "num_attention_heads", -1, 1, 1024, &cfg->n_heads, path, err, errlen))) goto done;
+    if ((s = get_int(o, "num_key_value_heads", -1, 1, 1024, &cfg->n_kv_heads, path, err, errlen))) goto done;
+    if ((s = get_int(o, "head_dim", -1, 2, 4096, &cfg->head_dim, path, err, errlen))) goto done;
+    if ((s = get_int(o, "vocab_size", -1, 3, (int64_t)1 << 24, &cfg->vocab, path, err, errlen))) goto done;
+    /* defaults below are transformers' Gemma3TextConfig defaults */
+    if ((s = get_int(o, "max_position_embeddings", 131072, 1, (int64_t)1 << 24, &cfg->max_positions, path, err,
+                     errlen)))
+        goto done;
+    if ((s = get_int(o, "sliding_window", 4096, 1, (int64_t)1 << 24, &cfg->sliding_window, path, err, errlen)))
+        goto done;
+    if ((s = get_num(o, "rms_norm_eps", 1e-6, &cfg->rms_eps, path, err, errlen))) goto done;
+    if ((s = get_num(o, "query_pre_attn_scalar", 256, &cfg->query_pre_attn_scalar, path, err, errlen))) goto done;
+    if (cfg->n_heads % cfg->n_kv_heads != 0) {
+        s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: num_attention_heads %lld is not a multiple of num_key_value_heads %lld",
+                    path, (long long)cfg->n_heads, (long long)cfg->n_kv_heads);
+        goto done;
+    }
+    if (cfg->head_dim % 2 != 0) {
+        s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: head_dim %lld must be even for RoPE", path,
+                    (long long)cfg->head_dim);
+        goto done;
+    }
+    if (cfg->max_positions > EG_MAX_POSITIONS) cfg->max_positions = EG_MAX_POSITIONS;
+    /* transformers: bidirectional => sliding_window = sw // 2 + 1, mask |i - j| < that */
+    cfg->window_radius = cfg->sliding_window / 2;
+
+    /* RoPE bases: transformers 5 writes rope_parameters; 4.x writes rope_theta + rope_local_base_freq */
+    cfg->rope_base_global = 1000000.0;
+    cfg->rope_base_local = 10000.0;
+    const json_node *rp = json_get(o, "rope_parameters");
+    if (rp && rp->type == JSON_OBJECT) {
+        const json_node *full = json_get(rp, "full_attention"), *slide = json_get(rp, "sliding_attention");
+        if (full || slide) {
+            if (full && (s = rope_block(full, "full_attention", &cfg->rope_base_global, path, err, errlen))) goto done;
+            if (slide && (s = rope_block(slide, "sliding_attention", &cfg->rope_base_local, path, err, errlen)))
+                goto done;
+        } else {
+            if ((s = rope_block(rp, "(all layers)", &cfg->rope_base_global, path, err, errlen))) goto done;
+            cfg->rope_base_local = cfg->rope_base_global;
+            if ((s = get_num(o, "rope_local_base_freq", cfg->rope_base_local, &cfg->rope_base_local, path, err,
+                             errlen)))
+                goto done;
+        }
+    } else {
+        if ((s = get_num(o, "rope_theta", cfg->rope_base_global, &cfg->rope_base_global, path, err, errlen))) goto done;
+        if ((s = get_num(o, "rope_local_base_freq", cfg->rope_base_local, &cfg->rope_base_local, path, err, errlen)))
+            goto done;
+        const json_node *rs = json_get(o, "rope_scaling");
+        if (rs && rs->type != JSON_NULL && (s = rope_block(rs, "rope_scaling", &cfg->rope_base_global, path, err, errlen)))
+            goto done;
+    }
+
+    /* which layers are global: layer_types, else a period */
+    cfg->layer_is_global = calloc((size_t)cfg->n_layers, 1);
+    if (!cfg->layer_is_global) {
+        s = eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    const json_node *lt = json_get(o, "layer_types");
+    if (lt && lt->type != JSON_NULL) {
+        if (lt->type != JSON_ARRAY || (int64_t)lt->n != cfg->n_layers) {
+            s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: layer_types must list one entry for each of the %lld layers",
+                        path, (long long)cfg->n_layers);
+            goto done;
+        }
+        for (int64_t i = 0; i < cfg->n_layers; i++) {
+            const json_node *v = lt->items[i];
+            if (v->type == JSON_STRING && strcmp(v->str, "full_attention") == 0) cfg->layer_is_global[i] = 1;
+            else if (v->type == JSON_STRING && strcmp(v->str, "sliding_attention") == 0) cfg->layer_is_global[i] = 0;
+            else {
+                s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                            "%s: layer_types[%lld] must be \"sliding_attention\" or \"full_attention\"", path,
+                            (long long)i);
+                goto done;
+            }
+        }
+    } else {
+        int64_t period;
+        const char *key = json_get(o, "sliding_window_pattern") ? "sliding_window_pattern" : "_sliding_window_pattern";
+        if ((s = get_int(o, key, 6, 1, 1 << 20, &period, path, err, errlen))) goto done;
+        for (int64_t i = 0; i < cfg->n_layers; i++) cfg->layer_is_global[i] = (i + 1) % period == 0;
+    }
+done:
+    json_free(doc);
+    if (s != EG_OK) eg_config_free(cfg);
+    return s;
+}
+
+void eg_config_free(eg_config *cfg) {
+    free(cfg->layer_is_global);
+    cfg->layer_is_global = NULL;
+}
+
+/* ---------------------------------------------------------------- modules.json */
+
+/* Last dotted component of a module type: "sentence_transformers.models.Dense" -> "Dense". */
+static const char *type_tail(const char *t) {
+    const char *dot = strrchr(t, '.');
+    return dot ? dot + 1 : t;
+}
+
+static eg_status read_pooling(const char *mdir, eg_pipeline *pl, char *err, size_t errlen) {
+    (void)pl;
+    char *path = join(mdir, "config.json");
+    if (!path) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+    json_doc *doc = NULL;
+    eg_status s = eg_read_json(path, &doc, err, errlen);
+    if (s != EG_OK) goto done;
+    const json_node *o = json_root(doc);
+    if (o->type != JSON_OBJECT) {
+        s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: expected a JSON object", path);
+        goto done;
+    }
+    const json_node *mode = json_get(o, "pooling_mode");
+    int mean = 0, other = 0;
+    if (mode && mode->type == JSON_STRING) { /* sentence-transformers >= 6 */
+        mean = strcmp(mode->str, "mean") == 0;
+        other = !mean;
+    } else if (mode && mode->type == JSON_ARRAY) {
+        for (size_t i = 0; i < mode->n; i++) {
+            int m = mode->items[i]->type == JSON_STRING && strcmp(mode->items[i]->str, "mean") == 0;
+            mean |= m;
+            other |= !m;
+        }
+    } else { /* sentence-transformers <= 5: one boolean per mode */
+        for (size_t i = 0; i < o->n; i++) {
+            if (strncmp(o->keys[i], "pooling_mode_", 13) != 0 || !is_true(o->items[i])) continue;
+            if (strcmp(o->keys[i], "pooling_mode_mean_tokens") == 0) mean = 1;
+            else other = 1;
+        }
+    }
+    if (!mean || other) {
+        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                    "%s: only mean pooling (alone) is supported, as EmbeddingGemma uses; this config asks for "
+                    "another pooling mode",
+                    path);
+        goto done;
+    }
+    const json_node *ip = json_get(o, "include_prompt");
+    if (ip && ip->type == JSON_BOOL && !ip->boolean) {
+        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                    "%s: include_prompt is false; EmbeddingGemma averages prompt tokens too and embgemma does not "
+                    "implement excluding them",
+                    path);
+        goto done;
+    }
+done:
+    json_free(doc);
+    free(path);
+    return s;
+}
+
+static eg_status read_dense(const char *mdir, eg_pipeline *pl, char *err, size_t errlen) {
+    int i = pl->n_dense;
+    char *path = join(mdir, "config.json");
+    if (!path) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+    json_doc *doc = NULL;
+    eg_status s = eg_read_json(path, &doc, err, errlen);
+    if (s != EG_OK) goto done;
+    const json_node *o = json_get(json_root(doc), "in_features") ? json_root(doc) : NULL;
+    if (!o) {
+        s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: a Dense config needs in_features and out_features", path);
+        goto done;
+    }
+    if ((s = get_int(o, "in_features", -1, 1, 1 << 20, &pl->dense_in[i], path, err, errlen))) goto done;
+    if ((s = get_int(o, "out_features", -1, 1, 1 << 20, &pl->dense_out[i], path, err, errlen))) goto done;
+    const json_node *b = json_get(o, "bias");
+    pl->dense_bias[i] = !b || is_true(b); /* sentence-transformers' default is bias=True */
+    const json_node *a = json_get(o, "activation_function");
+    if (!a || a->type != JSON_STRING || strcmp(type_tail(a->str), "Identity") != 0) {
+        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                    "%s: activation_function is \"%.60s\"; only Identity (as in EmbeddingGemma) is supported", path,
+                    a && a->type == JSON_STRING ? a->str : "(missing: sentence-transformers would use Tanh)");
+        goto done;
+    }
+    if (is_true(json_get(o, "use_residual"))) {
+        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: use_residual is true; not supported", path);
+        goto done;
+    }
+    pl->dense_dir[i] = strdup(mdir);
+    if (!pl->dense_dir[i]) {
+        s = eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    pl->n_dense++;
+done:
+    json_free(doc);
+    free(path);
+    return s;
+}
+
+eg_status eg_pipeline_read(const char *dir, eg_pipeline *pl, char *err, size_t errlen) {
+    memset(pl, 0, sizeof *pl);
+    char *path = join(dir, "modules.json");
+    if (!path) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+    json_doc *doc = NULL;
+    eg_status s;
+    if (!path_exists(path)) {
+        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                    "%s: not found. embgemma needs the sentence-transformers folder of EmbeddingGemma "
+                    "(modules.json, 1_Pooling, 2_Dense, 3_Dense): without the Dense head a bare transformers "
+                    "checkpoint gives different embeddings",
+                    path);
+        goto done;
+    }
+    if ((s = eg_read_json(path, &doc, err, errlen))) goto done;
+    const json_node *mods = json_root(doc);
+    if (mods->type != JSON_ARRAY || mods->n == 0) {
+        s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: expected a non-empty JSON array of modules", path);
+        goto done;
+    }
+    int stage = 0; /* 0 want Transformer, 1 want Pooling, 2 Dense or Normalize, 3 done */
+    for (size_t i = 0; i < mods->n; i++) {
+        const json_node *m = mods->items[i];
+        const json_node *t = json_get(m, "type"), *p = json_get(m, "path");
+        if (!t || t->type != JSON_STRING || (p && p->type != JSON_STRING)) {
+            s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: module %zu needs a \"type\" and a \"path\" string", path, i);
+            goto done;
+        }
+        const char *rel = p ? p->str : "";
+        if (strstr(rel, "..") || rel[0] == '/') {
+            s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: module %zu path \"%.60s\" leaves the model folder", path,
+                        i, rel);
+            goto done;
+        }
+        const char *kind = type_tail(t->str);
+        char *mdir = join(dir, rel);
+        if (!mdir) {
+            s = eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if (strcmp(kind, "Transformer") == 0 && stage == 0) {
+            pl->transformer_dir = mdir;
+            mdir = NULL;
+            stage = 1;
+        } else if (strcmp(kind, "Pooling") == 0 && stage == 1) {
+            s = read_pooling(mdir, pl, err, errlen);
+            stage = 2;
+        } else if (strcmp(kind, "Dense") == 0 && stage == 2) {
+            if (pl->n_dense == EG_MAX_DENSE) s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: too many Dense modules", path);
+            else s = read_dense(mdir, pl, err, errlen);
+        } else if (strcmp(kind, "Normalize") == 0 && stage == 2) {
+            pl->normalize = 1;
+            stage = 3;
+        } else {
+            s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                        "%s: module %zu (%.80s) is not supported here; embgemma runs Transformer -> Pooling(mean) -> "
+                        "Dense* -> Normalize",
+                        path, i, t->str);
+        }
+        free(mdir);
+        if (s != EG_OK) goto done;
+    }
+    if (stage < 2)
+        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: needs a Transformer and a Pooling module", path);
+done:
+    json_free(doc);
+    free(path);
+    if (s != EG_OK) eg_pipeline_free(pl);
+    return s;
+}
+
+void eg_pipeline_free(eg_pipeline *pl) {
+    free(pl->transformer_dir);
+    for (int i = 0; i < pl->n_dense; i++) free(pl->dense_dir[i]);
+    memset(pl, 0, sizeof *pl);
+}

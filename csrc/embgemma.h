@@ -1,0 +1,89 @@
+/* embgemma.h - the C API of the embgemma engine.
+ *
+ * An eg_model is loaded once from a sentence-transformers model folder and is
+ * immutable afterwards: any number of threads may call eg_encode on the same
+ * model at once. Every call owns its scratch memory; the output buffer belongs
+ * to the caller. Nothing here knows about Python.
+ */
+#ifndef EMBGEMMA_H
+#define EMBGEMMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EG_VERSION "0.1.0"
+
+typedef enum {
+    EG_OK = 0,
+    EG_ERR_INVALID_ARG,   /* the caller passed something wrong                 */
+    EG_ERR_BAD_FILE,      /* a model file is malformed, truncated or inconsistent */
+    EG_ERR_UNSUPPORTED,   /* a well-formed model this engine cannot run exactly */
+    EG_ERR_IO,            /* a file could not be opened, read or mapped        */
+    EG_ERR_NOMEM,         /* an allocation failed                              */
+    EG_ERR_INTERNAL,
+} eg_status;
+
+typedef enum {
+    EG_ISA_SCALAR = 0,    /* plain C: the specification of every kernel        */
+    EG_ISA_AVX2 = 1,      /* x86-64 AVX2 + FMA                                 */
+    EG_ISA_COUNT
+} eg_isa;
+
+typedef struct eg_model eg_model;
+
+/* What a loaded model is; every field is read from the files. */
+typedef struct {
+    int64_t hidden;            /* hidden size (768)                              */
+    int64_t n_layers;          /* decoder layers (24)                            */
+    int64_t n_heads;           /* query heads (3)                                */
+    int64_t n_kv_heads;        /* key/value heads (1)                            */
+    int64_t head_dim;          /* per-head width (256)                           */
+    int64_t intermediate;      /* MLP width (1152)                               */
+    int64_t vocab;             /* embedding rows (262144)                        */
+    int64_t max_positions;     /* longest sequence RoPE is defined for (2048)    */
+    int64_t sliding_window;    /* window as written in config.json (512)         */
+    int64_t window_radius;     /* sliding layers see |i-j| <= radius (256)       */
+    int64_t n_dense;           /* Dense modules after pooling (2)                */
+    int64_t out_dim;           /* width of the final embedding (768)             */
+    int normalize;             /* 1 when modules.json ends with Normalize        */
+    eg_isa isa;                /* kernels this model runs on                     */
+    const char *weight_dtype;  /* "F32", "BF16", "F16" or "mixed"                */
+} eg_model_info;
+
+/* Load a model folder. isa_override: NULL or "" for automatic choice, else
+ * "scalar" / "avx2". On failure *out is NULL and err holds a message naming the
+ * file and the problem. */
+eg_status eg_model_load(const char *dir, const char *isa_override, eg_model **out, char *err, size_t errlen);
+void eg_model_free(eg_model *m);
+const eg_model_info *eg_model_get_info(const eg_model *m);
+
+typedef struct {
+    int64_t dim;        /* output width: out_dim, or a Matryoshka prefix       */
+    int normalize;      /* L2-normalize the (possibly truncated) output        */
+    int n_threads;      /* worker threads for this call (>= 1)                 */
+} eg_encode_opts;
+
+/* Embed n_seqs token sequences packed back to back, with no padding:
+ * sequence s is ids[offsets[s] .. offsets[s+1]). Row s of the result is written
+ * to out + rows[s] * out_stride (rows may be NULL: row s). Each sequence must be
+ * 1..max_positions tokens and every id below vocab; the call checks. */
+eg_status eg_encode(const eg_model *m, const int32_t *ids, const int64_t *offsets, int64_t n_seqs,
+                    const eg_encode_opts *opts, float *out, int64_t out_stride, const int64_t *rows,
+                    char *err, size_t errlen);
+
+/* Build facts: which ISAs were compiled in and which this CPU can run. */
+const char *eg_isa_name(eg_isa isa);
+int eg_isa_compiled(eg_isa isa);
+int eg_isa_supported(eg_isa isa);
+eg_isa eg_isa_best(void);
+int eg_openmp_enabled(void);
+int eg_default_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

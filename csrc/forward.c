@@ -1,0 +1,353 @@
+/* forward.c - the EmbeddingGemma forward pass over a ragged batch.
+ *
+ * All sequences of a call are packed into one [T, D] matrix with no padding:
+ * every projection is one GEMM over all T tokens, and only attention and
+ * pooling look at sequence boundaries. Activations are float32 throughout.
+ * Every output element has exactly one owning thread and a fixed order of
+ * operations, so results are bitwise identical for any thread count.
+ * No Python here.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define GEMM_MB 96       /* rows of x per GEMM task                             */
+#define GEMM_PB 4        /* weight panels (x16 columns) per GEMM task           */
+#define MLP_CHUNK 1024   /* tokens per MLP step: bounds the [chunk, 2I] buffer  */
+#define ATT_BQ 32        /* queries per attention tile                          */
+#define ATT_BK 64        /* keys per attention tile                             */
+
+/* Scratch for one call. Each field is [rows, cols] float32. */
+typedef struct {
+    float *x;        /* [T, D]          residual stream                        */
+    float *xn;       /* [T, D]          normed input of a block                */
+    float *qkv;      /* [T, QD+2KD]     q | k | v per token                    */
+    float *att;      /* [T, QD]         attention output, heads concatenated  */
+    float *tmp;      /* [T, D]          o_proj / down_proj output              */
+    float *gu;       /* [MLP_CHUNK, 2I] gate | up, then gelu(gate)*up in gate  */
+    float *att_tile; /* [threads, G*BQ*(BK + Hd + 2)] per-thread attention tile */
+    float *head;     /* [S, 2*Wmax]     pooled vector and Dense outputs        */
+} scratch;
+
+/* ---------------------------------------------------------------- row ops */
+
+/* Gemma RMSNorm: y = x / sqrt(mean(x^2) + eps) * gain, gain = 1 + w (precomputed). */
+static void rmsnorm(const float *x, const float *gain, float *y, int64_t n, float eps) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
+    float r = 1.0f / sqrtf((float)(ss / (double)n) + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * r) * gain[i];
+}
+
+/* Rotate-half RoPE on one head vector: pairs (i, i + Hd/2). */
+static void rope(float *v, const float *cos_row, const float *sin_row, int64_t half) {
+    for (int64_t i = 0; i < half; i++) {
+        float x0 = v[i], x1 = v[i + half], c = cos_row[i], s = sin_row[i];
+        v[i] = x0 * c - x1 * s;
+        v[i + half] = x1 * c + x0 * s;
+    }
+}
+
+static float gelu_tanh(float x) {
+    const float k_beta = 0.7978845608028654f; /* sqrt(2 / pi) */
+    const float k_kappa = 0.044715f;
+    float inner = k_beta * (x + k_kappa * x * x * x);
+    return 0.5f * x * (1.0f + tanhf(inner));
+}
+
+/* ---------------------------------------------------------------- GEMM driver */
+
+/* y[m, 0..w->n) = x[m, k] . W^T, split into (row block x panel block) tasks. */
+static void gemm(const eg_model *md, const float *x, int64_t ldx, int64_t m, const eg_matrix *w, float *y,
+                 int64_t ldy, int nt) {
+    const int64_t mb = (m + GEMM_MB - 1) / GEMM_MB, pb = (w->n_panels + GEMM_PB - 1) / GEMM_PB;
+    const int64_t tasks = mb * pb;
+    const eg_kernels *k = md->k;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && tasks > 1)
+    for (int64_t t = 0; t < tasks; t++) {
+        int64_t pi = t % pb, mi = t / pb;
+        int64_t r0 = mi * GEMM_MB, r1 = r0 + GEMM_MB < m ? r0 + GEMM_MB : m;
+        int64_t p0 = pi * GEMM_PB, p1 = p0 + GEMM_PB < w->n_panels ? p0 + GEMM_PB : w->n_panels;
+        k->gemm(x + r0 * ldx, ldx, r1 - r0, w, p0, p1, y + r0 * ldy, ldy);
+    }
+}
+
+/* ---------------------------------------------------------------- attention */
+
+/* One task: queries [q0, q1) of one sequence, all query heads of kv head g.
+ * Flash-style: key tiles of ATT_BK, running max and sum per row, so at most a
+ * [G*BQ, BK] tile of scores exists at once whatever the sequence length. */
+static void attention_tile(const eg_model *md, const float *qkv, int64_t ldq, int64_t seq0, int64_t len, int64_t q0,
+                           int64_t q1, int64_t g, int is_global, float *tile, float *att, int64_t ldatt) {
+    const eg_config *c = &md->cfg;
+    const eg_kernels *k = md->k;
+    const int64_t Hd = c->head_dim, G = c->n_heads / c->n_kv_heads, QD = c->n_heads * Hd, KD = c->n_kv_heads * Hd;
+    const int64_t nq = q1 - q0, rows = G * nq, R = c->window_radius;
+    const float scale = (float)(1.0 / sqrt(c->query_pre_attn_scalar));
+    float *S = tile;                      /* [rows, BK] scores, then probabilities */
+    float *O = S + G * ATT_BQ * ATT_BK;   /* [rows, Hd] running numerators         */
+    float *mx = O + G * ATT_BQ * Hd;      /* [rows] running max                    */
+    float *sum = mx + G * ATT_BQ;         /* [rows] running denominators           */
+    for (int64_t r = 0; r < rows; r++) {
+        mx[r] = -INFINITY;
+        sum[r] = 0.0f;
+    }
+    memset(O, 0, (size_t)(rows * Hd) * sizeof(float));
+
+    int64_t k_lo = 0, k_hi = len;
+    if (!is_global) {
+        k_lo = q0 - R > 0 ? q0 - R : 0;
+        k_hi = q1 - 1 + R + 1 < len ? q1 - 1 + R + 1 : len;
+    }
+    for (int64_t k0 = k_lo; k0 < k_hi; k0 += ATT_BK) {
+        const int64_t k1 = k0 + ATT_BK < k_hi ? k0 + ATT_BK : k_hi, nk = k1 - k0;
+        for (int64_t h = 0; h < G; h++) {
+            for (int64_t i = 0; i < nq; i++) {
+                const int64_t qi = q0 + i, r = h * nq + i;
+                const float *q = qkv + (seq0 + qi) * ldq + (g * G + h) * Hd;
+                float *s = S + r * ATT_BK;
+                float row_max = -INFINITY;
+                for (int64_t j = 0; j < nk; j++) {
+                    const int64_t kj = k0 + j;
+                    if (!is_global && (kj < qi - R || kj > qi + R)) {
+                        s[j] = -INFINITY;
+                        continue;
+                    }
+                    const float *kv = qkv + (seq0 + kj) * ldq + QD + g * Hd;
+                    s[j] = k->dot(q, kv, Hd) * scale;
+                    if (s[j] > row_max) row_max = s[j];
+                }
+                if (row_max == -INFINITY) continue; /* no allowed key in this tile */
+                const float m_new = row_max > mx[r] ? row_max : mx[r];
+                const float alpha = expf(mx[r] - m_new); /* 0 on the first tile */
+                float psum = 0.0f;
+                float *o = O + r * Hd;
+                if (alpha != 1.0f) k->scale(alpha, o, Hd);
+                for (int64_t j = 0; j < nk; j++) {
+                    if (s[j] == -INFINITY) continue;
+                    const float p = expf(s[j] - m_new);
+                    psum += p;
+                    k->axpy(p, qkv + (seq0 + k0 + j) * ldq + QD + KD + g * Hd, o, Hd);
+                }
+                sum[r] = sum[r] * alpha + psum;
+                mx[r] = m_new;
+            }
+        }
+    }
+    for (int64_t h = 0; h < G; h++) {
+        for (int64_t i = 0; i < nq; i++) {
+            const int64_t r = h * nq + i;
+            float *dst = att + (seq0 + q0 + i) * ldatt + (g * G + h) * Hd;
+            const float inv = 1.0f / sum[r]; /* sum >= 1: a query always sees itself */
+            for (int64_t d = 0; d < Hd; d++) dst[d] = O[r * Hd + d] * inv;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- the pass */
+
+static int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+
+eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offsets, int64_t n_seqs,
+                     const eg_encode_opts *opts, float *out, int64_t out_stride, const int64_t *rows, char *err,
+                     size_t errlen) {
+    const eg_config *c = &md->cfg;
+    const int nt = opts->n_threads;
+    const int64_t T = offsets[n_seqs] - offsets[0], S = n_seqs;
+    const int64_t D = c->hidden, Hd = c->head_dim, I = c->intermediate, KV = c->n_kv_heads;
+    const int64_t G = c->n_heads / KV, QD = c->n_heads * Hd, KD = KV * Hd, QKV = QD + 2 * KD;
+    const float eps = (float)c->rms_eps;
+    ids += offsets[0];
+
+    int64_t wmax = D;
+    for (int i = 0; i < md->n_dense; i++) wmax = imax(wmax, md->dense[i].w.n);
+    const int64_t chunk = T < MLP_CHUNK ? T : MLP_CHUNK;
+    const int64_t tile = G * ATT_BQ * (ATT_BK + Hd + 2);
+    const size_t sizes[] = {
+        (size_t)(T * D), (size_t)(T * D), (size_t)(T * QKV), (size_t)(T * QD),
+        (size_t)(T * D), (size_t)(chunk * 2 * I), (size_t)(nt * tile), (size_t)(S * 2 * wmax),
+    };
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (sizes[i] + 15) & ~(size_t)15;
+    float *arena = NULL;
+    if (posix_memalign((void **)&arena, 64, total * sizeof(float)) != 0)
+        return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory: %zu MiB of scratch for %lld tokens",
+                       (total * sizeof(float)) >> 20, (long long)T);
+    scratch sc;
+    float **fields[] = {&sc.x, &sc.xn, &sc.qkv, &sc.att, &sc.tmp, &sc.gu, &sc.att_tile, &sc.head};
+    for (size_t i = 0, off = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        *fields[i] = arena + off;
+        off += (sizes[i] + 15) & ~(size_t)15;
+    }
+
+    /* token -> position within its sequence (for RoPE) */
+    int32_t *pos = malloc((size_t)T * sizeof *pos);
+    if (!pos) {
+        free(arena);
+        return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+    }
+    for (int64_t s = 0; s < S; s++)
+        for (int64_t t = offsets[s]; t < offsets[s + 1]; t++) pos[t - offsets[0]] = (int32_t)(t - offsets[s]);
+
+    /* 1. scaled embedding: x[t] = E[id] * sqrt(D) */
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t t = 0; t < T; t++) {
+        float *xt = sc.x + t * D;
+        const size_t esz = md->embed_dtype == EG_F32 ? 4 : 2;
+        const uint8_t *row = md->embed + (size_t)ids[t] * (size_t)D * esz;
+        for (int64_t i = 0; i < D; i++) {
+            float v;
+            if (md->embed_dtype == EG_F32) memcpy(&v, row + 4 * i, 4);
+            else {
+                uint16_t h;
+                memcpy(&h, row + 2 * i, 2);
+                v = md->embed_dtype == EG_BF16 ? eg_bf16_to_f32(h) : eg_f16_to_f32(h);
+            }
+            xt[i] = v * md->embed_scale;
+        }
+    }
+
+    /* attention tasks: (sequence, query tile, kv head) */
+    int64_t n_tiles = 0;
+    for (int64_t s = 0; s < S; s++) n_tiles += (offsets[s + 1] - offsets[s] + ATT_BQ - 1) / ATT_BQ;
+    int64_t *task_seq = malloc((size_t)(n_tiles ? n_tiles : 1) * 2 * sizeof(int64_t));
+    if (!task_seq) {
+        free(pos);
+        free(arena);
+        return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+    }
+    int64_t *task_q0 = task_seq + n_tiles;
+    for (int64_t s = 0, n = 0; s < S; s++)
+        for (int64_t q = 0; q < offsets[s + 1] - offsets[s]; q += ATT_BQ, n++) {
+            task_seq[n] = s;
+            task_q0[n] = q;
+        }
+    const int64_t att_tasks = n_tiles * KV;
+
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        const eg_layer *L = &md->layers[l];
+        const int glob = L->is_global;
+        const float *rc = md->rope_cos[glob], *rs = md->rope_sin[glob];
+
+        /* 2. attention block: a = rms(x); q,k,v = a W^T; q/k norm; RoPE */
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int64_t t = 0; t < T; t++) rmsnorm(sc.x + t * D, L->attn_norm, sc.xn + t * D, D, eps);
+        gemm(md, sc.xn, D, T, &L->qkv, sc.qkv, QKV, nt);
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int64_t t = 0; t < T; t++) {
+            float *q = sc.qkv + t * QKV;
+            const float *cr = rc + (int64_t)pos[t] * (Hd / 2), *sr = rs + (int64_t)pos[t] * (Hd / 2);
+            for (int64_t h = 0; h < c->n_heads; h++) {
+                rmsnorm(q + h * Hd, L->q_norm, q + h * Hd, Hd, eps);
+                rope(q + h * Hd, cr, sr, Hd / 2);
+            }
+            for (int64_t h = 0; h < KV; h++) {
+                float *kh = q + QD + h * Hd;
+                rmsnorm(kh, L->k_norm, kh, Hd, eps);
+                rope(kh, cr, sr, Hd / 2);
+            }
+        }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+        for (int64_t task = 0; task < att_tasks; task++) {
+            const int64_t n = task / KV, g = task % KV, s = task_seq[n];
+            const int64_t len = offsets[s + 1] - offsets[s], q0 = task_q0[n];
+            const int64_t q1 = q0 + ATT_BQ < len ? q0 + ATT_BQ : len;
+            attention_tile(md, sc.qkv, QKV, offsets[s] - offsets[0], len, q0, q1, g, glob,
+                           sc.att_tile + (int64_t)EG_THREAD_ID() * tile, sc.att, QD);
+        }
+        gemm(md, sc.att, QD, T, &L->o, sc.tmp, D, nt);
+        /* x += rms(attn_out) (post-norm before the residual add), then m = rms(x) */
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int64_t t = 0; t < T; t++) {
+            float *xt = sc.x + t * D, *ot = sc.tmp + t * D;
+            rmsnorm(ot, L->post_attn_norm, ot, D, eps);
+            for (int64_t i = 0; i < D; i++) xt[i] += ot[i];
+            rmsnorm(xt, L->pre_ffn_norm, sc.xn + t * D, D, eps);
+        }
+
+        /* 3. MLP: down(gelu(gate m) * up m), in token chunks */
+        for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+            const int64_t n = T - t0 < chunk ? T - t0 : chunk;
+            gemm(md, sc.xn + t0 * D, D, n, &L->gate_up, sc.gu, 2 * I, nt);
+#pragma omp parallel for schedule(static) num_threads(nt)
+            for (int64_t t = 0; t < n; t++) {
+                float *g = sc.gu + t * 2 * I;
+                for (int64_t i = 0; i < I; i++) g[i] = gelu_tanh(g[i]) * g[I + i];
+            }
+            gemm(md, sc.gu, 2 * I, n, &L->down, sc.tmp + t0 * D, D, nt);
+        }
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int64_t t = 0; t < T; t++) {
+            float *xt = sc.x + t * D, *ft = sc.tmp + t * D;
+            rmsnorm(ft, L->post_ffn_norm, ft, D, eps);
+            for (int64_t i = 0; i < D; i++) xt[i] += ft[i];
+        }
+    }
+
+    /* 4. final norm, then mean pooling over every token (BOS, prompt, text, EOS) */
+    float *pooled = sc.head, *hbuf = sc.head + S * wmax;
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t s = 0; s < S; s++) {
+        const int64_t a = offsets[s] - offsets[0], b = offsets[s + 1] - offsets[0];
+        double *acc = calloc((size_t)D, sizeof(double));
+        float *row = malloc((size_t)D * sizeof(float));
+        if (acc && row) {
+            for (int64_t t = a; t < b; t++) {
+                rmsnorm(sc.x + t * D, md->final_norm, row, D, eps);
+                for (int64_t i = 0; i < D; i++) acc[i] += row[i];
+            }
+            for (int64_t i = 0; i < D; i++) pooled[s * wmax + i] = (float)(acc[i] / (double)(b - a));
+        } else {
+            for (int64_t i = 0; i < D; i++) pooled[s * wmax + i] = NAN; /* reported below */
+        }
+        free(acc);
+        free(row);
+    }
+
+    /* 5. Dense head: each module y = W x (+ b), identity activation */
+    float *cur = pooled, *nxt = hbuf;
+    int64_t width = D;
+    for (int i = 0; i < md->n_dense; i++) {
+        const eg_dense *dn = &md->dense[i];
+        gemm(md, cur, wmax, S, &dn->w, nxt, wmax, nt);
+        if (dn->bias)
+            for (int64_t s = 0; s < S; s++)
+                for (int64_t j = 0; j < dn->w.n; j++) nxt[s * wmax + j] += dn->bias[j];
+        width = dn->w.n;
+        float *t = cur;
+        cur = nxt;
+        nxt = t;
+    }
+
+    /* 6. Normalize module, Matryoshka prefix, optional re-normalization */
+    int bad = 0;
+    for (int64_t s = 0; s < S; s++) {
+        float *v = cur + s * wmax;
+        if (md->info.normalize) {
+            double ss = 0.0;
+            for (int64_t i = 0; i < width; i++) ss += (double)v[i] * v[i];
+            float inv = (float)(1.0 / fmax(sqrt(ss), 1e-12));
+            for (int64_t i = 0; i < width; i++) v[i] *= inv;
+        }
+        float *dst = out + (rows ? rows[s] : s) * out_stride;
+        float inv = 1.0f;
+        if (opts->normalize) {
+            double ss = 0.0;
+            for (int64_t i = 0; i < opts->dim; i++) ss += (double)v[i] * v[i];
+            inv = (float)(1.0 / fmax(sqrt(ss), 1e-12));
+        }
+        for (int64_t i = 0; i < opts->dim; i++) {
+            dst[i] = opts->normalize ? v[i] * inv : v[i];
+            if (isnan(dst[i])) bad = 1;
+        }
+    }
+    free(task_seq);
+    free(pos);
+    free(arena);
+    if (bad)
+        return eg_fail(err, errlen, EG_ERR_INTERNAL,
+                       "the forward pass produced NaN (out of memory in pooling, or non-finite weights in the model)");
+    return EG_OK;
+}

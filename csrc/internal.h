@@ -1,0 +1,192 @@
+/* internal.h - the engine's data structures, shared by the C files of csrc/.
+ *
+ * Shapes are written [rows, cols] with row-major storage. T is the number of
+ * tokens in a call (all sequences packed back to back), S the number of
+ * sequences, D = hidden, H = n_heads, Hd = head_dim, I = intermediate.
+ * No Python here.
+ */
+#ifndef EG_INTERNAL_H
+#define EG_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "embgemma.h"
+#include "json.h"
+
+#define EG_ERRLEN 512
+#define EG_PANEL 16 /* output columns per packed weight panel (GEMM micro-kernel width) */
+
+/* ---------------------------------------------------------------- errors */
+
+/* Formats a message into err and returns status; every failure goes through it. */
+eg_status eg_fail(char *err, size_t errlen, eg_status status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ---------------------------------------------------------------- config */
+
+typedef struct {
+    int64_t hidden;            /* D                                              */
+    int64_t n_layers;
+    int64_t n_heads;           /* H                                              */
+    int64_t n_kv_heads;        /* must divide H                                  */
+    int64_t head_dim;          /* Hd, even                                       */
+    int64_t intermediate;      /* I                                              */
+    int64_t vocab;
+    int64_t max_positions;
+    int64_t sliding_window;    /* raw value from config.json                     */
+    int64_t window_radius;     /* sliding_window / 2: |i-j| <= radius is allowed */
+    double rms_eps;
+    double rope_base_global;   /* full_attention layers                         */
+    double rope_base_local;    /* sliding_attention layers                      */
+    double query_pre_attn_scalar;
+    uint8_t *layer_is_global;  /* [n_layers] 1 = full attention, 0 = sliding    */
+} eg_config;
+
+/* Parses and validates config.json; everything else trusts the result. */
+eg_status eg_config_read(const char *path, eg_config *cfg, char *err, size_t errlen);
+void eg_config_free(eg_config *cfg);
+
+/* The sentence-transformers pipeline read from modules.json. */
+#define EG_MAX_DENSE 8
+typedef struct {
+    char *transformer_dir;          /* folder with config.json + weights        */
+    int n_dense;
+    char *dense_dir[EG_MAX_DENSE];  /* folder of each Dense module, in order    */
+    int64_t dense_in[EG_MAX_DENSE], dense_out[EG_MAX_DENSE];
+    int dense_bias[EG_MAX_DENSE];
+    int normalize;                  /* a Normalize module ends the pipeline      */
+} eg_pipeline;
+
+/* Reads modules.json and the Pooling / Dense configs; checks widths against hidden later. */
+eg_status eg_pipeline_read(const char *dir, eg_pipeline *pl, char *err, size_t errlen);
+void eg_pipeline_free(eg_pipeline *pl);
+
+/* Reads a whole (small) file; *len excludes the NUL that is appended. */
+eg_status eg_read_file(const char *path, size_t max_bytes, char **out, size_t *len, char *err, size_t errlen);
+/* Reads and parses a JSON file (at most 64 MiB). */
+eg_status eg_read_json(const char *path, json_doc **out, char *err, size_t errlen);
+
+/* ---------------------------------------------------------------- safetensors */
+
+typedef enum { EG_F32 = 0, EG_F16, EG_BF16, EG_DTYPE_OTHER } eg_dtype;
+
+typedef struct {
+    char *name;
+    eg_dtype dtype;
+    char dtype_name[16];       /* as written in the header                       */
+    int ndim;
+    int64_t shape[8];
+    const uint8_t *data;       /* inside a read-only mapping; may be unaligned   */
+    int64_t nbytes;
+    int used;                  /* set by the loader: every tensor must be used   */
+    const char *file;          /* file the tensor came from (for messages)       */
+} eg_tensor;
+
+typedef struct {
+    eg_tensor *tensors;        /* [n]                                            */
+    int64_t n, cap;
+    void **maps;               /* [n_maps] read-only mappings                    */
+    size_t *map_sizes;         /* [n_maps]                                       */
+    char **map_paths;          /* [n_maps]                                       */
+    int n_maps;
+} eg_tensor_set;
+
+/* Maps one .safetensors file, validates its header and adds its tensors. */
+eg_status eg_st_open(const char *path, eg_tensor_set *set, char *err, size_t errlen);
+/* Validates a header held in memory (also the fuzzing entry point). */
+eg_status eg_st_parse_header(const uint8_t *buf, size_t size, const char *path, eg_tensor_set *set,
+                             char *err, size_t errlen);
+eg_tensor *eg_st_find(eg_tensor_set *set, const char *name);
+void eg_st_free(eg_tensor_set *set);
+
+/* ---------------------------------------------------------------- weights */
+
+/* A weight matrix W [n, k] (y = W x, PyTorch nn.Linear layout) packed into
+ * panels of EG_PANEL output rows: panel p holds W[p*16 + j][kk] at
+ * data[(p*k + kk)*16 + j], zero-padded past n. One 16-wide load per kk feeds
+ * a whole micro-kernel row. */
+typedef struct {
+    float *data;               /* [n_panels, k, 16]                              */
+    int64_t n, k;
+    int64_t n_panels;          /* ceil(n / 16)                                   */
+} eg_matrix;
+
+typedef struct {
+    float *attn_norm;          /* [D]  1 + input_layernorm                       */
+    eg_matrix qkv;             /* [H*Hd + 2*KV*Hd, D]  q, k, v projections stacked */
+    float *q_norm;             /* [Hd] 1 + q_norm                                */
+    float *k_norm;             /* [Hd] 1 + k_norm                                */
+    eg_matrix o;               /* [D, H*Hd]                                      */
+    float *post_attn_norm;     /* [D]  1 + post_attention_layernorm              */
+    float *pre_ffn_norm;       /* [D]  1 + pre_feedforward_layernorm             */
+    eg_matrix gate_up;         /* [2*I, D]  gate rows, then up rows              */
+    eg_matrix down;            /* [D, I]                                         */
+    float *post_ffn_norm;      /* [D]  1 + post_feedforward_layernorm            */
+    int is_global;             /* full attention (else sliding window)           */
+} eg_layer;
+
+typedef struct {
+    eg_matrix w;               /* [out, in]                                      */
+    float *bias;               /* [out] or NULL                                  */
+} eg_dense;
+
+/* Kernel table: one per ISA, chosen at load. Kernels never allocate, never
+ * spawn threads and trust their (already validated) arguments. */
+typedef struct {
+    /* y[m, p0*16 .. p1*16) = x[m, k] . W^T for panels p0..p1 of w; columns past w->n are not written */
+    void (*gemm)(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
+                 float *y, int64_t ldy);
+    float (*dot)(const float *a, const float *b, int64_t n);
+    void (*axpy)(float a, const float *x, float *y, int64_t n); /* y += a x */
+    void (*scale)(float a, float *y, int64_t n);                /* y *= a   */
+} eg_kernels;
+
+extern const eg_kernels eg_kernels_scalar;
+const eg_kernels *eg_kernels_for(eg_isa isa);
+eg_status eg_isa_choose(const char *name, eg_isa *out, char *err, size_t errlen);
+#if defined(__x86_64__) || defined(_M_X64)
+#define EG_HAVE_X86 1
+extern const eg_kernels eg_kernels_avx2;
+#endif
+
+struct eg_model {
+    eg_config cfg;
+    eg_model_info info;
+    const eg_kernels *k;
+
+    /* token embedding: rows are read straight from the mapped file */
+    const uint8_t *embed;      /* [vocab, D] in embed_dtype, inside a mapping    */
+    eg_dtype embed_dtype;
+    float embed_scale;         /* (float)sqrt(D)                                 */
+
+    eg_layer *layers;          /* [n_layers]                                     */
+    float *final_norm;         /* [D] 1 + norm                                   */
+    float *rope_cos[2];        /* [max_positions, Hd/2]  [0] sliding, [1] global */
+    float *rope_sin[2];        /* [max_positions, Hd/2]                          */
+    eg_dense dense[EG_MAX_DENSE];
+    int n_dense;
+    eg_tensor_set files;       /* mappings kept for the embedding table          */
+    char dtype_name[8];
+};
+
+/* ---------------------------------------------------------------- forward */
+
+eg_status eg_forward(const eg_model *m, const int32_t *ids, const int64_t *offsets, int64_t n_seqs,
+                     const eg_encode_opts *opts, float *out, int64_t out_stride, const int64_t *rows,
+                     char *err, size_t errlen);
+
+/* bf16 / f16 -> f32 conversions (exact) */
+float eg_bf16_to_f32(uint16_t h);
+float eg_f16_to_f32(uint16_t h);
+
+/* ---------------------------------------------------------------- threads */
+
+#ifdef _OPENMP
+#include <omp.h>
+#define EG_THREAD_ID() omp_get_thread_num()
+#else
+#define EG_THREAD_ID() 0
+#endif
+
+#endif

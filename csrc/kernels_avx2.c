@@ -1,0 +1,111 @@
+/* kernels_avx2.c - AVX2 + FMA kernels for x86-64. Compiled for the baseline
+ * ISA with per-function target attributes, so nothing here runs unless
+ * dispatch.c has seen AVX2, FMA and OS-enabled YMM state. Each kernel has a
+ * scalar twin in kernels_scalar.c. No allocation, no threads, no Python.
+ */
+#include "internal.h"
+
+#ifdef EG_HAVE_X86
+#include <immintrin.h>
+#include <string.h>
+
+#define EG_AVX2 __attribute__((target("avx2,fma")))
+#define MR 6 /* rows of x per micro-kernel: 6 x 2 accumulators + 2 B + 1 A = 15 ymm */
+
+/* y[0..mr, 0..cols) = x[0..mr, 0..k) . panel. Every output element is one FMA
+ * chain over kk = 0..k-1, whatever mr is: results do not depend on how rows
+ * are split into tiles or threads. */
+static inline __attribute__((always_inline)) EG_AVX2 void micro(int mr, const float *x, int64_t ldx,
+                                                                 const float *panel, int64_t k, float *y,
+                                                                 int64_t ldy, int64_t cols) {
+    __m256 c[MR][2];
+    for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
+    for (int64_t kk = 0; kk < k; kk++) {
+        __m256 b0 = _mm256_loadu_ps(panel + kk * EG_PANEL);
+        __m256 b1 = _mm256_loadu_ps(panel + kk * EG_PANEL + 8);
+        for (int r = 0; r < MR; r++) {
+            if (r < mr) {
+                __m256 a = _mm256_broadcast_ss(x + r * ldx + kk);
+                c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
+                c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+            }
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        if (r >= mr) break;
+        if (cols == EG_PANEL) {
+            _mm256_storeu_ps(y + r * ldy, c[r][0]);
+            _mm256_storeu_ps(y + r * ldy + 8, c[r][1]);
+        } else {
+            float tmp[EG_PANEL];
+            _mm256_storeu_ps(tmp, c[r][0]);
+            _mm256_storeu_ps(tmp + 8, c[r][1]);
+            memcpy(y + r * ldy, tmp, (size_t)cols * sizeof(float));
+        }
+    }
+}
+
+static EG_AVX2 void gemm_avx2(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
+                              float *y, int64_t ldy) {
+    const int64_t k = w->k;
+    for (int64_t p = p0; p < p1; p++) {
+        const float *panel = w->data + p * k * EG_PANEL;
+        int64_t cols = w->n - p * EG_PANEL;
+        if (cols > EG_PANEL) cols = EG_PANEL;
+        float *yp = y + p * EG_PANEL;
+        int64_t i = 0;
+        for (; i + MR <= m; i += MR) micro(MR, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols);
+        switch (m - i) {
+        case 5: micro(5, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
+        case 4: micro(4, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
+        case 3: micro(3, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
+        case 2: micro(2, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
+        case 1: micro(1, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
+        default: break;
+        }
+    }
+}
+
+static EG_AVX2 inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static EG_AVX2 float dot_avx2(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float acc = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+static EG_AVX2 void axpy_avx2(float a, const float *x, float *y, int64_t n) {
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static EG_AVX2 void scale_avx2(float a, float *y, int64_t n) {
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(va, _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] *= a;
+}
+
+const eg_kernels eg_kernels_avx2 = {
+    .gemm = gemm_avx2,
+    .dot = dot_avx2,
+    .axpy = axpy_avx2,
+    .scale = scale_avx2,
+};
+#endif

@@ -1,0 +1,293 @@
+/* module.c - the Python boundary: the only file that includes Python or NumPy.
+ *
+ * Every call follows the same steps: parse arguments, check and coerce them
+ * with the GIL held, allocate the output with NumPy, release the GIL around
+ * the pure-C work, then turn a failure status into a Python exception.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include "embgemma.h"
+
+static PyObject *EmbGemmaError;     /* base of every error raised here          */
+static PyObject *ModelFormatError;  /* a malformed or inconsistent model file   */
+static PyObject *UnsupportedModelError; /* a well-formed model we cannot run    */
+
+static PyObject *raise_status(eg_status s, const char *msg) {
+    PyObject *type;
+    switch (s) {
+    case EG_ERR_INVALID_ARG: type = PyExc_ValueError; break;
+    case EG_ERR_BAD_FILE: type = ModelFormatError; break;
+    case EG_ERR_UNSUPPORTED: type = UnsupportedModelError; break;
+    case EG_ERR_IO: type = PyExc_OSError; break;
+    case EG_ERR_NOMEM: type = PyExc_MemoryError; break;
+    default: type = EmbGemmaError; break;
+    }
+    PyErr_SetString(type, msg);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- Model */
+
+typedef struct {
+    PyObject_HEAD
+    eg_model *model; /* immutable after __init__; shared by concurrent calls */
+} ModelObject;
+
+static void Model_dealloc(ModelObject *self) {
+    eg_model_free(self->model);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"path", "isa", NULL};
+    PyObject *path_obj = NULL;
+    const char *isa = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|z", kwlist, PyUnicode_FSConverter, &path_obj, &isa)) return -1;
+    if (self->model) {
+        Py_DECREF(path_obj);
+        PyErr_SetString(PyExc_RuntimeError, "Model is already loaded");
+        return -1;
+    }
+    const char *path = PyBytes_AS_STRING(path_obj);
+    if (strlen(path) != (size_t)PyBytes_GET_SIZE(path_obj)) {
+        Py_DECREF(path_obj);
+        PyErr_SetString(PyExc_ValueError, "model path contains a NUL character");
+        return -1;
+    }
+    char err[1024] = "";
+    eg_model *m = NULL;
+    eg_status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = eg_model_load(path, isa, &m, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path_obj);
+    if (s != EG_OK) {
+        raise_status(s, err);
+        return -1;
+    }
+    self->model = m;
+    return 0;
+}
+
+static int check_loaded(ModelObject *self) {
+    if (!self->model) {
+        PyErr_SetString(PyExc_RuntimeError, "Model was not initialised");
+        return 0;
+    }
+    return 1;
+}
+
+/* encode(ids, offsets, *, dim=0, normalize=True, threads=1, out=None, rows=None) -> out */
+static PyObject *Model_encode(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"ids", "offsets", "dim", "normalize", "threads", "out", "rows", NULL};
+    PyObject *ids_obj, *off_obj, *out_obj = Py_None, *rows_obj = Py_None;
+    long long dim = 0;
+    int normalize = 1, threads = 1;
+    if (!check_loaded(self)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$LpiOO", kwlist, &ids_obj, &off_obj, &dim, &normalize, &threads,
+                                     &out_obj, &rows_obj))
+        return NULL;
+    const eg_model_info *info = eg_model_get_info(self->model);
+    if (dim == 0) dim = info->out_dim;
+
+    PyArrayObject *ids = NULL, *offs = NULL, *rows = NULL, *out = NULL;
+    PyObject *result = NULL;
+    ids = (PyArrayObject *)PyArray_FROM_OTF(ids_obj, NPY_INT32, NPY_ARRAY_IN_ARRAY);
+    if (!ids) goto done;
+    offs = (PyArrayObject *)PyArray_FROM_OTF(off_obj, NPY_INT64, NPY_ARRAY_IN_ARRAY);
+    if (!offs) goto done;
+    if (PyArray_NDIM(ids) != 1 || PyArray_NDIM(offs) != 1 || PyArray_DIM(offs, 0) < 1) {
+        PyErr_SetString(PyExc_ValueError, "ids must be 1-D and offsets 1-D with n_texts + 1 entries");
+        goto done;
+    }
+    const npy_intp n_ids = PyArray_DIM(ids, 0), n = PyArray_DIM(offs, 0) - 1;
+    const int64_t *o = (const int64_t *)PyArray_DATA(offs);
+    if (o[0] < 0 || o[n] > n_ids) {
+        PyErr_Format(PyExc_ValueError, "offsets must lie within 0..%zd", (Py_ssize_t)n_ids);
+        goto done;
+    }
+    for (npy_intp i = 0; i < n; i++) {
+        if (o[i + 1] < o[i]) {
+            PyErr_Format(PyExc_ValueError, "offsets must be non-decreasing (offsets[%zd] > offsets[%zd])",
+                         (Py_ssize_t)i, (Py_ssize_t)(i + 1));
+            goto done;
+        }
+    }
+    if (dim < 1 || dim > info->out_dim) {
+        PyErr_Format(PyExc_ValueError, "dim must be between 1 and %lld, got %lld", (long long)info->out_dim, dim);
+        goto done;
+    }
+    if (threads < 1) {
+        PyErr_Format(PyExc_ValueError, "threads must be >= 1, got %d", threads);
+        goto done;
+    }
+    if (out_obj == Py_None) {
+        if (rows_obj != Py_None) {
+            PyErr_SetString(PyExc_ValueError, "rows needs out");
+            goto done;
+        }
+        npy_intp shape[2] = {n, (npy_intp)dim};
+        out = (PyArrayObject *)PyArray_EMPTY(2, shape, NPY_FLOAT32, 0);
+        if (!out) goto done;
+    } else {
+        if (!PyArray_Check(out_obj)) {
+            PyErr_SetString(PyExc_TypeError, "out must be a numpy.ndarray");
+            goto done;
+        }
+        out = (PyArrayObject *)out_obj;
+        Py_INCREF(out);
+        if (PyArray_TYPE(out) != NPY_FLOAT32 || PyArray_NDIM(out) != 2 || !PyArray_IS_C_CONTIGUOUS(out) ||
+            !PyArray_ISWRITEABLE(out) || PyArray_DIM(out, 1) != dim) {
+            PyErr_Format(PyExc_ValueError, "out must be a writeable C-contiguous float32 array of shape (N, %lld)", dim);
+            goto done;
+        }
+        if (rows_obj != Py_None) {
+            rows = (PyArrayObject *)PyArray_FROM_OTF(rows_obj, NPY_INT64, NPY_ARRAY_IN_ARRAY);
+            if (!rows) goto done;
+            if (PyArray_NDIM(rows) != 1 || PyArray_DIM(rows, 0) != n) {
+                PyErr_SetString(PyExc_ValueError, "rows must be 1-D with one entry per text");
+                goto done;
+            }
+            const int64_t *r = (const int64_t *)PyArray_DATA(rows);
+            for (npy_intp i = 0; i < n; i++) {
+                if (r[i] < 0 || r[i] >= PyArray_DIM(out, 0)) {
+                    PyErr_Format(PyExc_ValueError, "rows[%zd] = %lld is outside out's %zd rows", (Py_ssize_t)i,
+                                 (long long)r[i], (Py_ssize_t)PyArray_DIM(out, 0));
+                    goto done;
+                }
+            }
+        } else if (PyArray_DIM(out, 0) < n) {
+            PyErr_SetString(PyExc_ValueError, "out has fewer rows than there are texts");
+            goto done;
+        }
+    }
+
+    eg_encode_opts opts = {.dim = dim, .normalize = normalize, .n_threads = threads};
+    char err[1024] = "";
+    eg_status s;
+    const int32_t *idp = (const int32_t *)PyArray_DATA(ids);
+    float *outp = (float *)PyArray_DATA(out);
+    const int64_t *rp = rows ? (const int64_t *)PyArray_DATA(rows) : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    s = eg_encode(self->model, idp, o, n, &opts, outp, dim, rp, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    if (s != EG_OK) {
+        raise_status(s, err);
+        goto done;
+    }
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(ids);
+    Py_XDECREF(offs);
+    Py_XDECREF(rows);
+    Py_XDECREF(out);
+    return result;
+}
+
+static PyObject *Model_get_info(ModelObject *self, void *closure) {
+    (void)closure;
+    if (!check_loaded(self)) return NULL;
+    const eg_model_info *i = eg_model_get_info(self->model);
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:O,s:s,s:s}", "hidden_size", i->hidden,
+                         "num_hidden_layers", i->n_layers, "num_attention_heads", i->n_heads, "num_key_value_heads",
+                         i->n_kv_heads, "head_dim", i->head_dim, "intermediate_size", i->intermediate, "vocab_size",
+                         i->vocab, "max_positions", i->max_positions, "sliding_window", i->sliding_window,
+                         "window_radius", i->window_radius, "n_dense", i->n_dense, "output_dim", i->out_dim,
+                         "normalize", i->normalize ? Py_True : Py_False, "isa", eg_isa_name(i->isa), "weight_dtype",
+                         i->weight_dtype);
+}
+
+static PyMethodDef Model_methods[] = {
+    {"encode", (PyCFunction)(void (*)(void))Model_encode, METH_VARARGS | METH_KEYWORDS,
+     "encode(ids, offsets, *, dim=0, normalize=True, threads=1, out=None, rows=None) -> ndarray\n\n"
+     "Embed the token sequences ids[offsets[i]:offsets[i+1]]; writes row i to out[rows[i]]."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Model_getset[] = {
+    {"info", (getter)Model_get_info, NULL, "architecture and pipeline of the loaded model", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ModelType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "embgemma._core.Model",
+    .tp_basicsize = sizeof(ModelObject),
+    .tp_dealloc = (destructor)Model_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Model(path, isa=None): an EmbeddingGemma model loaded from a sentence-transformers folder.",
+    .tp_methods = Model_methods,
+    .tp_getset = Model_getset,
+    .tp_init = (initproc)Model_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---------------------------------------------------------------- module */
+
+static PyObject *build_info(PyObject *mod, PyObject *noargs) {
+    (void)mod;
+    (void)noargs;
+    PyObject *compiled = PyList_New(0), *supported = PyList_New(0);
+    if (!compiled || !supported) goto fail;
+    for (int i = 0; i < EG_ISA_COUNT; i++) {
+        PyObject *name = PyUnicode_FromString(eg_isa_name((eg_isa)i));
+        if (!name) goto fail;
+        int bad = (eg_isa_compiled((eg_isa)i) && PyList_Append(compiled, name)) ||
+                  (eg_isa_supported((eg_isa)i) && PyList_Append(supported, name));
+        Py_DECREF(name);
+        if (bad) goto fail;
+    }
+    return Py_BuildValue("{s:s,s:N,s:N,s:s,s:O,s:i}", "version", EG_VERSION, "compiled_isas", compiled,
+                         "supported_isas", supported, "best_isa", eg_isa_name(eg_isa_best()), "openmp",
+                         eg_openmp_enabled() ? Py_True : Py_False, "omp_num_procs", eg_default_threads());
+fail:
+    Py_XDECREF(compiled);
+    Py_XDECREF(supported);
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"build_info", build_info, METH_NOARGS, "build_info() -> dict: version, ISAs compiled and supported, OpenMP."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "embgemma._core", "C engine of embgemma (see embgemma.EmbeddingGemma).", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC PyInit__core(void) {
+    import_array();
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m) return NULL;
+#ifdef Py_GIL_DISABLED
+    PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED);
+#endif
+    if (PyType_Ready(&ModelType) < 0) goto fail;
+    EmbGemmaError = PyErr_NewExceptionWithDoc("embgemma.EmbGemmaError", "Base class of embgemma's errors.", NULL, NULL);
+    if (!EmbGemmaError) goto fail;
+    PyObject *bases = PyTuple_Pack(2, EmbGemmaError, PyExc_ValueError);
+    if (!bases) goto fail;
+    ModelFormatError = PyErr_NewExceptionWithDoc("embgemma.ModelFormatError",
+                                                 "A model file is malformed, truncated or inconsistent.", bases, NULL);
+    UnsupportedModelError = PyErr_NewExceptionWithDoc(
+        "embgemma.UnsupportedModelError", "A well-formed model that embgemma cannot run exactly.", bases, NULL);
+    Py_DECREF(bases);
+    if (!ModelFormatError || !UnsupportedModelError) goto fail;
+    Py_INCREF(&ModelType);
+    if (PyModule_AddObject(m, "Model", (PyObject *)&ModelType) < 0) goto fail;
+    Py_INCREF(EmbGemmaError);
+    Py_INCREF(ModelFormatError);
+    Py_INCREF(UnsupportedModelError);
+    if (PyModule_AddObject(m, "EmbGemmaError", EmbGemmaError) < 0 ||
+        PyModule_AddObject(m, "ModelFormatError", ModelFormatError) < 0 ||
+        PyModule_AddObject(m, "UnsupportedModelError", UnsupportedModelError) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}
