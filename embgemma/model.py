@@ -1,0 +1,472 @@
+"""EmbeddingGemma: the user-facing model, shaped like sentence-transformers' SentenceTransformer.
+
+Text work happens here (prompts, tokenization with Hugging Face ``tokenizers``, length-sorted
+batching); the numbers are computed by the C engine in ``embgemma._core``, which writes each
+embedding straight into the NumPy array this module returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._hub import resolve_model_path
+from .prompts import DEFAULT_PROMPTS, DOCUMENT_PROMPT_NAMES, document_prompt_with_title, resolve_prompt
+
+logger = logging.getLogger("embgemma")
+
+#: Matryoshka widths EmbeddingGemma was trained for (any prefix 1..768 is accepted).
+MATRYOSHKA_DIMS = (768, 512, 256, 128)
+
+# Tokens per engine call: bounds scratch memory (about 17 KB per token for the full model).
+_MAX_BATCH_TOKENS = 8192
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise _core.ModelFormatError(f"{path}: cannot read JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise _core.ModelFormatError(f"{path}: expected a JSON object")
+    return data
+
+
+class EmbeddingGemma:
+    """An EmbeddingGemma model (google/embeddinggemma-300m or a fine-tune) running on embgemma's C engine.
+
+    Args:
+        model_name_or_path: a sentence-transformers model folder, or a Hugging Face hub id
+            (e.g. ``"google/embeddinggemma-300m"``) found in the local Hugging Face cache.
+        truncate_dim: default Matryoshka width of the output (768, 512, 256 or 128 for EmbeddingGemma).
+        threads: worker threads per call (default: every core this process may use).
+        max_seq_length: longest input in tokens, BOS and EOS included (default: the model's, 2048).
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str],
+        *,
+        truncate_dim: int | None = None,
+        threads: int | None = None,
+        max_seq_length: int | None = None,
+    ) -> None:
+        path = resolve_model_path(model_name_or_path)
+        self.model_path = path
+        self._core = _core.Model(str(path))
+        self._info = self._core.info
+        self.threads = threads  # validated by the setter
+
+        st_cfg = _read_json(path / "config_sentence_transformers.json") or {}
+        prompts = st_cfg.get("prompts")
+        if prompts is None:
+            prompts = dict(DEFAULT_PROMPTS)
+        if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+            raise _core.ModelFormatError(f"{path / 'config_sentence_transformers.json'}: prompts must map str to str")
+        self.prompts: dict[str, str] = dict(prompts)
+        self.default_prompt_name: str | None = st_cfg.get("default_prompt_name")
+        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            raise _core.ModelFormatError(
+                f"{path / 'config_sentence_transformers.json'}: default_prompt_name "
+                f"{self.default_prompt_name!r} is not one of the prompts"
+            )
+        self.similarity_fn_name: str = st_cfg.get("similarity_fn_name") or "cosine"
+
+        self._tokenizer_dir = path if (path / "tokenizer.json").is_file() else self._transformer_dir()
+        self.tokenizer = self._load_tokenizer(self._tokenizer_dir)
+
+        sbert = _read_json(self._transformer_dir() / "sentence_bert_config.json") or {}
+        tok_cfg = _read_json(self._tokenizer_dir / "tokenizer_config.json") or {}
+        default_len = sbert.get("max_seq_length")
+        if not isinstance(default_len, int) or default_len <= 0:
+            mml = tok_cfg.get("model_max_length")
+            default_len = mml if isinstance(mml, int) and 0 < mml < 10**7 else self._info["max_positions"]
+        self._max_seq_length = 0
+        self.max_seq_length = min(default_len, self._info["max_positions"]) if max_seq_length is None else max_seq_length
+        self.truncate_dim = truncate_dim
+
+    # ------------------------------------------------------------------ loading helpers
+
+    def _transformer_dir(self) -> Path:
+        modules = _read_json_list(self.model_path / "modules.json")
+        for m in modules:
+            if str(m.get("type", "")).rsplit(".", 1)[-1] == "Transformer":
+                return self.model_path / m.get("path", "")
+        return self.model_path
+
+    def _load_tokenizer(self, folder: Path):
+        from tokenizers import Tokenizer
+        from tokenizers.processors import TemplateProcessing
+
+        tok_path = folder / "tokenizer.json"
+        if not tok_path.is_file():
+            raise FileNotFoundError(
+                f"{tok_path}: not found. A sentence-transformers folder of EmbeddingGemma ships tokenizer.json; "
+                "copy it from the original model folder."
+            )
+        try:
+            tok = Tokenizer.from_file(str(tok_path))
+        except Exception as e:  # tokenizers raises a bare Exception on bad files
+            raise _core.ModelFormatError(f"{tok_path}: cannot load: {e}") from e
+        cfg = _read_json(folder / "tokenizer_config.json") or {}
+
+        def token_id(key: str, default: str) -> int:
+            tok_str = cfg.get(key, default)
+            if isinstance(tok_str, dict):  # AddedToken serialised as a dict
+                tok_str = tok_str.get("content", default)
+            tid = tok.token_to_id(tok_str)
+            if tid is None:
+                raise _core.ModelFormatError(f"{tok_path}: has no token {tok_str!r} ({key})")
+            return tid
+
+        self.bos_token_id = token_id("bos_token", "<bos>")
+        self.eos_token_id = token_id("eos_token", "<eos>")
+        add_bos = cfg.get("add_bos_token", True)
+        add_eos = cfg.get("add_eos_token", True)
+        # transformers rebuilds the post-processor from add_bos/add_eos; do the same when the file disagrees
+        probe = tok.encode("a").ids
+        has_bos = bool(probe) and probe[0] == self.bos_token_id
+        has_eos = bool(probe) and probe[-1] == self.eos_token_id
+        if has_bos != add_bos or has_eos != add_eos:
+            bos = tok.id_to_token(self.bos_token_id)
+            eos = tok.id_to_token(self.eos_token_id)
+            single = ([f"{bos}:0"] if add_bos else []) + ["$A:0"] + ([f"{eos}:0"] if add_eos else [])
+            pair = single + ["$B:1"] + ([f"{eos}:1"] if add_eos else [])
+            specials = ([(bos, self.bos_token_id)] if add_bos else []) + ([(eos, self.eos_token_id)] if add_eos else [])
+            tok.post_processor = TemplateProcessing(single=single, pair=pair, special_tokens=specials)
+        tok.no_padding()
+        tok.no_truncation()
+        self._n_special = len(tok.encode("").ids)
+        return tok
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Architecture and pipeline of the loaded model, as the C engine read them."""
+        return dict(self._info)
+
+    @property
+    def max_seq_length(self) -> int:
+        """Longest input in tokens (BOS and EOS included); longer texts are truncated or refused."""
+        return self._max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        limit = self._info["max_positions"]
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not self._n_special < value <= limit:
+            raise ValueError(f"max_seq_length must be an integer in {self._n_special + 1}..{limit}, got {value!r}")
+        self._max_seq_length = int(value)
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    @threads.setter
+    def threads(self, value: int | None) -> None:
+        if value is None:
+            value = _default_threads()
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"threads must be a positive integer, got {value!r}")
+        self._threads = int(value)
+
+    @property
+    def truncate_dim(self) -> int | None:
+        return self._truncate_dim
+
+    @truncate_dim.setter
+    def truncate_dim(self, value: int | None) -> None:
+        self._truncate_dim = None if value is None else self._check_dim(value)
+
+    def _check_dim(self, dim: int) -> int:
+        full = self._info["output_dim"]
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not 1 <= dim <= full:
+            raise ValueError(
+                f"truncate_dim must be an integer in 1..{full} (EmbeddingGemma was trained for "
+                f"{', '.join(map(str, MATRYOSHKA_DIMS))}), got {dim!r}"
+            )
+        return int(dim)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """Width of the vectors ``encode`` returns by default."""
+        return self._truncate_dim or self._info["output_dim"]
+
+    def __repr__(self) -> str:
+        i = self._info
+        return (
+            f"EmbeddingGemma({str(self.model_path)!r}, layers={i['num_hidden_layers']}, hidden={i['hidden_size']}, "
+            f"dim={self.get_sentence_embedding_dimension()}, max_seq_length={self.max_seq_length}, "
+            f"threads={self.threads}, isa={i['isa']!r})"
+        )
+
+    # ------------------------------------------------------------------ tokenization
+
+    def _token_ids(self, texts: Sequence[str], truncate: bool) -> list[list[int]]:
+        """Token ids of each text with BOS/EOS; over-long texts keep BOS and EOS around their head."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        limit = self.max_seq_length
+        out: list[list[int]] = []
+        too_long: list[int] = []
+        for i, enc in enumerate(encodings):
+            ids = enc.ids
+            if len(ids) > limit:
+                if not truncate:
+                    raise ValueError(
+                        f"text {i} has {len(ids)} tokens, more than max_seq_length={limit}; "
+                        "pass truncate=True to keep its first tokens (BOS and EOS are kept)"
+                    )
+                too_long.append(i)
+                ids = self._truncate_ids(ids, limit)
+            out.append(ids)
+        if too_long:
+            warnings.warn(
+                f"{len(too_long)} text(s) longer than max_seq_length={limit} tokens were truncated "
+                f"(first: index {too_long[0]})",
+                stacklevel=4,
+            )
+        return out
+
+    def _truncate_ids(self, ids: list[int], limit: int) -> list[int]:
+        # keep the special tokens the template adds (<bos> ... <eos>) and the first content tokens
+        head = 1 if ids and ids[0] == self.bos_token_id else 0
+        tail = 1 if ids and ids[-1] == self.eos_token_id else 0
+        return ids[:head] + ids[head : head + limit - head - tail] + ids[len(ids) - tail :]
+
+    def tokenize(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
+        """Token ids as the model sees them: ``input_ids`` and ``attention_mask``, right-padded with 0."""
+        if isinstance(texts, str):
+            texts = [texts]
+        ids = self._token_ids([_clean(t, i) for i, t in enumerate(texts)], truncate=True)
+        width = max((len(x) for x in ids), default=0)
+        input_ids = np.zeros((len(ids), width), dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for r, x in enumerate(ids):
+            input_ids[r, : len(x)] = x
+            mask[r, : len(x)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        normalize_embeddings: bool = True,
+        truncate_dim: int | None = None,
+        convert_to_numpy: bool = True,
+        *,
+        truncate: bool = True,
+    ) -> np.ndarray | list[np.ndarray]:
+        """Embed text(s). A str gives a 1-D float32 array; a list gives a 2-D array in input order.
+
+        Args:
+            prompt_name: key of ``self.prompts`` (e.g. ``"query"``, ``"document"``, ``"Clustering"``).
+            prompt: a literal prompt; wins over ``prompt_name``.
+            batch_size: texts per engine call (length-sorted, packed without padding).
+            normalize_embeddings: L2-normalize the returned (possibly truncated) vectors. The model's own
+                Normalize module already makes full-width vectors unit length; this re-normalizes a
+                Matryoshka prefix, as the model card recommends.
+            truncate_dim: Matryoshka width for this call (default: the model's ``truncate_dim``).
+            convert_to_numpy: False returns a list of 1-D arrays.
+            truncate: cut texts longer than ``max_seq_length`` (keeping BOS and EOS, with a warning);
+                False raises ``ValueError`` naming the first such text.
+        """
+        if prompt is not None and prompt_name is not None:
+            logger.warning("encode: both prompt and prompt_name given; using prompt, ignoring prompt_name")
+        text_prompt = resolve_prompt(self.prompts, prompt_name, prompt, self.default_prompt_name)
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else _as_text_list(sentences)
+        out = self._encode_texts(
+            [_clean(t, i, text_prompt) for i, t in enumerate(texts)],
+            batch_size,
+            show_progress_bar,
+            normalize_embeddings,
+            truncate_dim,
+            truncate,
+        )
+        if single:
+            return out[0]
+        return out if convert_to_numpy else list(out)
+
+    def encode_query(self, sentences: str | Sequence[str], **kwargs: Any) -> np.ndarray | list[np.ndarray]:
+        """``encode`` with the model's ``query`` prompt (``task: search result | query: ``)."""
+        if kwargs.get("prompt") is None and kwargs.get("prompt_name") is None and "query" in self.prompts:
+            kwargs["prompt_name"] = "query"
+        return self.encode(sentences, **kwargs)
+
+    def encode_document(
+        self,
+        sentences: str | Sequence[str],
+        titles: str | Sequence[str | None] | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray | list[np.ndarray]:
+        """``encode`` with the model's document prompt (``title: none | text: ``).
+
+        ``titles`` (one per text, or a single str for a single text) gives the model card's
+        ``title: {title} | text: `` prompt instead; a None title stays ``none``.
+        """
+        if titles is None:
+            if kwargs.get("prompt") is None and kwargs.get("prompt_name") is None:
+                name = next((n for n in DOCUMENT_PROMPT_NAMES if n in self.prompts), None)
+                if name is not None:
+                    kwargs["prompt_name"] = name
+            return self.encode(sentences, **kwargs)
+        if kwargs.get("prompt") is not None or kwargs.get("prompt_name") is not None:
+            raise ValueError("encode_document: give titles or a prompt/prompt_name, not both")
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else _as_text_list(sentences)
+        if isinstance(titles, str):
+            titles = [titles]
+        titles = list(titles)
+        if len(titles) != len(texts):
+            raise ValueError(f"encode_document: {len(titles)} titles for {len(texts)} texts")
+        for i, t in enumerate(titles):
+            if t is not None and not isinstance(t, str):
+                raise TypeError(f"titles[{i}] must be a str or None, got {type(t).__name__}")
+        cleaned = [_clean(t, i, document_prompt_with_title(ti)) for i, (t, ti) in enumerate(zip(texts, titles))]
+        convert = kwargs.pop("convert_to_numpy", True)
+        allowed = {"batch_size", "show_progress_bar", "normalize_embeddings", "truncate_dim", "truncate"}
+        unknown = set(kwargs) - allowed
+        if unknown:
+            raise TypeError(f"encode_document got unexpected arguments: {', '.join(sorted(unknown))}")
+        out = self._encode_texts(
+            cleaned,
+            kwargs.get("batch_size", 32),
+            kwargs.get("show_progress_bar"),
+            kwargs.get("normalize_embeddings", True),
+            kwargs.get("truncate_dim"),
+            kwargs.get("truncate", True),
+        )
+        if single:
+            return out[0]
+        return out if convert else list(out)
+
+    def encode_ids(
+        self,
+        token_ids: Sequence[Sequence[int]] | Sequence[np.ndarray],
+        *,
+        batch_size: int = 32,
+        normalize_embeddings: bool = True,
+        truncate_dim: int | None = None,
+    ) -> np.ndarray:
+        """Embed already-tokenized inputs (each a full sequence, BOS and EOS included)."""
+        seqs = [np.asarray(s) for s in token_ids]
+        for i, s in enumerate(seqs):
+            if s.ndim != 1 or (s.size and not np.issubdtype(s.dtype, np.integer)):
+                raise TypeError(f"token_ids[{i}] must be a 1-D sequence of integers")
+            if not 1 <= s.size <= self._info["max_positions"]:
+                raise ValueError(f"token_ids[{i}] has {s.size} tokens; must be 1..{self._info['max_positions']}")
+        return self._run([s.astype(np.int64) for s in seqs], batch_size, None, normalize_embeddings, truncate_dim)
+
+    def _encode_texts(self, texts, batch_size, show_progress_bar, normalize, truncate_dim, truncate):
+        ids = self._token_ids(texts, truncate)
+        return self._run(ids, batch_size, show_progress_bar, normalize, truncate_dim)
+
+    def _run(self, seqs, batch_size, show_progress_bar, normalize, truncate_dim) -> np.ndarray:
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        dim = self._check_dim(truncate_dim) if truncate_dim is not None else self.get_sentence_embedding_dimension()
+        n = len(seqs)
+        out = np.empty((n, dim), dtype=np.float32)
+        if n == 0:
+            return out
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=n)
+        order = np.argsort(-lengths, kind="stable")  # longest first, like sentence-transformers
+        batches: list[np.ndarray] = []
+        start = 0
+        while start < n:
+            stop, tokens = start, 0
+            while stop < n and stop - start < batch_size and (stop == start or tokens + lengths[order[stop]] <= _MAX_BATCH_TOKENS):
+                tokens += lengths[order[stop]]
+                stop += 1
+            batches.append(order[start:stop])
+            start = stop
+        if show_progress_bar is None:
+            show_progress_bar = logger.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
+        iterator: Iterable[np.ndarray] = batches
+        if show_progress_bar:
+            try:
+                from tqdm.auto import tqdm
+
+                iterator = tqdm(batches, desc="Batches", unit="batch")
+            except ImportError:
+                logger.warning("show_progress_bar needs tqdm: pip install tqdm")
+        for rows in iterator:
+            parts = [np.asarray(seqs[r], dtype=np.int32) for r in rows]
+            offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+            np.cumsum([len(p) for p in parts], out=offsets[1:])
+            self._core.encode(
+                np.concatenate(parts),
+                offsets,
+                dim=dim,
+                normalize=bool(normalize),
+                threads=self._threads,
+                out=out,
+                rows=rows.astype(np.int64),
+            )
+        return out
+
+    # ------------------------------------------------------------------ similarity
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Cosine similarity matrix between the rows of ``a`` and ``b`` (1-D inputs count as one row)."""
+        return cos_sim(a, b)
+
+
+def cos_sim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every row of ``a`` with every row of ``b``, as a float32 matrix."""
+    a = np.atleast_2d(np.asarray(a, dtype=np.float32))
+    b = np.atleast_2d(np.asarray(b, dtype=np.float32))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"similarity: vectors of width {a.shape[1]} and {b.shape[1]}")
+    an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return an @ bn.T
+
+
+def _read_json_list(path: Path) -> list[dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return []
+    return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+
+
+def _as_text_list(sentences: Any) -> list[Any]:
+    if isinstance(sentences, (bytes, bytearray)):
+        raise TypeError("encode expects str or a list of str, got bytes; decode it first (e.g. b.decode('utf-8'))")
+    if isinstance(sentences, np.ndarray):
+        return sentences.tolist()
+    try:
+        return list(sentences)
+    except TypeError:
+        raise TypeError(f"encode expects str or a list of str, got {type(sentences).__name__}") from None
+
+
+def _clean(text: Any, index: int, prompt: str = "") -> str:
+    """``prompt + text`` with outer whitespace stripped, as sentence-transformers 5 tokenizes it."""
+    if not isinstance(text, str):
+        raise TypeError(f"text {index} is {type(text).__name__}, not str")
+    return (prompt + text).strip()
