@@ -29,6 +29,7 @@ SOURCES = [
     "csrc/dispatch.c",
     "csrc/kernels_scalar.c",
     "csrc/kernels_avx2.c",
+    "csrc/testing.c",
 ]
 
 

@@ -249,8 +249,82 @@ fail:
     return NULL;
 }
 
+/* ---------------------------------------------------------------- test hooks */
+
+static int isa_from_name(const char *name, eg_isa *out) {
+    for (int i = 0; i < EG_ISA_COUNT; i++) {
+        if (strcmp(name, eg_isa_name((eg_isa)i)) == 0) {
+            *out = (eg_isa)i;
+            return 1;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "unknown ISA \"%s\"", name);
+    return 0;
+}
+
+/* A float32 2-D array whose rows are contiguous (any row stride, any alignment). */
+static int row_matrix(PyObject *o, const char *what, int writeable, int64_t *rows, int64_t *cols, int64_t *ld) {
+    if (!PyArray_Check(o) || PyArray_TYPE((PyArrayObject *)o) != NPY_FLOAT32 || PyArray_NDIM((PyArrayObject *)o) != 2 ||
+        PyArray_STRIDE((PyArrayObject *)o, 1) != 4 || PyArray_STRIDE((PyArrayObject *)o, 0) % 4 != 0 ||
+        (writeable && !PyArray_ISWRITEABLE((PyArrayObject *)o))) {
+        PyErr_Format(PyExc_ValueError, "%s must be a 2-D float32 array with contiguous rows", what);
+        return 0;
+    }
+    *rows = PyArray_DIM((PyArrayObject *)o, 0);
+    *cols = PyArray_DIM((PyArrayObject *)o, 1);
+    *ld = PyArray_STRIDE((PyArrayObject *)o, 0) / 4;
+    return 1;
+}
+
+/* _test_gemm(isa, x, w, y): y = x . w^T with the kernel of `isa` (rows may be strided/unaligned). */
+static PyObject *test_gemm(PyObject *mod, PyObject *args) {
+    const char *isa_name;
+    PyObject *x, *w, *y;
+    eg_isa isa;
+    int64_t m, k, ldx, n, kw, ldw, my, ny, ldy;
+    if (!PyArg_ParseTuple(args, "sOOO", &isa_name, &x, &w, &y) || !isa_from_name(isa_name, &isa)) return NULL;
+    if (!row_matrix(x, "x", 0, &m, &k, &ldx) || !row_matrix(w, "w", 0, &n, &kw, &ldw) ||
+        !row_matrix(y, "y", 1, &my, &ny, &ldy))
+        return NULL;
+    if (kw != k || my != m || ny != n || ldw != k) {
+        PyErr_SetString(PyExc_ValueError, "shapes: x (m, k), w (n, k) C-contiguous, y (m, n)");
+        return NULL;
+    }
+    char err[256] = "";
+    eg_status s = eg_test_gemm(isa, PyArray_DATA((PyArrayObject *)x), ldx, m, PyArray_DATA((PyArrayObject *)w), n,
+                               k, PyArray_DATA((PyArrayObject *)y), ldy, err, sizeof err);
+    if (s != EG_OK) return raise_status(s, err);
+    Py_RETURN_NONE;
+}
+
+/* _test_vec(isa, op, a, x, y) -> float: op 0 dot(x, y); 1 y += a x; 2 y *= a. x, y 1-D float32 contiguous. */
+static PyObject *test_vec(PyObject *mod, PyObject *args) {
+    const char *isa_name;
+    int op;
+    float a;
+    PyObject *x, *y;
+    eg_isa isa;
+    if (!PyArg_ParseTuple(args, "sifOO", &isa_name, &op, &a, &x, &y) || !isa_from_name(isa_name, &isa)) return NULL;
+    if (!PyArray_Check(x) || !PyArray_Check(y) || PyArray_TYPE((PyArrayObject *)x) != NPY_FLOAT32 ||
+        PyArray_TYPE((PyArrayObject *)y) != NPY_FLOAT32 || PyArray_NDIM((PyArrayObject *)x) != 1 ||
+        PyArray_NDIM((PyArrayObject *)y) != 1 || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)x) ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)y) || !PyArray_ISWRITEABLE((PyArrayObject *)y) ||
+        PyArray_DIM((PyArrayObject *)x, 0) != PyArray_DIM((PyArrayObject *)y, 0)) {
+        PyErr_SetString(PyExc_ValueError, "x and y must be equal-length contiguous 1-D float32 arrays");
+        return NULL;
+    }
+    char err[256] = "";
+    float result = 0.0f;
+    eg_status s = eg_test_vec(isa, op, a, PyArray_DATA((PyArrayObject *)x), PyArray_DATA((PyArrayObject *)y),
+                              PyArray_DIM((PyArrayObject *)x, 0), &result, err, sizeof err);
+    if (s != EG_OK) return raise_status(s, err);
+    return PyFloat_FromDouble(result);
+}
+
 static PyMethodDef module_methods[] = {
     {"build_info", build_info, METH_NOARGS, "build_info() -> dict: version, ISAs compiled and supported, OpenMP."},
+    {"_test_gemm", test_gemm, METH_VARARGS, "testing hook: y = x . w^T with one ISA's GEMM kernel"},
+    {"_test_vec", test_vec, METH_VARARGS, "testing hook: dot / axpy / scale with one ISA's kernel"},
     {NULL, NULL, 0, NULL},
 };
 
