@@ -21,7 +21,17 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and "\\" not in name
 
 
-def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache, read from the environment at call time (HF_HUB_CACHE, HF_HOME, XDG)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface"
+    )
+    return os.path.join(os.path.expanduser(home), "hub")
+
+
+def resolve_model_path(name_or_path: str | os.PathLike[str], cache_folder: str | None = None) -> Path:
     """The folder of a model: an existing path, else a hub id resolved from the Hugging Face cache.
 
     When the id is not cached and the hub is reachable (HF_HUB_OFFLINE unset), the model is
@@ -49,15 +59,16 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - huggingface_hub comes with tokenizers
         raise FileNotFoundError(f"{raw}: not a folder, and huggingface_hub is not installed to look it up. {_HELP}")
+    cache = cache_folder or hf_cache_dir()
     try:
-        return Path(snapshot_download(raw, local_files_only=True, allow_patterns=_PATTERNS))
+        return Path(snapshot_download(raw, local_files_only=True, allow_patterns=_PATTERNS, cache_dir=cache))
     except Exception as cached_error:
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
             raise FileNotFoundError(
                 f"{raw}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set. {_HELP}"
             ) from cached_error
     try:
-        return Path(snapshot_download(raw, allow_patterns=_PATTERNS))
+        return Path(snapshot_download(raw, allow_patterns=_PATTERNS, cache_dir=cache))
     except Exception as e:
         raise FileNotFoundError(
             f"{raw}: not in the local Hugging Face cache, and downloading it failed "

@@ -59,6 +59,7 @@ class EmbeddingGemma:
         truncate_dim: default Matryoshka width of the output (768, 512, 256 or 128 for EmbeddingGemma).
         threads: worker threads per call (default: every core this process may use).
         max_seq_length: longest input in tokens, BOS and EOS included (default: the model's, 2048).
+        cache_folder: Hugging Face cache to look hub ids up in (default: HF_HUB_CACHE / HF_HOME).
     """
 
     def __init__(
@@ -68,8 +69,9 @@ class EmbeddingGemma:
         truncate_dim: int | None = None,
         threads: int | None = None,
         max_seq_length: int | None = None,
+        cache_folder: str | None = None,
     ) -> None:
-        path = resolve_model_path(model_name_or_path)
+        path = resolve_model_path(model_name_or_path, cache_folder)
         self.model_path = path
         self._core = _core.Model(str(path))
         self._info = self._core.info
@@ -225,8 +227,15 @@ class EmbeddingGemma:
         limit = self.max_seq_length
         out: list[list[int]] = []
         too_long: list[int] = []
+        vocab = self._info["vocab_size"]
         for i, enc in enumerate(encodings):
             ids = enc.ids
+            if ids and max(ids) >= vocab:
+                bad = next(t for t in ids if t >= vocab)
+                raise ValueError(
+                    f"text {i} contains the token {self.tokenizer.id_to_token(bad)!r} (id {bad}), which has no "
+                    f"embedding in this model (vocab_size={vocab}); remove it from the text"
+                )
             if len(ids) > limit:
                 if not truncate:
                     raise ValueError(

@@ -29,7 +29,7 @@ TEXTS = [
     "Jupiter, the largest planet in our solar system, has a prominent red spot.",
     "Saturn, famous for its rings, is sometimes mistaken for the Red Planet.",
     "a",
-    "The quick brown fox jumps over the lazy dog. " * 3,
+    ("The quick brown fox jumps over the lazy dog. " * 3).strip(),
 ]
 CASES = [  # (name, encode kwargs)
     ("plain", {}),
