@@ -64,6 +64,8 @@ class BuildExt(build_ext):
             if use_omp:
                 ext.extra_compile_args.append("-fopenmp")
                 ext.extra_link_args.append("-fopenmp")
+            else:
+                ext.extra_compile_args.append("-Wno-unknown-pragmas")
             if os.environ.get("EMBGEMMA_WERROR") == "1":
                 ext.extra_compile_args.append("-Werror")
             ext.extra_compile_args += shlex.split(os.environ.get("EMBGEMMA_CFLAGS", ""))

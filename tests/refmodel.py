@@ -2,8 +2,9 @@
 
 transformers' Gemma3TextModel (bidirectional) + sentence-transformers' Pooling(mean),
 Dense, Dense, Normalize, saved as the sentence-transformers folder embgemma loads.
-Weights get realistic scale: norm gains spread around 1 (post-norms larger, so the
-residual stream grows as in the real model), embeddings that become O(1) after the
+Weights get realistic scale: norm gains spread around 1, post-norms larger with three
+outlier channels of gain 400, so the residual stream grows to ~1e4 in a few channels as in
+the real model (whose activations reach ~8e5); embeddings that become O(1) after the
 sqrt(hidden) scale. Needs torch, transformers and sentence-transformers.
 """
 
@@ -12,22 +13,7 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-PROMPTS = {
-    "query": "task: search result | query: ",
-    "document": "title: none | text: ",
-    "BitextMining": "task: search result | query: ",
-    "Clustering": "task: clustering | query: ",
-    "Classification": "task: classification | query: ",
-    "InstructionRetrieval": "task: code retrieval | query: ",
-    "MultilabelClassification": "task: classification | query: ",
-    "PairClassification": "task: sentence similarity | query: ",
-    "Reranking": "task: search result | query: ",
-    "Retrieval": "task: search result | query: ",
-    "Retrieval-query": "task: search result | query: ",
-    "Retrieval-document": "title: none | text: ",
-    "STS": "task: sentence similarity | query: ",
-    "Summarization": "task: summarization | query: ",
-}
+from embgemma.prompts import DEFAULT_PROMPTS as PROMPTS  # noqa: E402  (the published table)
 
 FULL = dict(  # google/embeddinggemma-300m, vocabulary reduced (ids are fed directly)
     hidden_size=768, intermediate_size=1152, num_hidden_layers=24, num_attention_heads=3,
@@ -91,7 +77,10 @@ def build(out_dir: str | Path, arch: dict, *, seed: int = 0, dtype: str = "float
                 p.copy_(torch.randn(p.shape, generator=g) * 0.04)
             elif name.endswith("norm.weight"):
                 post = "post_" in name
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if post else 0.0))
+                w = torch.randn(p.shape, generator=g) * 0.3 + (1.0 if post else 0.0)
+                if post:  # a few outlier channels with huge gains, as in Gemma's massive activations
+                    w[:: max(1, p.shape[0] // 3)][:3] = 400.0
+                p.copy_(w)
             else:
                 p.copy_(torch.randn(p.shape, generator=g) * (1.0 / p.shape[1] ** 0.5))
     model.save_pretrained(hf_dir)

@@ -82,6 +82,10 @@ def test_prompts_table(golden_model):
     assert len(DEFAULT_PROMPTS) == 14
     assert golden_model.prompts == DEFAULT_PROMPTS
     assert golden_model.prompts["document"] == "title: none | text: "
+    assert golden_model.prompts["query"] == "task: search result | query: "
+    assert golden_model.prompts["Clustering"] == "task: clustering | query: "
+    assert golden_model.prompts["InstructionRetrieval"] == "task: code retrieval | query: "
+    assert golden_model.prompts["STS"] == "task: sentence similarity | query: "
     assert golden_model.default_prompt_name is None
     assert golden_model.similarity_fn_name == "cosine"
 
