@@ -50,13 +50,6 @@ static void rope(float *v, const float *cos_row, const float *sin_row, int64_t h
     }
 }
 
-static float gelu_tanh(float x) {
-    const float k_beta = 0.7978845608028654f; /* sqrt(2 / pi) */
-    const float k_kappa = 0.044715f;
-    float inner = k_beta * (x + k_kappa * x * x * x);
-    return 0.5f * x * (1.0f + tanhf(inner));
-}
-
 /* ---------------------------------------------------------------- GEMM driver */
 
 /* y[m, 0..w->n) = x[m, k] . W^T, split into (row block x panel block) tasks. */
@@ -272,10 +265,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
             const int64_t n = T - t0 < chunk ? T - t0 : chunk;
             gemm(md, sc.xn + t0 * D, D, n, &L->gate_up, sc.gu, 2 * I, nt);
 #pragma omp parallel for schedule(static) num_threads(nt)
-            for (int64_t t = 0; t < n; t++) {
-                float *g = sc.gu + t * 2 * I;
-                for (int64_t i = 0; i < I; i++) g[i] = gelu_tanh(g[i]) * g[I + i];
-            }
+            for (int64_t t = 0; t < n; t++) md->k->gelu_gate(sc.gu + t * 2 * I, sc.gu + t * 2 * I + I, I);
             gemm(md, sc.gu, 2 * I, n, &L->down, sc.tmp + t0 * D, D, nt);
         }
 #pragma omp parallel for schedule(static) num_threads(nt)

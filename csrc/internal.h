@@ -140,6 +140,9 @@ typedef struct {
     float (*dot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float a, const float *x, float *y, int64_t n); /* y += a x */
     void (*scale)(float a, float *y, int64_t n);                /* y *= a   */
+    /* g[i] = gelu_tanh(g[i]) * up[i], gelu_tanh(x) = 0.5x(1 + tanh(u)) computed as x / (1 + exp(-2u)),
+     * u = sqrt(2/pi) (x + 0.044715 x^3): the same function, without tanh's cancellation */
+    void (*gelu_gate)(float *g, const float *up, int64_t n);
 } eg_kernels;
 
 extern const eg_kernels eg_kernels_scalar;

@@ -2,6 +2,8 @@
  * optimized kernel is tested against these at awkward sizes. No allocation,
  * no threads. No Python here.
  */
+#include <math.h>
+
 #include "internal.h"
 
 static void gemm_scalar(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1, float *y,
@@ -36,9 +38,19 @@ static void scale_scalar(float a, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] *= a;
 }
 
+static void gelu_gate_scalar(float *g, const float *up, int64_t n) {
+    const float k_beta = 0.7978845608028654f, k_kappa = 0.044715f;
+    for (int64_t i = 0; i < n; i++) {
+        float x = g[i];
+        float u = k_beta * (x + k_kappa * x * x * x);
+        g[i] = x / (1.0f + expf(-2.0f * u)) * up[i];
+    }
+}
+
 const eg_kernels eg_kernels_scalar = {
     .gemm = gemm_scalar,
     .dot = dot_scalar,
     .axpy = axpy_scalar,
     .scale = scale_scalar,
+    .gelu_gate = gelu_gate_scalar,
 };

@@ -42,6 +42,7 @@ eg_status eg_test_vec(eg_isa isa, int op, float a, const float *x, float *y, int
     case 0: *result = kt->dot(x, y, n); break;
     case 1: kt->axpy(a, x, y, n); break;
     case 2: kt->scale(a, y, n); break;
+    case 3: kt->gelu_gate(y, x, n); break;
     default: return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "unknown op %d", op);
     }
     return EG_OK;

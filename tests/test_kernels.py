@@ -72,3 +72,19 @@ def test_vector_kernels(isa, n):
 def test_unknown_isa_is_refused():
     with pytest.raises(ValueError, match="unknown ISA"):
         _core._test_gemm("sse9", np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 1152, 100003])
+def test_gelu_gate(isa, n):
+    """gelu_tanh(x) * up, against float64 0.5 x (1 + tanh(u)): within 3 eps |x up| everywhere,
+    including the tails where 1 + tanh(u) cancels."""
+    rng = np.random.default_rng(n)
+    x = np.concatenate([np.linspace(-40, 40, n // 2), rng.standard_normal(n - n // 2) * 6]).astype(np.float32)
+    up = rng.standard_normal(n).astype(np.float32)
+    y = x.copy()
+    _core._test_vec(isa, 3, 0.0, up, y)
+    x64 = x.astype(np.float64)
+    u = np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)
+    ref = 0.5 * x64 * (1 + np.tanh(u)) * up
+    assert np.all(np.abs(y - ref) <= 3 * EPS * np.abs(x64 * up) + 1e-38)
