@@ -85,8 +85,8 @@ int eg_default_threads(void);
 
 /* Testing hooks (csrc/testing.c): run one kernel of `isa` on caller buffers.
  * eg_test_gemm: y[m, n] = x[m, k] . w[n, k]^T with row strides ldx / ldy.
- * eg_test_vec: op 0 -> *result = dot(x, y); op 1 -> y += a x; op 2 -> y *= a;
- * op 3 -> y = gelu_tanh(y) * x. */
+ * eg_test_vec: op 1 -> y += a x; op 2 -> y *= a; op 3 -> y = gelu_tanh(y) * x;
+ * op 4 -> y = exp(y - a) (0 where y is -inf), *result = sum(y). */
 eg_status eg_test_gemm(eg_isa isa, const float *x, int64_t ldx, int64_t m, const float *w, int64_t n, int64_t k,
                        float *y, int64_t ldy, char *err, size_t errlen);
 eg_status eg_test_vec(eg_isa isa, int op, float a, const float *x, float *y, int64_t n, float *result, char *err,

@@ -69,9 +69,20 @@ static void gemm(const eg_model *md, const float *x, int64_t ldx, int64_t m, con
 
 /* ---------------------------------------------------------------- attention */
 
+/* Per-thread attention scratch, in floats. */
+static int64_t tile_floats(const eg_config *c) {
+    const int64_t G = c->n_heads / c->n_kv_heads, Hd = c->head_dim, Hp = (Hd + EG_PANEL - 1) / EG_PANEL * EG_PANEL;
+    return G * ATT_BQ * ATT_BK      /* S   [G*BQ, BK]  scores, then probabilities   */
+           + 2 * G * ATT_BQ * Hd    /* O, PV [G*BQ, Hd] running numerators, P.V     */
+           + 2 * G * ATT_BQ         /* running max and sum per row                   */
+           + ATT_BK * Hd            /* K tile packed as GEMM panels [BK/16, Hd, 16]  */
+           + Hp * ATT_BK;           /* V tile packed as GEMM panels [Hd/16, BK, 16]  */
+}
+
 /* One task: queries [q0, q1) of one sequence, all query heads of kv head g.
  * Flash-style: key tiles of ATT_BK, running max and sum per row, so at most a
- * [G*BQ, BK] tile of scores exists at once whatever the sequence length. */
+ * [G*BQ, BK] tile of scores exists at once whatever the sequence length.
+ * Q.K^T and P.V run on the GEMM kernel with the key/value tile packed as panels. */
 static void attention_tile(const eg_model *md, const float *qkv, int64_t ldq, int64_t seq0, int64_t len, int64_t q0,
                            int64_t q1, int64_t g, int is_global, float *tile, float *att, int64_t ldatt) {
     const eg_config *c = &md->cfg;
@@ -79,10 +90,13 @@ static void attention_tile(const eg_model *md, const float *qkv, int64_t ldq, in
     const int64_t Hd = c->head_dim, G = c->n_heads / c->n_kv_heads, QD = c->n_heads * Hd, KD = c->n_kv_heads * Hd;
     const int64_t nq = q1 - q0, rows = G * nq, R = c->window_radius;
     const float scale = (float)(1.0 / sqrt(c->query_pre_attn_scalar));
-    float *S = tile;                      /* [rows, BK] scores, then probabilities */
-    float *O = S + G * ATT_BQ * ATT_BK;   /* [rows, Hd] running numerators         */
-    float *mx = O + G * ATT_BQ * Hd;      /* [rows] running max                    */
-    float *sum = mx + G * ATT_BQ;         /* [rows] running denominators           */
+    float *S = tile;                     /* [rows, BK]  */
+    float *O = S + G * ATT_BQ * ATT_BK;  /* [rows, Hd]  */
+    float *PV = O + G * ATT_BQ * Hd;     /* [rows, Hd]  */
+    float *mx = PV + G * ATT_BQ * Hd;    /* [rows]      */
+    float *sum = mx + G * ATT_BQ;        /* [rows]      */
+    float *kp = sum + G * ATT_BQ;        /* K panels    */
+    float *vp = kp + ATT_BK * Hd;        /* V panels    */
     for (int64_t r = 0; r < rows; r++) {
         mx[r] = -INFINITY;
         sum[r] = 0.0f;
@@ -96,38 +110,50 @@ static void attention_tile(const eg_model *md, const float *qkv, int64_t ldq, in
     }
     for (int64_t k0 = k_lo; k0 < k_hi; k0 += ATT_BK) {
         const int64_t k1 = k0 + ATT_BK < k_hi ? k0 + ATT_BK : k_hi, nk = k1 - k0;
-        for (int64_t h = 0; h < G; h++) {
-            for (int64_t i = 0; i < nq; i++) {
-                const int64_t qi = q0 + i, r = h * nq + i;
-                const float *q = qkv + (seq0 + qi) * ldq + (g * G + h) * Hd;
-                float *s = S + r * ATT_BK;
-                float row_max = -INFINITY;
-                for (int64_t j = 0; j < nk; j++) {
-                    const int64_t kj = k0 + j;
-                    if (!is_global && (kj < qi - R || kj > qi + R)) {
-                        s[j] = -INFINITY;
-                        continue;
-                    }
-                    const float *kv = qkv + (seq0 + kj) * ldq + QD + g * Hd;
-                    s[j] = k->dot(q, kv, Hd) * scale;
-                    if (s[j] > row_max) row_max = s[j];
-                }
-                if (row_max == -INFINITY) continue; /* no allowed key in this tile */
-                const float m_new = row_max > mx[r] ? row_max : mx[r];
-                const float alpha = expf(mx[r] - m_new); /* 0 on the first tile */
-                float psum = 0.0f;
-                float *o = O + r * Hd;
-                if (alpha != 1.0f) k->scale(alpha, o, Hd);
-                for (int64_t j = 0; j < nk; j++) {
-                    if (s[j] == -INFINITY) continue;
-                    const float p = expf(s[j] - m_new);
-                    psum += p;
-                    k->axpy(p, qkv + (seq0 + k0 + j) * ldq + QD + KD + g * Hd, o, Hd);
-                }
-                sum[r] = sum[r] * alpha + psum;
-                mx[r] = m_new;
+        /* pack: K tile as W [nk, Hd] (scores = q . k), V tile as W [Hd, nk] (out = p . v) */
+        eg_matrix km = {kp, nk, Hd, (nk + EG_PANEL - 1) / EG_PANEL};
+        eg_matrix vm = {vp, Hd, nk, (Hd + EG_PANEL - 1) / EG_PANEL};
+        for (int64_t j = 0; j < nk; j++) {
+            const float *kr = qkv + (seq0 + k0 + j) * ldq + QD + g * Hd;
+            const float *vr = kr + KD;
+            float *kd = kp + (j / EG_PANEL) * Hd * EG_PANEL + j % EG_PANEL;
+            for (int64_t d = 0; d < Hd; d++) kd[d * EG_PANEL] = kr[d];
+            for (int64_t p = 0; p < vm.n_panels; p++) {
+                float *vd = vp + (p * nk + j) * EG_PANEL;
+                int64_t w = Hd - p * EG_PANEL < EG_PANEL ? Hd - p * EG_PANEL : EG_PANEL;
+                memcpy(vd, vr + p * EG_PANEL, (size_t)w * sizeof(float));
+                if (w < EG_PANEL) memset(vd + w, 0, (size_t)(EG_PANEL - w) * sizeof(float));
             }
         }
+        for (int64_t h = 0; h < G; h++)
+            k->gemm(qkv + (seq0 + q0) * ldq + (g * G + h) * Hd, ldq, nq, &km, 0, km.n_panels, S + h * nq * ATT_BK,
+                    ATT_BK);
+        /* scale, mask, online softmax update of each row */
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t qi = q0 + r % nq;
+            float *s = S + r * ATT_BK;
+            float row_max = -INFINITY;
+            for (int64_t j = 0; j < nk; j++) {
+                const int64_t kj = k0 + j;
+                if (!is_global && (kj < qi - R || kj > qi + R)) s[j] = -INFINITY;
+                else {
+                    s[j] *= scale;
+                    if (s[j] > row_max) row_max = s[j];
+                }
+            }
+            if (row_max == -INFINITY) { /* no allowed key in this tile: contributes nothing */
+                memset(s, 0, (size_t)nk * sizeof(float));
+                continue;
+            }
+            const float m_new = row_max > mx[r] ? row_max : mx[r];
+            const float alpha = expf(mx[r] - m_new); /* 0 on the first tile */
+            sum[r] = sum[r] * alpha + k->exp_sub(s, m_new, nk); /* s <- exp(s - m_new), masked -> 0 */
+            if (alpha != 1.0f) k->scale(alpha, O + r * Hd, Hd);
+            mx[r] = m_new;
+        }
+        for (int64_t h = 0; h < G; h++)
+            k->gemm(S + h * nq * ATT_BK, ATT_BK, nq, &vm, 0, vm.n_panels, PV + h * nq * Hd, Hd);
+        for (int64_t r = 0; r < rows; r++) k->axpy(1.0f, PV + r * Hd, O + r * Hd, Hd);
     }
     for (int64_t h = 0; h < G; h++) {
         for (int64_t i = 0; i < nq; i++) {
@@ -150,14 +176,14 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     const int nt = opts->n_threads;
     const int64_t T = offsets[n_seqs] - offsets[0], S = n_seqs;
     const int64_t D = c->hidden, Hd = c->head_dim, I = c->intermediate, KV = c->n_kv_heads;
-    const int64_t G = c->n_heads / KV, QD = c->n_heads * Hd, KD = KV * Hd, QKV = QD + 2 * KD;
+    const int64_t QD = c->n_heads * Hd, KD = KV * Hd, QKV = QD + 2 * KD;
     const float eps = (float)c->rms_eps;
     ids += offsets[0];
 
     int64_t wmax = D;
     for (int i = 0; i < md->n_dense; i++) wmax = imax(wmax, md->dense[i].w.n);
     const int64_t chunk = T < MLP_CHUNK ? T : MLP_CHUNK;
-    const int64_t tile = G * ATT_BQ * (ATT_BK + Hd + 2);
+    const int64_t tile = tile_floats(c);
     const size_t sizes[] = {
         (size_t)(T * D), (size_t)(T * D), (size_t)(T * QKV), (size_t)(T * QD),
         (size_t)(T * D), (size_t)(chunk * 2 * I), (size_t)(nt * tile), (size_t)(S * 2 * wmax),

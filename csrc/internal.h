@@ -137,12 +137,13 @@ typedef struct {
     /* y[m, p0*16 .. p1*16) = x[m, k] . W^T for panels p0..p1 of w; columns past w->n are not written */
     void (*gemm)(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
                  float *y, int64_t ldy);
-    float (*dot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float a, const float *x, float *y, int64_t n); /* y += a x */
     void (*scale)(float a, float *y, int64_t n);                /* y *= a   */
     /* g[i] = gelu_tanh(g[i]) * up[i], gelu_tanh(x) = 0.5x(1 + tanh(u)) computed as x / (1 + exp(-2u)),
      * u = sqrt(2/pi) (x + 0.044715 x^3): the same function, without tanh's cancellation */
     void (*gelu_gate)(float *g, const float *up, int64_t n);
+    /* s[j] = exp(s[j] - m) (exactly 0 where s[j] is -inf); returns the sum */
+    float (*exp_sub)(float *s, float m, int64_t n);
 } eg_kernels;
 
 extern const eg_kernels eg_kernels_scalar;

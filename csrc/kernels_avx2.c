@@ -74,21 +74,6 @@ static EG_AVX2 inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static EG_AVX2 float dot_avx2(const float *a, const float *b, int64_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
-    }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float acc = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) acc += a[i] * b[i];
-    return acc;
-}
-
 static EG_AVX2 void axpy_avx2(float a, const float *x, float *y, int64_t n) {
     __m256 va = _mm256_set1_ps(a);
     int64_t i = 0;
@@ -104,8 +89,10 @@ static EG_AVX2 void scale_avx2(float a, float *y, int64_t n) {
 }
 
 /* exp(x) for 8 floats: x = n ln2 + r, |r| <= ln2/2, e^r by a degree-6 polynomial (Cephes
- * coefficients), 2^n through the exponent bits. About 1 ulp; inputs clamped to the finite range. */
+ * coefficients), 2^n through the exponent bits. About 1 ulp; below -87.3 the result is 0, above
+ * 88.7 it is clamped. */
 static EG_AVX2 inline __m256 exp8(__m256 x) {
+    __m256 nonzero = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_GE_OQ); /* below: flush to 0 */
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -119,7 +106,7 @@ static EG_AVX2 inline __m256 exp8(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
     __m256 y = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), nonzero);
 }
 
 static EG_AVX2 void gelu_gate_avx2(float *g, const float *up, int64_t n) {
@@ -140,11 +127,30 @@ static EG_AVX2 void gelu_gate_avx2(float *g, const float *up, int64_t n) {
     }
 }
 
+static EG_AVX2 float exp_sub_avx2(float *s, float m, int64_t n) {
+    const __m256 vm = _mm256_set1_ps(m), ninf = _mm256_set1_ps(-INFINITY);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(s + i);
+        __m256 keep = _mm256_cmp_ps(x, ninf, _CMP_NEQ_OQ);
+        __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(x, vm)), keep);
+        _mm256_storeu_ps(s + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float sum = hsum(acc);
+    for (; i < n; i++) {
+        s[i] = s[i] == -INFINITY ? 0.0f : expf(s[i] - m);
+        sum += s[i];
+    }
+    return sum;
+}
+
 const eg_kernels eg_kernels_avx2 = {
     .gemm = gemm_avx2,
-    .dot = dot_avx2,
     .axpy = axpy_avx2,
     .scale = scale_avx2,
     .gelu_gate = gelu_gate_avx2,
+    .exp_sub = exp_sub_avx2,
 };
 #endif

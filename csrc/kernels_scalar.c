@@ -24,12 +24,6 @@ static void gemm_scalar(const float *x, int64_t ldx, int64_t m, const eg_matrix 
     }
 }
 
-static float dot_scalar(const float *a, const float *b, int64_t n) {
-    float acc = 0.0f;
-    for (int64_t i = 0; i < n; i++) acc += a[i] * b[i];
-    return acc;
-}
-
 static void axpy_scalar(float a, const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
@@ -47,10 +41,19 @@ static void gelu_gate_scalar(float *g, const float *up, int64_t n) {
     }
 }
 
+static float exp_sub_scalar(float *s, float m, int64_t n) {
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        s[i] = s[i] == -INFINITY ? 0.0f : expf(s[i] - m);
+        sum += s[i];
+    }
+    return sum;
+}
+
 const eg_kernels eg_kernels_scalar = {
     .gemm = gemm_scalar,
-    .dot = dot_scalar,
     .axpy = axpy_scalar,
     .scale = scale_scalar,
     .gelu_gate = gelu_gate_scalar,
+    .exp_sub = exp_sub_scalar,
 };

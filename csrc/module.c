@@ -297,7 +297,7 @@ static PyObject *test_gemm(PyObject *mod, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* _test_vec(isa, op, a, x, y) -> float: op 0 dot(x, y); 1 y += a x; 2 y *= a; 3 y = gelu_tanh(y) * x. */
+/* _test_vec(isa, op, a, x, y) -> float: op 1 y += a x; 2 y *= a; 3 y = gelu_tanh(y) * x; 4 y = exp(y - a), sum. */
 static PyObject *test_vec(PyObject *mod, PyObject *args) {
     const char *isa_name;
     int op;
@@ -324,7 +324,7 @@ static PyObject *test_vec(PyObject *mod, PyObject *args) {
 static PyMethodDef module_methods[] = {
     {"build_info", build_info, METH_NOARGS, "build_info() -> dict: version, ISAs compiled and supported, OpenMP."},
     {"_test_gemm", test_gemm, METH_VARARGS, "testing hook: y = x . w^T with one ISA's GEMM kernel"},
-    {"_test_vec", test_vec, METH_VARARGS, "testing hook: dot / axpy / scale / gelu_gate with one ISA's kernel"},
+    {"_test_vec", test_vec, METH_VARARGS, "testing hook: axpy / scale / gelu_gate / exp_sub with one ISA's kernel"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -39,10 +39,10 @@ eg_status eg_test_vec(eg_isa isa, int op, float a, const float *x, float *y, int
     const eg_kernels *kt = kernels_or_null(isa);
     if (!kt) return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "ISA %s is not supported here", eg_isa_name(isa));
     switch (op) {
-    case 0: *result = kt->dot(x, y, n); break;
     case 1: kt->axpy(a, x, y, n); break;
     case 2: kt->scale(a, y, n); break;
     case 3: kt->gelu_gate(y, x, n); break;
+    case 4: *result = kt->exp_sub(y, a, n); break;
     default: return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "unknown op %d", op);
     }
     return EG_OK;
