@@ -29,6 +29,7 @@ typedef struct {
     float *gu;       /* [MLP_CHUNK, 2I] gate | up, then gelu(gate)*up in gate  */
     float *att_tile; /* [threads, G*BQ*(BK + Hd + 2)] per-thread attention tile */
     float *head;     /* [S, 2*Wmax]     pooled vector and Dense outputs        */
+    float *pool;     /* [threads, 4D]   per-thread pooling sums (D doubles) + a row */
 } scratch;
 
 /* ---------------------------------------------------------------- row ops */
@@ -187,6 +188,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     const size_t sizes[] = {
         (size_t)(T * D), (size_t)(T * D), (size_t)(T * QKV), (size_t)(T * QD),
         (size_t)(T * D), (size_t)(chunk * 2 * I), (size_t)(nt * tile), (size_t)(S * 2 * wmax),
+        (size_t)(nt * 4 * D),
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (sizes[i] + 15) & ~(size_t)15;
@@ -195,7 +197,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
         return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory: %zu MiB of scratch for %lld tokens",
                        (total * sizeof(float)) >> 20, (long long)T);
     scratch sc;
-    float **fields[] = {&sc.x, &sc.xn, &sc.qkv, &sc.att, &sc.tmp, &sc.gu, &sc.att_tile, &sc.head};
+    float **fields[] = {&sc.x, &sc.xn, &sc.qkv, &sc.att, &sc.tmp, &sc.gu, &sc.att_tile, &sc.head, &sc.pool};
     for (size_t i = 0, off = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         *fields[i] = arena + off;
         off += (sizes[i] + 15) & ~(size_t)15;
@@ -307,19 +309,14 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t s = 0; s < S; s++) {
         const int64_t a = offsets[s] - offsets[0], b = offsets[s + 1] - offsets[0];
-        double *acc = calloc((size_t)D, sizeof(double));
-        float *row = malloc((size_t)D * sizeof(float));
-        if (acc && row) {
-            for (int64_t t = a; t < b; t++) {
-                rmsnorm(sc.x + t * D, md->final_norm, row, D, eps);
-                for (int64_t i = 0; i < D; i++) acc[i] += row[i];
-            }
-            for (int64_t i = 0; i < D; i++) pooled[s * wmax + i] = (float)(acc[i] / (double)(b - a));
-        } else {
-            for (int64_t i = 0; i < D; i++) pooled[s * wmax + i] = NAN; /* reported below */
+        double *acc = (double *)(sc.pool + (int64_t)EG_THREAD_ID() * 4 * D); /* [D] doubles, then [D] floats */
+        float *row = sc.pool + (int64_t)EG_THREAD_ID() * 4 * D + 2 * D;
+        for (int64_t i = 0; i < D; i++) acc[i] = 0.0;
+        for (int64_t t = a; t < b; t++) {
+            rmsnorm(sc.x + t * D, md->final_norm, row, D, eps);
+            for (int64_t i = 0; i < D; i++) acc[i] += row[i];
         }
-        free(acc);
-        free(row);
+        for (int64_t i = 0; i < D; i++) pooled[s * wmax + i] = (float)(acc[i] / (double)(b - a));
     }
 
     /* 5. Dense head: each module y = W x (+ b), identity activation */
@@ -364,6 +361,6 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     free(arena);
     if (bad)
         return eg_fail(err, errlen, EG_ERR_INTERNAL,
-                       "the forward pass produced NaN (out of memory in pooling, or non-finite weights in the model)");
+                       "the forward pass produced NaN: the model's weights contain non-finite values");
     return EG_OK;
 }
