@@ -7,17 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "internal.h"
 
 /* RoPE tables cover at most this many positions (EmbeddingGemma uses 2048). */
 #define EG_MAX_POSITIONS 32768
-
-static int path_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
 
 static char *join(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
@@ -345,7 +339,7 @@ eg_status eg_pipeline_read(const char *dir, eg_pipeline *pl, char *err, size_t e
     if (!path) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
     json_doc *doc = NULL;
     eg_status s;
-    if (!path_exists(path)) {
+    if (!eg_file_exists(path)) {
         s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
                     "%s: not found. embgemma needs the sentence-transformers folder of EmbeddingGemma "
                     "(modules.json, 1_Pooling, 2_Dense, 3_Dense): without the Dense head a bare transformers "

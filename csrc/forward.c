@@ -117,8 +117,7 @@ static void attention_tile(const eg_model *md, const float *qkv, int64_t ldq, in
         for (int64_t j = 0; j < nk; j++) {
             const float *kr = qkv + (seq0 + k0 + j) * ldq + QD + g * Hd;
             const float *vr = kr + KD;
-            float *kd = kp + (j / EG_PANEL) * Hd * EG_PANEL + j % EG_PANEL;
-            for (int64_t d = 0; d < Hd; d++) kd[d * EG_PANEL] = kr[d];
+            eg_matrix_set_row(&km, j, kr);
             for (int64_t p = 0; p < vm.n_panels; p++) {
                 float *vd = vp + (p * nk + j) * EG_PANEL;
                 int64_t w = Hd - p * EG_PANEL < EG_PANEL ? Hd - p * EG_PANEL : EG_PANEL;

@@ -62,6 +62,7 @@ typedef struct {
 eg_status eg_pipeline_read(const char *dir, eg_pipeline *pl, char *err, size_t errlen);
 void eg_pipeline_free(eg_pipeline *pl);
 
+int eg_file_exists(const char *path); /* a regular file */
 /* Reads a whole (small) file; *len excludes the NUL that is appended. */
 eg_status eg_read_file(const char *path, size_t max_bytes, char **out, size_t *len, char *err, size_t errlen);
 /* Reads and parses a JSON file (at most 64 MiB). */
@@ -111,6 +112,12 @@ typedef struct {
     int64_t n, k;
     int64_t n_panels;          /* ceil(n / 16)                                   */
 } eg_matrix;
+
+/* Writes row r of W (k floats) into its panel: the one place the packed layout is spelled out. */
+static inline void eg_matrix_set_row(eg_matrix *m, int64_t r, const float *src) {
+    float *dst = m->data + (r / EG_PANEL) * m->k * EG_PANEL + r % EG_PANEL;
+    for (int64_t kk = 0; kk < m->k; kk++) dst[kk * EG_PANEL] = src[kk];
+}
 
 typedef struct {
     float *attn_norm;          /* [D]  1 + input_layernorm                       */

@@ -12,14 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "internal.h"
-
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
 
 static void *aligned_calloc(size_t bytes) {
     void *p = NULL;
@@ -114,9 +108,7 @@ static eg_status pack_rows(eg_matrix *m, int64_t row0, const eg_tensor *t, char 
     if (!buf) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
     for (int64_t r = 0; r < rows; r++) {
         tensor_row_f32(t, r, k, buf);
-        int64_t n = row0 + r, p = n / EG_PANEL, j = n % EG_PANEL;
-        float *dst = m->data + (size_t)p * (size_t)k * EG_PANEL + j;
-        for (int64_t kk = 0; kk < k; kk++) dst[kk * EG_PANEL] = buf[kk];
+        eg_matrix_set_row(m, row0 + r, buf);
     }
     free(buf);
     return EG_OK;
@@ -176,7 +168,7 @@ static eg_status load_layer(finder *f, const eg_config *c, int64_t l, eg_layer *
 static eg_status open_backbone(const char *dir, eg_tensor_set *set, char *err, size_t errlen) {
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    if (file_exists(path)) {
+    if (eg_file_exists(path)) {
         json_doc *doc;
         eg_status s = eg_read_json(path, &doc, err, errlen);
         if (s) return s;
@@ -212,9 +204,9 @@ static eg_status open_backbone(const char *dir, eg_tensor_set *set, char *err, s
         return s;
     }
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (file_exists(path)) return eg_st_open(path, set, err, errlen);
+    if (eg_file_exists(path)) return eg_st_open(path, set, err, errlen);
     snprintf(path, sizeof path, "%s/pytorch_model.bin", dir);
-    if (file_exists(path))
+    if (eg_file_exists(path))
         return eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
                        "%s: PyTorch pickle weights are not read (unsafe to unpickle); re-save the model with "
                        "safetensors (model.save_pretrained(..., safe_serialization=True))",
@@ -225,9 +217,9 @@ static eg_status open_backbone(const char *dir, eg_tensor_set *set, char *err, s
 static eg_status load_dense(eg_model *m, const eg_pipeline *pl, int i, int64_t in, char *err, size_t errlen) {
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors", pl->dense_dir[i]);
-    if (!file_exists(path)) {
+    if (!eg_file_exists(path)) {
         snprintf(path, sizeof path, "%s/pytorch_model.bin", pl->dense_dir[i]);
-        if (file_exists(path))
+        if (eg_file_exists(path))
             return eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
                            "%s: PyTorch pickle weights are not read; re-save the model with safetensors", path);
         return eg_fail(err, errlen, EG_ERR_BAD_FILE,

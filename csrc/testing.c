@@ -23,9 +23,7 @@ eg_status eg_test_gemm(eg_isa isa, const float *x, int64_t ldx, int64_t m, const
     mat.n_panels = (n + EG_PANEL - 1) / EG_PANEL;
     mat.data = calloc((size_t)(mat.n_panels * k * EG_PANEL), sizeof(float));
     if (!mat.data) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
-    for (int64_t r = 0; r < n; r++)
-        for (int64_t kk = 0; kk < k; kk++)
-            mat.data[((r / EG_PANEL) * k + kk) * EG_PANEL + r % EG_PANEL] = w[r * k + kk];
+    for (int64_t r = 0; r < n; r++) eg_matrix_set_row(&mat, r, w + r * k);
     /* two panel ranges, as the threaded driver would split them */
     int64_t mid = mat.n_panels / 2;
     kt->gemm(x, ldx, m, &mat, 0, mid, y, ldy);

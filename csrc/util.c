@@ -18,6 +18,11 @@ eg_status eg_fail(char *err, size_t errlen, eg_status status, const char *fmt, .
     return status;
 }
 
+int eg_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
 eg_status eg_read_file(const char *path, size_t max_bytes, char **out, size_t *len, char *err, size_t errlen) {
     *out = NULL;
     *len = 0;

@@ -353,23 +353,12 @@ class EmbeddingGemma:
         for i, t in enumerate(titles):
             if t is not None and not isinstance(t, str):
                 raise TypeError(f"titles[{i}] must be a str or None, got {type(t).__name__}")
-        cleaned = [_clean(t, i, document_prompt_with_title(ti)) for i, (t, ti) in enumerate(zip(texts, titles))]
-        convert = kwargs.pop("convert_to_numpy", True)
-        allowed = {"batch_size", "show_progress_bar", "normalize_embeddings", "truncate_dim", "truncate"}
-        unknown = set(kwargs) - allowed
-        if unknown:
-            raise TypeError(f"encode_document got unexpected arguments: {', '.join(sorted(unknown))}")
-        out = self._encode_texts(
-            cleaned,
-            kwargs.get("batch_size", 32),
-            kwargs.get("show_progress_bar"),
-            kwargs.get("normalize_embeddings", True),
-            kwargs.get("truncate_dim"),
-            kwargs.get("truncate", True),
-        )
-        if single:
-            return out[0]
-        return out if convert else list(out)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"text {i} is {type(t).__name__}, not str")
+        # each text carries its own prompt; encode then strips and tokenizes as usual
+        titled = [document_prompt_with_title(ti) + t for t, ti in zip(texts, titles)]
+        return self.encode(titled[0] if single else titled, prompt="", **kwargs)
 
     def encode_ids(
         self,

@@ -80,34 +80,37 @@ def _need_reference():
         pytest.skip("reference stack not installed: pip install -e '.[test]'")
 
 
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
+def _build(factory, name: str, arch_name: str, seed: int) -> Path:
     _need_reference()
     import refmodel
 
-    return refmodel.build(tmp_path_factory.mktemp("tiny") / "model", refmodel.TINY, seed=7)
+    return refmodel.build(factory.mktemp(name) / "model", getattr(refmodel, arch_name), seed=seed)
+
+
+def _reference(folder: Path):
+    import refmodel
+
+    return refmodel.load_reference(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory, "tiny", "TINY", seed=7)
 
 
 @pytest.fixture(scope="session")
 def tiny_ref(tiny_dir):
-    import refmodel
-
-    return refmodel.load_reference(tiny_dir)
+    return _reference(tiny_dir)
 
 
 @pytest.fixture(scope="session")
 def full_dir(tmp_path_factory) -> Path:
-    _need_reference()
-    import refmodel
-
-    return refmodel.build(tmp_path_factory.mktemp("full") / "model", refmodel.FULL, seed=11)
+    return _build(tmp_path_factory, "full", "FULL", seed=11)
 
 
 @pytest.fixture(scope="session")
 def full_ref(full_dir):
-    import refmodel
-
-    return refmodel.load_reference(full_dir)
+    return _reference(full_dir)
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,14 @@ def write_safetensors(path: Path, header: dict, data: bytes) -> None:
     path.write_bytes(struct.pack("<Q", len(h)) + h + data)
 
 
+def edit_header(model_dir: Path, mutate) -> None:
+    """Rewrite the backbone's safetensors header through mutate(header, data); the data stays as is."""
+    p = model_dir / "model.safetensors"
+    header, data = read_safetensors(p)
+    mutate(header, data)
+    write_safetensors(p, header, data)
+
+
 @pytest.fixture()
 def model_dir(tmp_path) -> Path:
     d = tmp_path / "model"
@@ -130,47 +138,32 @@ def test_header_length_beyond_file(model_dir):
 
 
 def test_wrong_byte_count_for_shape(model_dir):
-    p = model_dir / "model.safetensors"
-    header, data = read_safetensors(p)
-    header["norm.weight"]["shape"] = [47]
-    write_safetensors(p, header, data)
+    edit_header(model_dir, lambda h, d: h["norm.weight"].update(shape=[47]))
     with pytest.raises(ModelFormatError, match='"norm.weight": 192 bytes of data for a F32 tensor of 47 elements'):
         EmbeddingGemma(model_dir)
 
 
 def test_huge_dims_do_not_overflow(model_dir):
-    p = model_dir / "model.safetensors"
-    header, data = read_safetensors(p)
-    header["norm.weight"]["shape"] = [2**40, 2**40, 2**40]
-    write_safetensors(p, header, data)
+    edit_header(model_dir, lambda h, d: h["norm.weight"].update(shape=[2**40, 2**40, 2**40]))
     with pytest.raises(ModelFormatError, match="norm.weight"):
         EmbeddingGemma(model_dir)
 
 
 def test_unsupported_dtype(model_dir):
-    p = model_dir / "model.safetensors"
-    header, data = read_safetensors(p)
-    b, e = header["norm.weight"]["data_offsets"]
-    header["norm.weight"] = {"dtype": "I32", "shape": [48], "data_offsets": [b, e]}
-    write_safetensors(p, header, data)
+    edit_header(model_dir, lambda h, d: h["norm.weight"].update(dtype="I32", shape=[48]))
     with pytest.raises(UnsupportedModelError, match='"norm.weight" has dtype I32; embgemma reads F32, BF16 and F16'):
         EmbeddingGemma(model_dir)
 
 
 def test_unknown_dtype_name(model_dir):
-    p = model_dir / "model.safetensors"
-    header, data = read_safetensors(p)
-    header["norm.weight"]["dtype"] = "F12"
-    write_safetensors(p, header, data)
+    edit_header(model_dir, lambda h, d: h["norm.weight"].update(dtype="F12"))
     with pytest.raises(ModelFormatError, match='unknown dtype "F12"'):
         EmbeddingGemma(model_dir)
 
 
 def test_extra_tensor_is_refused(model_dir):
-    p = model_dir / "model.safetensors"
-    header, data = read_safetensors(p)
-    header["layers.0.self_attn.o_proj.bias"] = {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
-    write_safetensors(p, header, data)
+    bias = {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+    edit_header(model_dir, lambda h, d: h.update({"layers.0.self_attn.o_proj.bias": bias}))
     with pytest.raises(UnsupportedModelError, match='unexpected tensor "layers.0.self_attn.o_proj.bias"'):
         EmbeddingGemma(model_dir)
 
