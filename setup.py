@@ -21,6 +21,7 @@ SOURCES = [
     "csrc/module.c",
     "csrc/json.c",
     "csrc/util.c",
+    "csrc/pack.c",
     "csrc/safetensors.c",
     "csrc/config.c",
     "csrc/load.c",
@@ -57,7 +58,7 @@ class BuildExt(build_ext):
         if not use_omp:
             print("embgemma: building without OpenMP (serial)", file=sys.stderr)
         for ext in self.extensions:
-            ext.extra_compile_args = ["-std=c11", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra",
+            ext.extra_compile_args = ["-std=c11", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wpointer-arith",
                                       "-Wno-unused-parameter", "-Wno-missing-field-initializers",
                                       "-fno-math-errno"]
             ext.extra_link_args = []

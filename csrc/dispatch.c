@@ -5,7 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
 #include "internal.h"
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 #ifdef EG_HAVE_X86
 #include <cpuid.h>
@@ -89,4 +97,36 @@ int eg_default_threads(void) {
 #else
     return 1;
 #endif
+}
+
+double eg_fma_peak(int n_threads, double seconds) {
+    const eg_kernels *k = eg_kernels_for(eg_isa_best());
+    if (n_threads < 1) n_threads = 1;
+    if (seconds <= 0.0) seconds = 0.5;
+    /* calibrate one thread on a short run, then time all threads at once */
+    float sink = 0.0f;
+    int64_t iters = 1 << 16;
+    double flops = 0.0, t = 0.0;
+    for (;;) {
+        double t0 = now_seconds();
+        flops = k->fma_loop(iters, &sink);
+        t = now_seconds() - t0;
+        if (t > 0.02 || iters > ((int64_t)1 << 40)) break;
+        iters *= 4;
+    }
+    iters = (int64_t)((double)iters * (seconds / (t > 1e-9 ? t : 1e-9)));
+    if (iters < 1) iters = 1;
+    double t0 = now_seconds(), total = 0.0;
+    float sinks = 0.0f;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(n_threads) reduction(+ : total, sinks)
+#endif
+    {
+        float local = 0.0f;
+        total += k->fma_loop(iters, &local);
+        sinks += local;
+    }
+    double el = now_seconds() - t0;
+    (void)flops;
+    return sink + sinks == 12345.678f ? 0.0 : total / el / 1e9; /* using the sums keeps the loops alive */
 }

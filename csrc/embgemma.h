@@ -33,6 +33,23 @@ typedef enum {
     EG_ISA_COUNT
 } eg_isa;
 
+/* How the transformer layers' weight matrices are held and multiplied. The
+ * residual stream, norms, attention, pooling and the Dense head are float32
+ * in every mode (never float16: Gemma's activations reach ~8e5). */
+typedef enum {
+    EG_WEIGHTS_F32 = 0,   /* float32: the reference numbers                     */
+    EG_WEIGHTS_BF16,      /* bfloat16 weights (half the memory), float32 sums   */
+    EG_WEIGHTS_INT8,      /* int8 weights with one scale per output row, int16
+                             activations quantized per token, exact int32 sums */
+    EG_WEIGHTS_COUNT
+} eg_weights;
+
+typedef struct {
+    const char *isa;          /* NULL or "" (auto; EMBGEMMA_ISA applies), "scalar", "avx2" */
+    eg_weights mlp_weights;   /* gate/up and down projections (60% of the weights) */
+    eg_weights attn_weights;  /* q/k/v and o projections                           */
+} eg_load_opts;
+
 typedef struct eg_model eg_model;
 
 /* What a loaded model is; every field is read from the files. */
@@ -51,13 +68,16 @@ typedef struct {
     int64_t out_dim;           /* width of the final embedding (768)             */
     int normalize;             /* 1 when modules.json ends with Normalize        */
     eg_isa isa;                /* kernels this model runs on                     */
-    const char *weight_dtype;  /* "F32", "BF16", "F16" or "mixed"                */
+    const char *weight_dtype;  /* as stored in the files: "F32", "BF16", "F16" or "mixed" */
+    eg_weights mlp_weights;    /* as held in memory and multiplied               */
+    eg_weights attn_weights;
+    int64_t weight_bytes;      /* memory held by the packed layer and Dense matrices */
 } eg_model_info;
 
-/* Load a model folder. isa_override: NULL or "" for automatic choice, else
- * "scalar" / "avx2". On failure *out is NULL and err holds a message naming the
- * file and the problem. */
-eg_status eg_model_load(const char *dir, const char *isa_override, eg_model **out, char *err, size_t errlen);
+/* Load a model folder; opts may be NULL (automatic ISA, float32). On failure
+ * *out is NULL and err holds a message naming the file and the problem. */
+eg_status eg_model_load(const char *dir, const eg_load_opts *opts, eg_model **out, char *err, size_t errlen);
+const char *eg_weights_name(eg_weights w); /* "float32", "bfloat16", "int8" */
 void eg_model_free(eg_model *m);
 const eg_model_info *eg_model_get_info(const eg_model *m);
 
@@ -75,6 +95,11 @@ eg_status eg_encode(const eg_model *m, const int32_t *ids, const int64_t *offset
                     const eg_encode_opts *opts, float *out, int64_t out_stride, const int64_t *rows,
                     char *err, size_t errlen);
 
+/* GFLOP/s of float32 FMA this machine sustains on n_threads threads with the
+ * best kernel ISA (independent accumulator chains, ~`seconds` of work): the
+ * ceiling benchmarks compare the GEMMs against. */
+double eg_fma_peak(int n_threads, double seconds);
+
 /* Build facts: which ISAs were compiled in and which this CPU can run. */
 const char *eg_isa_name(eg_isa isa);
 int eg_isa_compiled(eg_isa isa);
@@ -84,10 +109,11 @@ int eg_openmp_enabled(void);
 int eg_default_threads(void);
 
 /* Testing hooks (csrc/testing.c): run one kernel of `isa` on caller buffers.
- * eg_test_gemm: y[m, n] = x[m, k] . w[n, k]^T with row strides ldx / ldy.
+ * eg_test_gemm: y[m, n] = x[m, k] . w[n, k]^T with row strides ldx / ldy, w
+ * packed (rounded / quantized) as `weights` the way the loader does.
  * eg_test_vec: op 1 -> y += a x; op 2 -> y *= a; op 3 -> y = gelu_tanh(y) * x;
  * op 4 -> y = exp(y - a) (0 where y is -inf), *result = sum(y). */
-eg_status eg_test_gemm(eg_isa isa, const float *x, int64_t ldx, int64_t m, const float *w, int64_t n, int64_t k,
+eg_status eg_test_gemm(eg_isa isa, eg_weights weights, const float *x, int64_t ldx, int64_t m, const float *w, int64_t n, int64_t k,
                        float *y, int64_t ldy, char *err, size_t errlen);
 eg_status eg_test_vec(eg_isa isa, int op, float a, const float *x, float *y, int64_t n, float *result, char *err,
                       size_t errlen);

@@ -30,6 +30,8 @@ typedef struct {
     float *att_tile; /* [threads, G*BQ*(BK + Hd + 2)] per-thread attention tile */
     float *head;     /* [S, 2*Wmax]     pooled vector and Dense outputs        */
     float *pool;     /* [threads, 4D]   per-thread pooling sums (D doubles) + a row */
+    int16_t *xq;     /* [T, Kmax]       int8 mode: activations quantized per row  */
+    float *xs;       /* [T]             int8 mode: their scales                   */
 } scratch;
 
 /* ---------------------------------------------------------------- row ops */
@@ -53,18 +55,30 @@ static void rope(float *v, const float *cos_row, const float *sin_row, int64_t h
 
 /* ---------------------------------------------------------------- GEMM driver */
 
-/* y[m, 0..w->n) = x[m, k] . W^T, split into (row block x panel block) tasks. */
+/* y[m, 0..w->n) = x[m, k] . W^T, split into (row block x panel block) tasks.
+ * For an I8 w the rows of x are first quantized into xq / xs (each row by
+ * the thread that owns it), then every task reads them. */
 static void gemm(const eg_model *md, const float *x, int64_t ldx, int64_t m, const eg_matrix *w, float *y,
-                 int64_t ldy, int nt) {
+                 int64_t ldy, int nt, int16_t *xq, float *xs) {
     const int64_t mb = (m + GEMM_MB - 1) / GEMM_MB, pb = (w->n_panels + GEMM_PB - 1) / GEMM_PB;
-    const int64_t tasks = mb * pb;
+    const int64_t tasks = mb * pb, ldq = (w->k + 1) & ~(int64_t)1;
     const eg_kernels *k = md->k;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && tasks > 1)
-    for (int64_t t = 0; t < tasks; t++) {
-        int64_t pi = t % pb, mi = t / pb;
-        int64_t r0 = mi * GEMM_MB, r1 = r0 + GEMM_MB < m ? r0 + GEMM_MB : m;
-        int64_t p0 = pi * GEMM_PB, p1 = p0 + GEMM_PB < w->n_panels ? p0 + GEMM_PB : w->n_panels;
-        k->gemm(x + r0 * ldx, ldx, r1 - r0, w, p0, p1, y + r0 * ldy, ldy);
+    const int qmax = eg_act_qmax(w->k);
+#pragma omp parallel num_threads(nt) if (nt > 1 && tasks > 1)
+    {
+        if (w->type == EG_W_I8) {
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < m; i++) eg_quantize_rows(x + i * ldx, ldx, 1, w->k, qmax, xq + i * ldq, ldq, xs + i);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < tasks; t++) {
+            int64_t pi = t % pb, mi = t / pb;
+            int64_t r0 = mi * GEMM_MB, r1 = r0 + GEMM_MB < m ? r0 + GEMM_MB : m;
+            int64_t p0 = pi * GEMM_PB, p1 = p0 + GEMM_PB < w->n_panels ? p0 + GEMM_PB : w->n_panels;
+            if (w->type == EG_W_F32) k->gemm(x + r0 * ldx, ldx, r1 - r0, w, p0, p1, y + r0 * ldy, ldy);
+            else if (w->type == EG_W_BF16) k->gemm_bf16(x + r0 * ldx, ldx, r1 - r0, w, p0, p1, y + r0 * ldy, ldy);
+            else k->gemm_i8(xq + r0 * ldq, ldq, xs + r0, r1 - r0, w, p0, p1, y + r0 * ldy, ldy);
+        }
     }
 }
 
@@ -112,8 +126,8 @@ static void attention_tile(const eg_model *md, const float *qkv, int64_t ldq, in
     for (int64_t k0 = k_lo; k0 < k_hi; k0 += ATT_BK) {
         const int64_t k1 = k0 + ATT_BK < k_hi ? k0 + ATT_BK : k_hi, nk = k1 - k0;
         /* pack: K tile as W [nk, Hd] (scores = q . k), V tile as W [Hd, nk] (out = p . v) */
-        eg_matrix km = {kp, nk, Hd, (nk + EG_PANEL - 1) / EG_PANEL};
-        eg_matrix vm = {vp, Hd, nk, (Hd + EG_PANEL - 1) / EG_PANEL};
+        eg_matrix km = {.data = kp, .n = nk, .k = Hd, .n_panels = (nk + EG_PANEL - 1) / EG_PANEL, .type = EG_W_F32};
+        eg_matrix vm = {.data = vp, .n = Hd, .k = nk, .n_panels = (Hd + EG_PANEL - 1) / EG_PANEL, .type = EG_W_F32};
         for (int64_t j = 0; j < nk; j++) {
             const float *kr = qkv + (seq0 + k0 + j) * ldq + QD + g * Hd;
             const float *vr = kr + KD;
@@ -184,10 +198,12 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     for (int i = 0; i < md->n_dense; i++) wmax = imax(wmax, md->dense[i].w.n);
     const int64_t chunk = T < MLP_CHUNK ? T : MLP_CHUNK;
     const int64_t tile = tile_floats(c);
+    const int i8 = md->info.mlp_weights == EG_WEIGHTS_INT8 || md->info.attn_weights == EG_WEIGHTS_INT8;
+    const int64_t kq = (imax(imax(D, QD), I) + 1) & ~(int64_t)1; /* widest k of a layer matrix, even */
     const size_t sizes[] = {
         (size_t)(T * D), (size_t)(T * D), (size_t)(T * QKV), (size_t)(T * QD),
         (size_t)(T * D), (size_t)(chunk * 2 * I), (size_t)(nt * tile), (size_t)(S * 2 * wmax),
-        (size_t)(nt * 4 * D),
+        (size_t)(nt * 4 * D), (size_t)(i8 ? (T * kq + 1) / 2 : 0), (size_t)(i8 ? T : 0),
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (sizes[i] + 15) & ~(size_t)15;
@@ -196,11 +212,13 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
         return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory: %zu MiB of scratch for %lld tokens",
                        (total * sizeof(float)) >> 20, (long long)T);
     scratch sc;
-    float **fields[] = {&sc.x, &sc.xn, &sc.qkv, &sc.att, &sc.tmp, &sc.gu, &sc.att_tile, &sc.head, &sc.pool};
+    float *xq_f;
+    float **fields[] = {&sc.x, &sc.xn, &sc.qkv, &sc.att, &sc.tmp, &sc.gu, &sc.att_tile, &sc.head, &sc.pool, &xq_f, &sc.xs};
     for (size_t i = 0, off = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         *fields[i] = arena + off;
         off += (sizes[i] + 15) & ~(size_t)15;
     }
+    sc.xq = (int16_t *)xq_f;
 
     /* token -> position within its sequence (for RoPE) */
     int32_t *pos = malloc((size_t)T * sizeof *pos);
@@ -254,7 +272,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
         /* 2. attention block: a = rms(x); q,k,v = a W^T; q/k norm; RoPE */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t t = 0; t < T; t++) rmsnorm(sc.x + t * D, L->attn_norm, sc.xn + t * D, D, eps);
-        gemm(md, sc.xn, D, T, &L->qkv, sc.qkv, QKV, nt);
+        gemm(md, sc.xn, D, T, &L->qkv, sc.qkv, QKV, nt, sc.xq, sc.xs);
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t t = 0; t < T; t++) {
             float *q = sc.qkv + t * QKV;
@@ -277,7 +295,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
             attention_tile(md, sc.qkv, QKV, offsets[s] - offsets[0], len, q0, q1, g, glob,
                            sc.att_tile + (int64_t)EG_THREAD_ID() * tile, sc.att, QD);
         }
-        gemm(md, sc.att, QD, T, &L->o, sc.tmp, D, nt);
+        gemm(md, sc.att, QD, T, &L->o, sc.tmp, D, nt, sc.xq, sc.xs);
         /* x += rms(attn_out) (post-norm before the residual add), then m = rms(x) */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t t = 0; t < T; t++) {
@@ -290,10 +308,10 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
         /* 3. MLP: down(gelu(gate m) * up m), in token chunks */
         for (int64_t t0 = 0; t0 < T; t0 += chunk) {
             const int64_t n = T - t0 < chunk ? T - t0 : chunk;
-            gemm(md, sc.xn + t0 * D, D, n, &L->gate_up, sc.gu, 2 * I, nt);
+            gemm(md, sc.xn + t0 * D, D, n, &L->gate_up, sc.gu, 2 * I, nt, sc.xq, sc.xs);
 #pragma omp parallel for schedule(static) num_threads(nt)
             for (int64_t t = 0; t < n; t++) md->k->gelu_gate(sc.gu + t * 2 * I, sc.gu + t * 2 * I + I, I);
-            gemm(md, sc.gu, 2 * I, n, &L->down, sc.tmp + t0 * D, D, nt);
+            gemm(md, sc.gu, 2 * I, n, &L->down, sc.tmp + t0 * D, D, nt, sc.xq, sc.xs);
         }
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t t = 0; t < T; t++) {
@@ -323,7 +341,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     int64_t width = D;
     for (int i = 0; i < md->n_dense; i++) {
         const eg_dense *dn = &md->dense[i];
-        gemm(md, cur, wmax, S, &dn->w, nxt, wmax, nt);
+        gemm(md, cur, wmax, S, &dn->w, nxt, wmax, nt, NULL, NULL);
         if (dn->bias)
             for (int64_t s = 0; s < S; s++)
                 for (int64_t j = 0; j < dn->w.n; j++) nxt[s * wmax + j] += dn->bias[j];

@@ -81,6 +81,7 @@ typedef struct {
     const uint8_t *data;       /* inside a read-only mapping; may be unaligned   */
     int64_t nbytes;
     int used;                  /* set by the loader: every tensor must be used   */
+    int mapped;                /* data lies in a file mapping of eg_st_open      */
     const char *file;          /* file the tensor came from (for messages)       */
 } eg_tensor;
 
@@ -99,25 +100,57 @@ eg_status eg_st_open(const char *path, eg_tensor_set *set, char *err, size_t err
 eg_status eg_st_parse_header(const uint8_t *buf, size_t size, const char *path, eg_tensor_set *set,
                              char *err, size_t errlen);
 eg_tensor *eg_st_find(eg_tensor_set *set, const char *name);
+/* Drops the resident pages wholly inside t's data (after it has been copied). */
+void eg_st_release(const eg_tensor *t);
 void eg_st_free(eg_tensor_set *set);
 
 /* ---------------------------------------------------------------- weights */
 
+/* How a packed weight matrix stores its numbers (eg_weights in embgemma.h picks it). */
+typedef enum { EG_W_F32 = 0, EG_W_BF16, EG_W_I8 } eg_wtype;
+
 /* A weight matrix W [n, k] (y = W x, PyTorch nn.Linear layout) packed into
- * panels of EG_PANEL output rows: panel p holds W[p*16 + j][kk] at
- * data[(p*k + kk)*16 + j], zero-padded past n. One 16-wide load per kk feeds
- * a whole micro-kernel row. */
+ * panels of EG_PANEL output rows, zero-padded past n, so one load per k step
+ * feeds a whole micro-kernel row:
+ *   F32:  float    [n_panels, k, 16]      W[p*16 + j][kk] at (p*k + kk)*16 + j
+ *   BF16: uint16   [n_panels, k, 16]      same, but within each 16 the columns
+ *                                          run 0,8,1,9,..,7,15 (one 32-bit lane
+ *                                          holds columns j and j+8, unpacked by a
+ *                                          shift and a mask)
+ *   I8:   int8     [n_panels, k2, 16, 2]  k2 = ceil(k/2): W[p*16 + j][2*kp + e] at
+ *                                          ((p*k2 + kp)*16 + j)*2 + e, odd k padded
+ *                                          with 0; W[r] ~= scale[r] * q[r]
+ */
 typedef struct {
-    float *data;               /* [n_panels, k, 16]                              */
+    void *data;                /* see above                                      */
+    float *scale;              /* I8 only: [n_panels * 16] per output row        */
     int64_t n, k;
     int64_t n_panels;          /* ceil(n / 16)                                   */
+    eg_wtype type;
 } eg_matrix;
 
-/* Writes row r of W (k floats) into its panel: the one place the packed layout is spelled out. */
+/* Writes row r of an F32 matrix (k floats) into its panel. */
 static inline void eg_matrix_set_row(eg_matrix *m, int64_t r, const float *src) {
-    float *dst = m->data + (r / EG_PANEL) * m->k * EG_PANEL + r % EG_PANEL;
+    float *dst = (float *)m->data + (r / EG_PANEL) * m->k * EG_PANEL + r % EG_PANEL;
     for (int64_t kk = 0; kk < m->k; kk++) dst[kk * EG_PANEL] = src[kk];
 }
+
+static inline eg_wtype eg_wtype_of(eg_weights w) {
+    return w == EG_WEIGHTS_BF16 ? EG_W_BF16 : w == EG_WEIGHTS_INT8 ? EG_W_I8 : EG_W_F32;
+}
+
+/* pack.c: allocation and packing for every type, the one place the layouts above are written. */
+eg_status eg_matrix_alloc(eg_matrix *m, int64_t n, int64_t k, eg_wtype type, char *err, size_t errlen);
+void eg_matrix_pack_row(eg_matrix *m, int64_t r, const float *src); /* rounds / quantizes as the type needs */
+void eg_matrix_free(eg_matrix *m);
+uint16_t eg_f32_to_bf16(float f);                                  /* round to nearest even */
+/* Largest |q| for int16 activations against int8 weights with k columns, so
+ * that no int32 sum can overflow: 2 * qmax * 127 * ceil(k/2) < 2^31 (8191 cap). */
+int eg_act_qmax(int64_t k);
+/* Dynamic per-row quantization of x [m, k] to int16 q [m, ldq] (ldq >= k rounded
+ * up to even; the pad column is 0): q = round(x * qmax / amax), scale[i] = amax / qmax. */
+void eg_quantize_rows(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, int16_t *q, int64_t ldq,
+                      float *scale);
 
 typedef struct {
     float *attn_norm;          /* [D]  1 + input_layernorm                       */
@@ -141,9 +174,16 @@ typedef struct {
 /* Kernel table: one per ISA, chosen at load. Kernels never allocate, never
  * spawn threads and trust their (already validated) arguments. */
 typedef struct {
-    /* y[m, p0*16 .. p1*16) = x[m, k] . W^T for panels p0..p1 of w; columns past w->n are not written */
+    /* y[m, p0*16 .. p1*16) = x[m, k] . W^T for panels p0..p1 of an F32 w; columns past w->n are not written */
     void (*gemm)(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
                  float *y, int64_t ldy);
+    /* the same for a BF16 w: weights widened exactly to float, float accumulation */
+    void (*gemm_bf16)(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
+                      float *y, int64_t ldy);
+    /* the same for an I8 w and int16 activations xq [m, ldq] with row scales xs [m]:
+     * y[i][j] = (float)(sum_k xq[i][k] * q[j][k]) * (xs[i] * w->scale[j]), the sum exact in int32 */
+    void (*gemm_i8)(const int16_t *xq, int64_t ldq, const float *xs, int64_t m, const eg_matrix *w, int64_t p0,
+                    int64_t p1, float *y, int64_t ldy);
     void (*axpy)(float a, const float *x, float *y, int64_t n); /* y += a x */
     void (*scale)(float a, float *y, int64_t n);                /* y *= a   */
     /* g[i] = gelu_tanh(g[i]) * up[i], gelu_tanh(x) = 0.5x(1 + tanh(u)) computed as x / (1 + exp(-2u)),
@@ -151,6 +191,9 @@ typedef struct {
     void (*gelu_gate)(float *g, const float *up, int64_t n);
     /* s[j] = exp(s[j] - m) (exactly 0 where s[j] is -inf); returns the sum */
     float (*exp_sub)(float *s, float m, int64_t n);
+    /* iters steps of 12 independent multiply-add chains on full vectors; returns
+     * the floating-point operations done (for eg_fma_peak, not the engine) */
+    double (*fma_loop)(int64_t iters, float *sink);
 } eg_kernels;
 
 extern const eg_kernels eg_kernels_scalar;

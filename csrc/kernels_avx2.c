@@ -13,17 +13,43 @@
 #define EG_AVX2 __attribute__((target("avx2,fma")))
 #define MR 6 /* rows of x per micro-kernel: 6 x 2 accumulators + 2 B + 1 A = 15 ymm */
 
-/* y[0..mr, 0..cols) = x[0..mr, 0..k) . panel. Every output element is one FMA
- * chain over kk = 0..k-1, whatever mr is: results do not depend on how rows
- * are split into tiles or threads. */
-static inline __attribute__((always_inline)) EG_AVX2 void micro(int mr, const float *x, int64_t ldx,
-                                                                 const float *panel, int64_t k, float *y,
+/* Stores an mr x cols block of 2-vector rows (columns 0..7 in v[r][0], 8..15 in v[r][1]). */
+static inline __attribute__((always_inline)) EG_AVX2 void store_rows(int mr, __m256 v[MR][2], float *y, int64_t ldy,
+                                                                      int64_t cols) {
+    for (int r = 0; r < MR; r++) {
+        if (r >= mr) break;
+        if (cols == EG_PANEL) {
+            _mm256_storeu_ps(y + r * ldy, v[r][0]);
+            _mm256_storeu_ps(y + r * ldy + 8, v[r][1]);
+        } else {
+            float tmp[EG_PANEL];
+            _mm256_storeu_ps(tmp, v[r][0]);
+            _mm256_storeu_ps(tmp + 8, v[r][1]);
+            memcpy(y + r * ldy, tmp, (size_t)cols * sizeof(float));
+        }
+    }
+}
+
+/* y[0..mr, 0..cols) = x[0..mr, 0..k) . panel, the panel F32 or (bf16 != 0) BF16.
+ * Every output element is one FMA chain over kk = 0..k-1, whatever mr is:
+ * results do not depend on how rows are split into tiles or threads. A BF16
+ * k-row is one 32-byte load: a 32-bit lane holds columns j (low half) and
+ * j+8 (high half), so a shift and a mask give both as exact floats. */
+static inline __attribute__((always_inline)) EG_AVX2 void micro(int mr, int bf16, const float *x, int64_t ldx,
+                                                                 const void *panel, int64_t k, float *y,
                                                                  int64_t ldy, int64_t cols) {
     __m256 c[MR][2];
     for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
     for (int64_t kk = 0; kk < k; kk++) {
-        __m256 b0 = _mm256_loadu_ps(panel + kk * EG_PANEL);
-        __m256 b1 = _mm256_loadu_ps(panel + kk * EG_PANEL + 8);
+        __m256 b0, b1;
+        if (bf16) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)((const uint16_t *)panel + kk * EG_PANEL));
+            b0 = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+            b1 = _mm256_castsi256_ps(_mm256_and_si256(raw, _mm256_set1_epi32((int)0xffff0000u)));
+        } else {
+            b0 = _mm256_loadu_ps((const float *)panel + kk * EG_PANEL);
+            b1 = _mm256_loadu_ps((const float *)panel + kk * EG_PANEL + 8);
+        }
         for (int r = 0; r < MR; r++) {
             if (r < mr) {
                 __m256 a = _mm256_broadcast_ss(x + r * ldx + kk);
@@ -32,36 +58,93 @@ static inline __attribute__((always_inline)) EG_AVX2 void micro(int mr, const fl
             }
         }
     }
-    for (int r = 0; r < MR; r++) {
-        if (r >= mr) break;
-        if (cols == EG_PANEL) {
-            _mm256_storeu_ps(y + r * ldy, c[r][0]);
-            _mm256_storeu_ps(y + r * ldy + 8, c[r][1]);
-        } else {
-            float tmp[EG_PANEL];
-            _mm256_storeu_ps(tmp, c[r][0]);
-            _mm256_storeu_ps(tmp + 8, c[r][1]);
-            memcpy(y + r * ldy, tmp, (size_t)cols * sizeof(float));
+    store_rows(mr, c, y, ldy, cols);
+}
+
+/* The row loop shared by the F32 and BF16 kernels: full MR-row tiles, then one remainder tile. */
+static inline __attribute__((always_inline)) EG_AVX2 void gemm_float(int bf16, const float *x, int64_t ldx, int64_t m,
+                                                                      const eg_matrix *w, int64_t p0, int64_t p1,
+                                                                      float *y, int64_t ldy) {
+    const int64_t k = w->k, esz = bf16 ? 2 : 4;
+    for (int64_t p = p0; p < p1; p++) {
+        const void *panel = (const uint8_t *)w->data + p * k * EG_PANEL * esz;
+        int64_t cols = w->n - p * EG_PANEL;
+        if (cols > EG_PANEL) cols = EG_PANEL;
+        float *yp = y + p * EG_PANEL;
+        int64_t i = 0;
+        for (; i + MR <= m; i += MR) micro(MR, bf16, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols);
+        switch (m - i) {
+        case 5: micro(5, bf16, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
+        case 4: micro(4, bf16, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
+        case 3: micro(3, bf16, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
+        case 2: micro(2, bf16, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
+        case 1: micro(1, bf16, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
+        default: break;
         }
     }
 }
 
 static EG_AVX2 void gemm_avx2(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
                               float *y, int64_t ldy) {
-    const int64_t k = w->k;
+    gemm_float(0, x, ldx, m, w, p0, p1, y, ldy);
+}
+
+static EG_AVX2 void gemm_bf16_avx2(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0,
+                                   int64_t p1, float *y, int64_t ldy) {
+    gemm_float(1, x, ldx, m, w, p0, p1, y, ldy);
+}
+
+/* I8 micro-kernel: per k pair, the 32 weight bytes of a panel sign-extend to
+ * two vectors of (k, k+1) int16 pairs for columns 0..7 and 8..15; vpmaddwd
+ * against the broadcast activation pair gives one int32 per column. Sums are
+ * exact (eg_act_qmax bounds them), so this equals the scalar twin bit for bit. */
+static inline __attribute__((always_inline)) EG_AVX2 void micro_i8(int mr, const int16_t *xq, int64_t ldq,
+                                                                    const float *xs, const int8_t *panel,
+                                                                    const float *ws, int64_t k2, float *y,
+                                                                    int64_t ldy, int64_t cols) {
+    __m256i c[MR][2];
+    for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm256_setzero_si256();
+    for (int64_t kp = 0; kp < k2; kp++) {
+        __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(panel + kp * 32)));
+        __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(panel + kp * 32 + 16)));
+        for (int r = 0; r < MR; r++) {
+            if (r < mr) {
+                int32_t pair;
+                memcpy(&pair, xq + r * ldq + 2 * kp, 4);
+                __m256i a = _mm256_set1_epi32(pair);
+                c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(a, b0));
+                c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(a, b1));
+            }
+        }
+    }
+    __m256 v[MR][2];
+    const __m256 w0 = _mm256_loadu_ps(ws), w1 = _mm256_loadu_ps(ws + 8);
+    for (int r = 0; r < MR; r++) {
+        if (r >= mr) break;
+        __m256 sa = _mm256_set1_ps(xs[r]);
+        v[r][0] = _mm256_mul_ps(_mm256_cvtepi32_ps(c[r][0]), _mm256_mul_ps(sa, w0));
+        v[r][1] = _mm256_mul_ps(_mm256_cvtepi32_ps(c[r][1]), _mm256_mul_ps(sa, w1));
+    }
+    store_rows(mr, v, y, ldy, cols);
+}
+
+static EG_AVX2 void gemm_i8_avx2(const int16_t *xq, int64_t ldq, const float *xs, int64_t m, const eg_matrix *w,
+                                 int64_t p0, int64_t p1, float *y, int64_t ldy) {
+    const int64_t k2 = (w->k + 1) / 2;
     for (int64_t p = p0; p < p1; p++) {
-        const float *panel = w->data + p * k * EG_PANEL;
+        const int8_t *panel = (const int8_t *)w->data + p * k2 * EG_PANEL * 2;
+        const float *ws = w->scale + p * EG_PANEL;
         int64_t cols = w->n - p * EG_PANEL;
         if (cols > EG_PANEL) cols = EG_PANEL;
         float *yp = y + p * EG_PANEL;
         int64_t i = 0;
-        for (; i + MR <= m; i += MR) micro(MR, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols);
+        for (; i + MR <= m; i += MR) micro_i8(MR, xq + i * ldq, ldq, xs + i, panel, ws, k2, yp + i * ldy, ldy, cols);
         switch (m - i) {
-        case 5: micro(5, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
-        case 4: micro(4, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
-        case 3: micro(3, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
-        case 2: micro(2, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
-        case 1: micro(1, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols); break;
+        case 5: micro_i8(5, xq + i * ldq, ldq, xs + i, panel, ws, k2, yp + i * ldy, ldy, cols); break;
+        case 4: micro_i8(4, xq + i * ldq, ldq, xs + i, panel, ws, k2, yp + i * ldy, ldy, cols); break;
+        case 3: micro_i8(3, xq + i * ldq, ldq, xs + i, panel, ws, k2, yp + i * ldy, ldy, cols); break;
+        case 2: micro_i8(2, xq + i * ldq, ldq, xs + i, panel, ws, k2, yp + i * ldy, ldy, cols); break;
+        case 1: micro_i8(1, xq + i * ldq, ldq, xs + i, panel, ws, k2, yp + i * ldy, ldy, cols); break;
         default: break;
         }
     }
@@ -146,11 +229,24 @@ static EG_AVX2 float exp_sub_avx2(float *s, float m, int64_t n) {
     return sum;
 }
 
+static EG_AVX2 double fma_loop_avx2(int64_t iters, float *sink) {
+    __m256 c[12];
+    for (int j = 0; j < 12; j++) c[j] = _mm256_set1_ps((float)j);
+    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+    for (int64_t i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) c[j] = _mm256_fmadd_ps(c[j], a, b);
+    for (int j = 0; j < 12; j++) *sink += hsum(c[j]);
+    return (double)iters * 12 * 8 * 2;
+}
+
 const eg_kernels eg_kernels_avx2 = {
     .gemm = gemm_avx2,
+    .gemm_bf16 = gemm_bf16_avx2,
+    .gemm_i8 = gemm_i8_avx2,
     .axpy = axpy_avx2,
     .scale = scale_avx2,
     .gelu_gate = gelu_gate_avx2,
     .exp_sub = exp_sub_avx2,
+    .fma_loop = fma_loop_avx2,
 };
 #endif

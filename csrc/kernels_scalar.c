@@ -10,7 +10,7 @@ static void gemm_scalar(const float *x, int64_t ldx, int64_t m, const eg_matrix 
                         int64_t ldy) {
     const int64_t k = w->k;
     for (int64_t p = p0; p < p1; p++) {
-        const float *panel = w->data + p * k * EG_PANEL;
+        const float *panel = (const float *)w->data + p * k * EG_PANEL;
         int64_t cols = w->n - p * EG_PANEL;
         if (cols > EG_PANEL) cols = EG_PANEL;
         for (int64_t i = 0; i < m; i++) {
@@ -19,6 +19,47 @@ static void gemm_scalar(const float *x, int64_t ldx, int64_t m, const eg_matrix 
                 float acc = 0.0f;
                 for (int64_t kk = 0; kk < k; kk++) acc += xi[kk] * panel[kk * EG_PANEL + j];
                 y[i * ldy + p * EG_PANEL + j] = acc;
+            }
+        }
+    }
+}
+
+/* BF16 panels: column j of a 16-wide group sits at position 2j (j < 8) or 2(j-8)+1. */
+static void gemm_bf16_scalar(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
+                             float *y, int64_t ldy) {
+    const int64_t k = w->k;
+    for (int64_t p = p0; p < p1; p++) {
+        const uint16_t *panel = (const uint16_t *)w->data + p * k * EG_PANEL;
+        int64_t cols = w->n - p * EG_PANEL;
+        if (cols > EG_PANEL) cols = EG_PANEL;
+        for (int64_t i = 0; i < m; i++) {
+            const float *xi = x + i * ldx;
+            for (int64_t j = 0; j < cols; j++) {
+                const int64_t pos = j < 8 ? 2 * j : 2 * (j - 8) + 1;
+                float acc = 0.0f;
+                for (int64_t kk = 0; kk < k; kk++) acc += xi[kk] * eg_bf16_to_f32(panel[kk * EG_PANEL + pos]);
+                y[i * ldy + p * EG_PANEL + j] = acc;
+            }
+        }
+    }
+}
+
+static void gemm_i8_scalar(const int16_t *xq, int64_t ldq, const float *xs, int64_t m, const eg_matrix *w,
+                           int64_t p0, int64_t p1, float *y, int64_t ldy) {
+    const int64_t k2 = (w->k + 1) / 2;
+    for (int64_t p = p0; p < p1; p++) {
+        const int8_t *panel = (const int8_t *)w->data + p * k2 * EG_PANEL * 2;
+        int64_t cols = w->n - p * EG_PANEL;
+        if (cols > EG_PANEL) cols = EG_PANEL;
+        for (int64_t i = 0; i < m; i++) {
+            const int16_t *qi = xq + i * ldq;
+            for (int64_t j = 0; j < cols; j++) {
+                int32_t acc = 0;
+                for (int64_t kp = 0; kp < k2; kp++) {
+                    const int8_t *wp = panel + (kp * EG_PANEL + j) * 2;
+                    acc += (int32_t)qi[2 * kp] * wp[0] + (int32_t)qi[2 * kp + 1] * wp[1];
+                }
+                y[i * ldy + p * EG_PANEL + j] = (float)acc * (xs[i] * w->scale[p * EG_PANEL + j]);
             }
         }
     }
@@ -50,10 +91,23 @@ static float exp_sub_scalar(float *s, float m, int64_t n) {
     return sum;
 }
 
+static double fma_loop_scalar(int64_t iters, float *sink) {
+    float c[12];
+    for (int j = 0; j < 12; j++) c[j] = (float)j;
+    const float a = 0.999999f, b = 1e-7f;
+    for (int64_t i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) c[j] = c[j] * a + b;
+    for (int j = 0; j < 12; j++) *sink += c[j];
+    return (double)iters * 12 * 2;
+}
+
 const eg_kernels eg_kernels_scalar = {
     .gemm = gemm_scalar,
+    .gemm_bf16 = gemm_bf16_scalar,
+    .gemm_i8 = gemm_i8_scalar,
     .axpy = axpy_scalar,
     .scale = scale_scalar,
     .gelu_gate = gelu_gate_scalar,
     .exp_sub = exp_sub_scalar,
+    .fma_loop = fma_loop_scalar,
 };

@@ -4,7 +4,7 @@
  * safetensors (one file or shards) -> Dense modules. Every tensor is checked
  * for name, dtype and shape before it is read; every tensor in the files must
  * be used (an unknown one means a model we would run wrongly). Matrices are
- * converted to float32 and packed into GEMM panels; the token embedding stays
+ * converted to the chosen weights mode and packed into GEMM panels; the token embedding stays
  * in the memory map and is gathered row by row. No Python here.
  */
 #include <errno.h>
@@ -90,33 +90,25 @@ static eg_status load_norm(finder *f, const char *name, int64_t n, float **out) 
     return EG_OK;
 }
 
-static eg_status matrix_alloc(eg_matrix *m, int64_t n, int64_t k, char *err, size_t errlen) {
-    m->n = n;
-    m->k = k;
-    m->n_panels = (n + EG_PANEL - 1) / EG_PANEL;
-    m->data = aligned_calloc((size_t)m->n_panels * (size_t)k * EG_PANEL * sizeof(float));
-    if (!m->data)
-        return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory packing a %lld x %lld matrix", (long long)n,
-                       (long long)k);
-    return EG_OK;
-}
-
-/* Writes the rows of tensor t into packed matrix m starting at output row row0. */
+/* Writes the rows of tensor t into packed matrix m starting at output row row0,
+ * then lets the kernel drop the file pages it read (they are copied now; a
+ * read-only private mapping refaults them from the file if ever touched again). */
 static eg_status pack_rows(eg_matrix *m, int64_t row0, const eg_tensor *t, char *err, size_t errlen) {
     const int64_t k = m->k, rows = t->shape[0];
     float *buf = malloc((size_t)k * sizeof(float));
     if (!buf) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
     for (int64_t r = 0; r < rows; r++) {
         tensor_row_f32(t, r, k, buf);
-        eg_matrix_set_row(m, row0 + r, buf);
+        eg_matrix_pack_row(m, row0 + r, buf);
     }
     free(buf);
+    eg_st_release(t);
     return EG_OK;
 }
 
 /* Loads the matrices `names` (each [rows_i, k]) stacked into one packed matrix. */
 static eg_status load_stacked(finder *f, eg_matrix *m, int count, const char *const *names, const int64_t *rows,
-                              int64_t k) {
+                              int64_t k, eg_wtype type) {
     eg_tensor *t[4];
     int64_t total = 0;
     for (int i = 0; i < count; i++) {
@@ -124,13 +116,13 @@ static eg_status load_stacked(finder *f, eg_matrix *m, int count, const char *co
         if (s) return s;
         total += rows[i];
     }
-    eg_status s = matrix_alloc(m, total, k, f->err, f->errlen);
+    eg_status s = eg_matrix_alloc(m, total, k, type, f->err, f->errlen);
     for (int i = 0, row0 = 0; i < count && s == EG_OK; row0 += (int)rows[i], i++)
         s = pack_rows(m, row0, t[i], f->err, f->errlen);
     return s;
 }
 
-static eg_status load_layer(finder *f, const eg_config *c, int64_t l, eg_layer *L) {
+static eg_status load_layer(finder *f, const eg_config *c, int64_t l, eg_wtype wa, eg_wtype wm, eg_layer *L) {
     char n[8][128];
     const int64_t D = c->hidden, Hd = c->head_dim, QD = c->n_heads * Hd, KD = c->n_kv_heads * Hd, I = c->intermediate;
     const char *parts[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"};
@@ -149,17 +141,17 @@ static eg_status load_layer(finder *f, const eg_config *c, int64_t l, eg_layer *
 #undef NORM
     const char *qkv[] = {n[0], n[1], n[2]};
     const int64_t qkv_rows[] = {QD, KD, KD};
-    if ((s = load_stacked(f, &L->qkv, 3, qkv, qkv_rows, D))) return s;
+    if ((s = load_stacked(f, &L->qkv, 3, qkv, qkv_rows, D, wa))) return s;
     const char *gu[] = {n[3], n[4]};
     const int64_t gu_rows[] = {I, I};
-    if ((s = load_stacked(f, &L->gate_up, 2, gu, gu_rows, D))) return s;
+    if ((s = load_stacked(f, &L->gate_up, 2, gu, gu_rows, D, wm))) return s;
     snprintf(nm, sizeof nm, "layers.%lld.self_attn.o_proj.weight", (long long)l);
     const char *o[] = {nm};
     const int64_t o_rows[] = {D};
-    if ((s = load_stacked(f, &L->o, 1, o, o_rows, QD))) return s;
+    if ((s = load_stacked(f, &L->o, 1, o, o_rows, QD, wa))) return s;
     snprintf(nm, sizeof nm, "layers.%lld.mlp.down_proj.weight", (long long)l);
     const char *dn[] = {nm};
-    if ((s = load_stacked(f, &L->down, 1, dn, o_rows, I))) return s;
+    if ((s = load_stacked(f, &L->down, 1, dn, o_rows, I, wm))) return s;
     L->is_global = c->layer_is_global[l];
     return EG_OK;
 }
@@ -236,7 +228,7 @@ static eg_status load_dense(eg_model *m, const eg_pipeline *pl, int i, int64_t i
     eg_tensor *w = NULL, *b = NULL;
     if (s == EG_OK) s = find_tensor(&f, "linear.weight", 2, pl->dense_out[i], in, &w);
     if (s == EG_OK && pl->dense_bias[i]) s = find_tensor(&f, "linear.bias", 1, pl->dense_out[i], 0, &b);
-    if (s == EG_OK) s = matrix_alloc(&m->dense[i].w, pl->dense_out[i], in, err, errlen);
+    if (s == EG_OK) s = eg_matrix_alloc(&m->dense[i].w, pl->dense_out[i], in, EG_W_F32, err, errlen);
     if (s == EG_OK) s = pack_rows(&m->dense[i].w, 0, w, err, errlen);
     if (s == EG_OK && b) {
         m->dense[i].bias = aligned_calloc((size_t)pl->dense_out[i] * sizeof(float));
@@ -273,15 +265,31 @@ static eg_status build_rope(eg_model *m, char *err, size_t errlen) {
     return EG_OK;
 }
 
-eg_status eg_model_load(const char *dir, const char *isa_override, eg_model **out, char *err, size_t errlen) {
+static const char *const weights_names[EG_WEIGHTS_COUNT] = {"float32", "bfloat16", "int8"};
+
+const char *eg_weights_name(eg_weights w) { return w >= 0 && w < EG_WEIGHTS_COUNT ? weights_names[w] : "?"; }
+
+static int64_t matrix_bytes(const eg_matrix *mx) {
+    const int64_t per = mx->type == EG_W_F32 ? 4 * mx->k : mx->type == EG_W_BF16 ? 2 * mx->k : (mx->k + 1) / 2 * 2 + 4;
+    return mx->n_panels * EG_PANEL * per;
+}
+
+eg_status eg_model_load(const char *dir, const eg_load_opts *opts, eg_model **out, char *err, size_t errlen) {
     *out = NULL;
+    const eg_load_opts defaults = {NULL, EG_WEIGHTS_F32, EG_WEIGHTS_F32};
+    if (!opts) opts = &defaults;
     if (!dir || !*dir) return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "empty model path");
+    if (opts->mlp_weights < 0 || opts->mlp_weights >= EG_WEIGHTS_COUNT || opts->attn_weights < 0 ||
+        opts->attn_weights >= EG_WEIGHTS_COUNT)
+        return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "unknown weights mode %d / %d", (int)opts->mlp_weights,
+                       (int)opts->attn_weights);
+    const eg_wtype wm = eg_wtype_of(opts->mlp_weights), wa = eg_wtype_of(opts->attn_weights);
     eg_model *m = calloc(1, sizeof *m);
     if (!m) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
     eg_pipeline pl;
     eg_status s;
     eg_isa isa;
-    if ((s = eg_isa_choose(isa_override, &isa, err, errlen))) {
+    if ((s = eg_isa_choose(opts->isa, &isa, err, errlen))) {
         free(m);
         return s;
     }
@@ -311,7 +319,7 @@ eg_status eg_model_load(const char *dir, const char *isa_override, eg_model **ou
         goto fail;
     }
     for (int64_t l = 0; l < c->n_layers; l++)
-        if ((s = load_layer(&f, c, l, &m->layers[l]))) goto fail;
+        if ((s = load_layer(&f, c, l, wa, wm, &m->layers[l]))) goto fail;
     if ((s = load_norm(&f, "norm.weight", c->hidden, &m->final_norm))) goto fail;
     for (int64_t j = 0; j < m->files.n; j++) {
         eg_tensor *t = &m->files.tensors[j];
@@ -349,6 +357,14 @@ eg_status eg_model_load(const char *dir, const char *isa_override, eg_model **ou
     in->normalize = pl.normalize;
     in->isa = isa;
     in->weight_dtype = m->dtype_name;
+    in->mlp_weights = opts->mlp_weights;
+    in->attn_weights = opts->attn_weights;
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        const eg_layer *L = &m->layers[l];
+        in->weight_bytes += matrix_bytes(&L->qkv) + matrix_bytes(&L->o) + matrix_bytes(&L->gate_up) +
+                            matrix_bytes(&L->down);
+    }
+    for (int i = 0; i < pl.n_dense; i++) in->weight_bytes += matrix_bytes(&m->dense[i].w);
     eg_pipeline_free(&pl);
     *out = m;
     return EG_OK;
@@ -369,10 +385,10 @@ void eg_model_free(eg_model *m) {
             free(L->post_attn_norm);
             free(L->pre_ffn_norm);
             free(L->post_ffn_norm);
-            free(L->qkv.data);
-            free(L->o.data);
-            free(L->gate_up.data);
-            free(L->down.data);
+            eg_matrix_free(&L->qkv);
+            eg_matrix_free(&L->o);
+            eg_matrix_free(&L->gate_up);
+            eg_matrix_free(&L->down);
         }
         free(m->layers);
     }
@@ -382,7 +398,7 @@ void eg_model_free(eg_model *m) {
         free(m->rope_sin[g]);
     }
     for (int i = 0; i < EG_MAX_DENSE; i++) {
-        free(m->dense[i].w.data);
+        eg_matrix_free(&m->dense[i].w);
         free(m->dense[i].bias);
     }
     eg_st_free(&m->files);

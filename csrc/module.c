@@ -42,10 +42,24 @@ static void Model_dealloc(ModelObject *self) {
 }
 
 static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"path", "isa", NULL};
+    static char *kwlist[] = {"path", "isa", "mlp_weights", "attn_weights", NULL};
     PyObject *path_obj = NULL;
-    const char *isa = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|z", kwlist, PyUnicode_FSConverter, &path_obj, &isa)) return -1;
+    const char *isa = NULL, *names[2] = {"float32", "float32"};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|zss", kwlist, PyUnicode_FSConverter, &path_obj, &isa, &names[0],
+                                     &names[1]))
+        return -1;
+    eg_weights w[2] = {EG_WEIGHTS_COUNT, EG_WEIGHTS_COUNT};
+    for (int j = 0; j < 2; j++) {
+        for (int i = 0; i < EG_WEIGHTS_COUNT; i++)
+            if (strcmp(names[j], eg_weights_name((eg_weights)i)) == 0) w[j] = (eg_weights)i;
+        if (w[j] == EG_WEIGHTS_COUNT) {
+            Py_DECREF(path_obj);
+            PyErr_Format(PyExc_ValueError, "%s '%.40s' is not one of 'float32', 'bfloat16', 'int8'", kwlist[2 + j],
+                         names[j]);
+            return -1;
+        }
+    }
+    eg_load_opts opts = {isa, w[0], w[1]};
     if (self->model) {
         Py_DECREF(path_obj);
         PyErr_SetString(PyExc_RuntimeError, "Model is already loaded");
@@ -61,7 +75,7 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     eg_model *m = NULL;
     eg_status s;
     Py_BEGIN_ALLOW_THREADS
-    s = eg_model_load(path, isa, &m, err, sizeof err);
+    s = eg_model_load(path, &opts, &m, err, sizeof err);
     Py_END_ALLOW_THREADS
     Py_DECREF(path_obj);
     if (s != EG_OK) {
@@ -192,13 +206,14 @@ static PyObject *Model_get_info(ModelObject *self, void *closure) {
     (void)closure;
     if (!check_loaded(self)) return NULL;
     const eg_model_info *i = eg_model_get_info(self->model);
-    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:O,s:s,s:s}", "hidden_size", i->hidden,
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:O,s:s,s:s,s:s,s:s,s:L}", "hidden_size", i->hidden,
                          "num_hidden_layers", i->n_layers, "num_attention_heads", i->n_heads, "num_key_value_heads",
                          i->n_kv_heads, "head_dim", i->head_dim, "intermediate_size", i->intermediate, "vocab_size",
                          i->vocab, "max_positions", i->max_positions, "sliding_window", i->sliding_window,
                          "window_radius", i->window_radius, "n_dense", i->n_dense, "output_dim", i->out_dim,
                          "normalize", i->normalize ? Py_True : Py_False, "isa", eg_isa_name(i->isa), "weight_dtype",
-                         i->weight_dtype);
+                         i->weight_dtype, "mlp_weights", eg_weights_name(i->mlp_weights), "attn_weights",
+                         eg_weights_name(i->attn_weights), "weight_bytes", i->weight_bytes);
 }
 
 static PyMethodDef Model_methods[] = {
@@ -276,13 +291,21 @@ static int row_matrix(PyObject *o, const char *what, int writeable, int64_t *row
     return 1;
 }
 
-/* _test_gemm(isa, x, w, y): y = x . w^T with the kernel of `isa` (rows may be strided/unaligned). */
+/* _test_gemm(isa, x, w, y, weights="float32"): y = x . w^T with the kernel of `isa`, w packed as
+ * `weights` (rows may be strided/unaligned). */
 static PyObject *test_gemm(PyObject *mod, PyObject *args) {
-    const char *isa_name;
+    const char *isa_name, *wname = "float32";
     PyObject *x, *w, *y;
     eg_isa isa;
     int64_t m, k, ldx, n, kw, ldw, my, ny, ldy;
-    if (!PyArg_ParseTuple(args, "sOOO", &isa_name, &x, &w, &y) || !isa_from_name(isa_name, &isa)) return NULL;
+    if (!PyArg_ParseTuple(args, "sOOO|s", &isa_name, &x, &w, &y, &wname) || !isa_from_name(isa_name, &isa)) return NULL;
+    eg_weights wt = EG_WEIGHTS_COUNT;
+    for (int i = 0; i < EG_WEIGHTS_COUNT; i++)
+        if (strcmp(wname, eg_weights_name((eg_weights)i)) == 0) wt = (eg_weights)i;
+    if (wt == EG_WEIGHTS_COUNT) {
+        PyErr_Format(PyExc_ValueError, "unknown weights %s", wname);
+        return NULL;
+    }
     if (!row_matrix(x, "x", 0, &m, &k, &ldx) || !row_matrix(w, "w", 0, &n, &kw, &ldw) ||
         !row_matrix(y, "y", 1, &my, &ny, &ldy))
         return NULL;
@@ -291,7 +314,7 @@ static PyObject *test_gemm(PyObject *mod, PyObject *args) {
         return NULL;
     }
     char err[256] = "";
-    eg_status s = eg_test_gemm(isa, PyArray_DATA((PyArrayObject *)x), ldx, m, PyArray_DATA((PyArrayObject *)w), n,
+    eg_status s = eg_test_gemm(isa, wt, PyArray_DATA((PyArrayObject *)x), ldx, m, PyArray_DATA((PyArrayObject *)w), n,
                                k, PyArray_DATA((PyArrayObject *)y), ldy, err, sizeof err);
     if (s != EG_OK) return raise_status(s, err);
     Py_RETURN_NONE;
@@ -321,7 +344,28 @@ static PyObject *test_vec(PyObject *mod, PyObject *args) {
     return PyFloat_FromDouble(result);
 }
 
+/* fma_peak(threads=0, seconds=0.5) -> float: GFLOP/s of float32 FMA on `threads` threads (0: all cores). */
+static PyObject *fma_peak(PyObject *mod, PyObject *args, PyObject *kwds) {
+    (void)mod;
+    static char *kwlist[] = {"threads", "seconds", NULL};
+    int threads = 0;
+    double seconds = 0.5;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|id", kwlist, &threads, &seconds)) return NULL;
+    if (threads < 0 || threads > 4096 || !(seconds > 0.0 && seconds <= 60.0)) {
+        PyErr_SetString(PyExc_ValueError, "threads must be 0..4096 and seconds in (0, 60]");
+        return NULL;
+    }
+    if (threads == 0) threads = eg_default_threads();
+    double g;
+    Py_BEGIN_ALLOW_THREADS
+    g = eg_fma_peak(threads, seconds);
+    Py_END_ALLOW_THREADS
+    return PyFloat_FromDouble(g);
+}
+
 static PyMethodDef module_methods[] = {
+    {"fma_peak", (PyCFunction)(void (*)(void))fma_peak, METH_VARARGS | METH_KEYWORDS,
+     "fma_peak(threads=0, seconds=0.5) -> float: measured float32 FMA GFLOP/s of this machine (the GEMM ceiling)."},
     {"build_info", build_info, METH_NOARGS, "build_info() -> dict: version, ISAs compiled and supported, OpenMP."},
     {"_test_gemm", test_gemm, METH_VARARGS, "testing hook: y = x . w^T with one ISA's GEMM kernel"},
     {"_test_vec", test_vec, METH_VARARGS, "testing hook: axpy / scale / gelu_gate / exp_sub with one ISA's kernel"},

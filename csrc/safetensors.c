@@ -190,7 +190,17 @@ eg_status eg_st_open(const char *path, eg_tensor_set *set, char *err, size_t err
     set->map_sizes[set->n_maps] = size;
     set->map_paths[set->n_maps] = pcopy;
     set->n_maps++;
-    return eg_st_parse_header(map, size, pcopy, set, err, errlen);
+    const int64_t first = set->n;
+    eg_status s = eg_st_parse_header(map, size, pcopy, set, err, errlen);
+    for (int64_t i = first; i < set->n && s == EG_OK; i++) set->tensors[i].mapped = 1;
+    return s;
+}
+
+void eg_st_release(const eg_tensor *t) {
+    if (!t->mapped) return; /* only file-backed pages: madvise would zero anonymous memory */
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)t->data + page - 1) & ~(page - 1), b = ((uintptr_t)t->data + (uintptr_t)t->nbytes) & ~(page - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED); /* advisory: a failure only costs memory */
 }
 
 void eg_st_free(eg_tensor_set *set) {

@@ -11,24 +11,42 @@ static const eg_kernels *kernels_or_null(eg_isa isa) {
     return eg_isa_supported(isa) ? eg_kernels_for(isa) : NULL;
 }
 
-eg_status eg_test_gemm(eg_isa isa, const float *x, int64_t ldx, int64_t m, const float *w, int64_t n, int64_t k,
+eg_status eg_test_gemm(eg_isa isa, eg_weights weights, const float *x, int64_t ldx, int64_t m, const float *w, int64_t n, int64_t k,
                        float *y, int64_t ldy, char *err, size_t errlen) {
     const eg_kernels *kt = kernels_or_null(isa);
     if (!kt) return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "ISA %s is not supported here", eg_isa_name(isa));
     if (m < 0 || n < 1 || k < 1 || ldx < k || ldy < n)
         return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "bad gemm sizes");
-    eg_matrix mat = {0};
-    mat.n = n;
-    mat.k = k;
-    mat.n_panels = (n + EG_PANEL - 1) / EG_PANEL;
-    mat.data = calloc((size_t)(mat.n_panels * k * EG_PANEL), sizeof(float));
-    if (!mat.data) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
-    for (int64_t r = 0; r < n; r++) eg_matrix_set_row(&mat, r, w + r * k);
+    if (weights < 0 || weights >= EG_WEIGHTS_COUNT) return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "bad weights mode");
+    const eg_wtype type = eg_wtype_of(weights);
+    eg_matrix mat;
+    eg_status s = eg_matrix_alloc(&mat, n, k, type, err, errlen);
+    if (s) return s;
+    for (int64_t r = 0; r < n; r++) eg_matrix_pack_row(&mat, r, w + r * k);
+    const int64_t ldq = (k + 1) & ~(int64_t)1;
+    int16_t *xq = NULL;
+    float *xs = NULL;
+    if (type == EG_W_I8) {
+        xq = malloc((size_t)((m ? m : 1) * ldq) * sizeof *xq);
+        xs = malloc((size_t)(m ? m : 1) * sizeof *xs);
+        if (!xq || !xs) {
+            free(xq);
+            free(xs);
+            eg_matrix_free(&mat);
+            return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+        }
+        eg_quantize_rows(x, ldx, m, k, eg_act_qmax(k), xq, ldq, xs);
+    }
     /* two panel ranges, as the threaded driver would split them */
-    int64_t mid = mat.n_panels / 2;
-    kt->gemm(x, ldx, m, &mat, 0, mid, y, ldy);
-    kt->gemm(x, ldx, m, &mat, mid, mat.n_panels, y, ldy);
-    free(mat.data);
+    const int64_t ranges[3] = {0, mat.n_panels / 2, mat.n_panels};
+    for (int i = 0; i < 2; i++) {
+        if (type == EG_W_F32) kt->gemm(x, ldx, m, &mat, ranges[i], ranges[i + 1], y, ldy);
+        else if (type == EG_W_BF16) kt->gemm_bf16(x, ldx, m, &mat, ranges[i], ranges[i + 1], y, ldy);
+        else kt->gemm_i8(xq, ldq, xs, m, &mat, ranges[i], ranges[i + 1], y, ldy);
+    }
+    free(xq);
+    free(xs);
+    eg_matrix_free(&mat);
     return EG_OK;
 }
 

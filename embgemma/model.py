@@ -50,6 +50,26 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
+_DTYPES = {
+    "float32": "float32", "fp32": "float32", "f32": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "int8": "int8", "i8": "int8", "q8": "int8",
+}
+
+
+def _resolve_dtype(dtype) -> str:
+    """The weights mode for a dtype given as a name ("bf16") or a NumPy / PyTorch dtype-like object."""
+    name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype).rsplit(".", 1)[-1]
+    try:
+        return _DTYPES[str(name).lower()]
+    except KeyError:
+        raise ValueError(
+            f"dtype={dtype!r} is not supported: use 'float32' (exact), 'bfloat16' (half the weight memory, "
+            "cosine >= 0.9995 to float32) or 'int8' (a quarter, cosine >= 0.99). float16 is refused on purpose: "
+            "EmbeddingGemma's activations overflow it."
+        ) from None
+
+
 class EmbeddingGemma:
     """An EmbeddingGemma model (google/embeddinggemma-300m or a fine-tune) running on embgemma's C engine.
 
@@ -60,6 +80,10 @@ class EmbeddingGemma:
         threads: worker threads per call (default: every core this process may use).
         max_seq_length: longest input in tokens, BOS and EOS included (default: the model's, 2048).
         cache_folder: Hugging Face cache to look hub ids up in (default: HF_HUB_CACHE / HF_HOME).
+        dtype: how the transformer layers' weights are held and multiplied: ``"float32"`` (exact, the
+            default), ``"bfloat16"`` (half the weight memory; cosine >= 0.9995 to float32) or ``"int8"``
+            (a quarter, int8 weights per output row and int16 activations per token; cosine >= 0.99).
+            Activations, norms, attention, pooling and the Dense head stay float32 in every mode.
     """
 
     def __init__(
@@ -70,10 +94,12 @@ class EmbeddingGemma:
         threads: int | None = None,
         max_seq_length: int | None = None,
         cache_folder: str | None = None,
+        dtype: str = "float32",
     ) -> None:
+        self.dtype = _resolve_dtype(dtype)
         path = resolve_model_path(model_name_or_path, cache_folder)
         self.model_path = path
-        self._core = _core.Model(str(path))
+        self._core = _core.Model(str(path), mlp_weights=self.dtype, attn_weights=self.dtype)
         self._info = self._core.info
         self.threads = threads  # validated by the setter
 
@@ -216,7 +242,7 @@ class EmbeddingGemma:
         return (
             f"EmbeddingGemma({str(self.model_path)!r}, layers={i['num_hidden_layers']}, hidden={i['hidden_size']}, "
             f"dim={self.get_sentence_embedding_dimension()}, max_seq_length={self.max_seq_length}, "
-            f"threads={self.threads}, isa={i['isa']!r})"
+            f"threads={self.threads}, isa={i['isa']!r}, dtype={self.dtype!r})"
         )
 
     # ------------------------------------------------------------------ tokenization

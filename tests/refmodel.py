@@ -49,7 +49,7 @@ def char_tokenizer():
 
 def build(out_dir: str | Path, arch: dict, *, seed: int = 0, dtype: str = "float32", tokenizer=None,
           max_seq_length: int | None = None, dense_dims: tuple[int, ...] | None = None, layer_types=None,
-          sliding_window_pattern: int | None = None) -> Path:
+          sliding_window_pattern: int | None = None, outlier_gain: float = 100.0) -> Path:
     """Write a sentence-transformers folder with random weights; returns its path."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -81,7 +81,7 @@ def build(out_dir: str | Path, arch: dict, *, seed: int = 0, dtype: str = "float
                 post = "post_" in name
                 w = torch.randn(p.shape, generator=g) * 0.3 + (1.0 if post else 0.0)
                 if post:  # a few outlier channels with huge gains, as in Gemma's massive activations
-                    w[:: max(1, p.shape[0] // 3)][:3] = 100.0
+                    w[:: max(1, p.shape[0] // 3)][:3] = outlier_gain
                 p.copy_(w)
             else:
                 p.copy_(torch.randn(p.shape, generator=g) * (1.0 / p.shape[1] ** 0.5))
