@@ -48,7 +48,34 @@ def assert_parity(group: str, ours: np.ndarray, ref: np.ndarray) -> None:
     assert diff <= ABS_BAR, f"{group}: max abs diff {diff:.3g} > {ABS_BAR}"
 
 
+_fidelity: dict[str, dict] = {}
+
+
+def record_fidelity(group: str, ours: np.ndarray, ref: np.ndarray, bar: float | None) -> np.ndarray:
+    """Cosine per row of a reduced-precision result against float32; kept for the report; asserts the bar."""
+    ours = np.atleast_2d(np.asarray(ours, dtype=np.float64))
+    ref = np.atleast_2d(np.asarray(ref, dtype=np.float64))
+    cos = (ours * ref).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))
+    r = _fidelity.setdefault(group, {"min_cos": 1.0, "sum_cos": 0.0, "rows": 0, "bar": bar})
+    r["min_cos"] = min(r["min_cos"], float(cos.min()))
+    r["sum_cos"] += float(cos.sum())
+    r["rows"] += len(cos)
+    if bar is not None:
+        assert cos.min() >= bar, f"{group}: cosine {cos.min():.6f} < {bar}"
+    return cos
+
+
 def pytest_terminal_summary(terminalreporter):
+    if _fidelity:
+        terminalreporter.section("reduced precision against float32 (cosine per row)")
+        for g, r in sorted(_fidelity.items()):
+            bar = f">= {r['bar']}" if r["bar"] is not None else "reported only"
+            terminalreporter.write_line(
+                f"{g:40s} rows={r['rows']:4d}  min={r['min_cos']:.6f}  mean={r['sum_cos'] / r['rows']:.6f}  ({bar})"
+            )
+        out = HERE / ".cache"
+        out.mkdir(exist_ok=True)
+        (out / "fidelity_report.json").write_text(json.dumps(_fidelity, indent=1))
     if not _report:
         return
     terminalreporter.section("parity against the reference stack (worst per case group)")
@@ -80,11 +107,11 @@ def _need_reference():
         pytest.skip("reference stack not installed: pip install -e '.[test]'")
 
 
-def _build(factory, name: str, arch_name: str, seed: int) -> Path:
+def _build(factory, name: str, arch_name: str, seed: int, **kw) -> Path:
     _need_reference()
     import refmodel
 
-    return refmodel.build(factory.mktemp(name) / "model", getattr(refmodel, arch_name), seed=seed)
+    return refmodel.build(factory.mktemp(name) / "model", getattr(refmodel, arch_name), seed=seed, **kw)
 
 
 def _reference(folder: Path):
@@ -106,6 +133,12 @@ def tiny_ref(tiny_dir):
 @pytest.fixture(scope="session")
 def full_dir(tmp_path_factory) -> Path:
     return _build(tmp_path_factory, "full", "FULL", seed=11)
+
+
+@pytest.fixture(scope="session")
+def full_plain_dir(tmp_path_factory) -> Path:
+    """The full shape without the synthetic outlier channels (see tests/test_precision.py)."""
+    return _build(tmp_path_factory, "full_plain", "FULL", seed=12, outlier_gain=1.0)
 
 
 @pytest.fixture(scope="session")

@@ -101,3 +101,112 @@ def test_exp_sub(isa, n):
     assert np.all(y[np.isinf(s)] == 0.0)
     assert np.all(np.abs(y - ref) <= 3 * EPS * ref + 1e-37)
     assert abs(total - ref.sum()) <= (n + 3) * EPS * ref.sum()
+
+
+# ---------------------------------------------------------------- bfloat16 and int8 weight panels
+
+
+def _bf16(a: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 (round to nearest even) -> float32, as the loader packs weights."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.astype(np.uint32).view(np.float32)
+
+
+def _act_qmax(k: int) -> int:
+    return min(8191, (2**31 - 1) // (254 * ((k + 1) // 2)))
+
+
+def _int8_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The int8 GEMM's specification in NumPy, bit for bit: weights per output row to int8,
+    activations per row to int16 (|q| <= qmax), exact integer sums, one float32 rescale."""
+    f32 = np.float32
+    amax_w = np.abs(w).max(1).astype(f32)
+    inv_w = np.where(amax_w > 0, f32(127) / np.where(amax_w > 0, amax_w, f32(1)), f32(0)).astype(f32)
+    qw = np.clip(np.rint(w * inv_w[:, None]), -127, 127).astype(np.int64)
+    sw = (amax_w / f32(127)).astype(f32)
+    qmax = _act_qmax(x.shape[1])
+    amax_x = np.abs(x).max(1).astype(f32)
+    inv_x = np.where(amax_x > 0, f32(qmax) / np.where(amax_x > 0, amax_x, f32(1)), f32(0)).astype(f32)
+    qx = np.rint(x * inv_x[:, None]).astype(np.int64)
+    sx = (amax_x / f32(qmax)).astype(f32)
+    acc = qx @ qw.T
+    assert np.abs(acc).max(initial=0) < 2**31
+    return acc.astype(f32) * (sx[:, None] * sw[None, :]).astype(f32)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 5, 6, 7, 13, 97])
+@pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (17, 33), (48, 257), (100, 768), (33, 1153)])
+def test_bf16_gemm_is_float_gemm_on_rounded_weights(isa, m, n, k):
+    rng = np.random.default_rng(m * 7 + n * 3 + k)
+    x = _strided(rng, m, k, pad=3)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    y = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 1 : 1 + n]
+    _core._test_gemm(isa, x, w, y, "bfloat16")
+    wr = _bf16(w)
+    exact = x.astype(np.float64) @ wr.astype(np.float64).T
+    assert np.all(np.abs(y - exact) <= _bound(x, wr))
+    assert np.isnan(y.base[:, :1]).all() and np.isnan(y.base[:, 1 + n :]).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 2, 5, 6, 7, 13, 97])
+@pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (16, 16), (17, 33), (48, 257), (100, 768), (33, 1153)])
+def test_int8_gemm_matches_its_specification_bitwise(isa, m, n, k):
+    rng = np.random.default_rng(m * 11 + n * 5 + k)
+    x = _strided(rng, m, k, pad=1)
+    x[0, 0] = 40.0  # an outlier channel, as Gemma's activations have
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    if n > 2:
+        w[2] = 0.0  # an all-zero row gets scale 0
+    y = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 2 : 2 + n]
+    _core._test_gemm(isa, x, w, y, "int8")
+    np.testing.assert_array_equal(y, _int8_reference(np.ascontiguousarray(x), w))
+    assert np.isnan(y.base[:, :2]).all() and np.isnan(y.base[:, 2 + n :]).all()
+    # and it is a close approximation of the float product
+    exact = x.astype(np.float64) @ w.astype(np.float64).T
+    scale = np.abs(x).max(1, keepdims=True) * np.abs(w).max(1)[None, :] * np.sqrt(k)
+    assert np.all(np.abs(y - exact) <= 0.02 * scale + 1e-30)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_int8_sums_never_overflow_at_the_bound(isa):
+    """Worst case for the int32 accumulators: every product at its maximum with one sign."""
+    k = 5001  # odd and long: qmax drops below 8191 so the sum stays under 2^31
+    x = np.ones((3, k), dtype=np.float32)
+    w = np.ones((17, k), dtype=np.float32)
+    y = np.zeros((3, 17), dtype=np.float32)
+    _core._test_gemm(isa, x, w, y, "int8")
+    np.testing.assert_array_equal(y, _int8_reference(x, w))
+    np.testing.assert_allclose(y, k, rtol=1e-6)
+
+
+def test_int8_and_bf16_twins_agree():
+    """AVX2 against scalar on the same packed panels: int8 bit for bit, bf16 within float rounding."""
+    if "avx2" not in ISAS:
+        pytest.skip("no AVX2 on this machine")
+    rng = np.random.default_rng(5)
+    x = _strided(rng, 29, 771, pad=5)
+    w = rng.standard_normal((45, 771)).astype(np.float32)
+    out = {}
+    for isa in ("scalar", "avx2"):
+        for wt in ("bfloat16", "int8"):
+            out[isa, wt] = np.zeros((29, 45), dtype=np.float32)
+            _core._test_gemm(isa, x, w, out[isa, wt], wt)
+    np.testing.assert_array_equal(out["avx2", "int8"], out["scalar", "int8"])
+    wr = _bf16(w)
+    assert np.all(np.abs(out["avx2", "bfloat16"] - out["scalar", "bfloat16"]) <= 2 * _bound(x, wr))
+
+
+def test_unknown_weights_mode_is_refused():
+    x = np.zeros((1, 4), np.float32)
+    with pytest.raises(ValueError, match="unknown weights"):
+        _core._test_gemm("scalar", x, x, np.zeros((1, 1), np.float32), "float16")
+
+
+def test_fma_peak_is_measured():
+    g = _core.fma_peak(1, 0.05)
+    assert g > 0.1  # GFLOP/s; any real CPU does far more
+    with pytest.raises(ValueError):
+        _core.fma_peak(-1)
