@@ -12,6 +12,7 @@
 
 #define EG_AVX2 __attribute__((target("avx2,fma")))
 #define MR 6 /* rows of x per micro-kernel: 6 x 2 accumulators + 2 B + 1 A = 15 ymm */
+#define MR_I8 4 /* int8 rows per micro-kernel: each multiply-add needs a temporary; GCC spills at 6 */
 
 /* Stores an mr x cols block of 2-vector rows (columns 0..7 in v[r][0], 8..15 in v[r][1]). */
 static inline __attribute__((always_inline)) EG_AVX2 void store_rows(int mr, __m256 v[MR][2], float *y, int64_t ldy,
@@ -98,32 +99,52 @@ static EG_AVX2 void gemm_bf16_avx2(const float *x, int64_t ldx, int64_t m, const
  * two vectors of (k, k+1) int16 pairs for columns 0..7 and 8..15; vpmaddwd
  * against the broadcast activation pair gives one int32 per column. Sums are
  * exact (eg_act_qmax bounds them), so this equals the scalar twin bit for bit. */
+/* c += madd(a, b) as two instructions GCC may not move apart: left to itself it hoists every
+ * multiply-add of a k step before the adds and runs out of the 16 ymm registers. */
+static inline __attribute__((always_inline)) EG_AVX2 __m256i madd_acc(__m256i c, __m256i a, __m256i b) {
+    __m256i t;
+    __asm__("vpmaddwd %3, %2, %1\n\tvpaddd %1, %0, %0" : "+x"(c), "=&x"(t) : "x"(a), "x"(b));
+    return c;
+}
+
 static inline __attribute__((always_inline)) EG_AVX2 void micro_i8(int mr, const int16_t *xq, int64_t ldq,
                                                                     const float *xs, const int8_t *panel,
                                                                     const float *ws, int64_t k2, float *y,
                                                                     int64_t ldy, int64_t cols) {
-    __m256i c[MR][2];
-    for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm256_setzero_si256();
+    /* rows past mr read row 0 again (their results are dropped), so the loop has no branches */
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+            c31 = c00;
+    const int16_t *x0 = xq, *x1 = xq + (mr > 1 ? ldq : 0), *x2 = xq + (mr > 2 ? 2 * ldq : 0),
+                  *x3 = xq + (mr > 3 ? 3 * ldq : 0);
     for (int64_t kp = 0; kp < k2; kp++) {
-        __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(panel + kp * 32)));
-        __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(panel + kp * 32 + 16)));
-        for (int r = 0; r < MR; r++) {
-            if (r < mr) {
-                int32_t pair;
-                memcpy(&pair, xq + r * ldq + 2 * kp, 4);
-                __m256i a = _mm256_set1_epi32(pair);
-                c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(a, b0));
-                c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(a, b1));
-            }
-        }
+        const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(panel + kp * 32)));
+        const __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(panel + kp * 32 + 16)));
+        int32_t p0, p1, p2, p3;
+        memcpy(&p0, x0 + 2 * kp, 4);
+        memcpy(&p1, x1 + 2 * kp, 4);
+        memcpy(&p2, x2 + 2 * kp, 4);
+        memcpy(&p3, x3 + 2 * kp, 4);
+        __m256i a = _mm256_set1_epi32(p0);
+        c00 = madd_acc(c00, a, b0);
+        c01 = madd_acc(c01, a, b1);
+        a = _mm256_set1_epi32(p1);
+        c10 = madd_acc(c10, a, b0);
+        c11 = madd_acc(c11, a, b1);
+        a = _mm256_set1_epi32(p2);
+        c20 = madd_acc(c20, a, b0);
+        c21 = madd_acc(c21, a, b1);
+        a = _mm256_set1_epi32(p3);
+        c30 = madd_acc(c30, a, b0);
+        c31 = madd_acc(c31, a, b1);
     }
+    const __m256i acc[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
     __m256 v[MR][2];
     const __m256 w0 = _mm256_loadu_ps(ws), w1 = _mm256_loadu_ps(ws + 8);
-    for (int r = 0; r < MR; r++) {
+    for (int r = 0; r < MR_I8; r++) {
         if (r >= mr) break;
         __m256 sa = _mm256_set1_ps(xs[r]);
-        v[r][0] = _mm256_mul_ps(_mm256_cvtepi32_ps(c[r][0]), _mm256_mul_ps(sa, w0));
-        v[r][1] = _mm256_mul_ps(_mm256_cvtepi32_ps(c[r][1]), _mm256_mul_ps(sa, w1));
+        v[r][0] = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][0]), _mm256_mul_ps(sa, w0));
+        v[r][1] = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][1]), _mm256_mul_ps(sa, w1));
     }
     store_rows(mr, v, y, ldy, cols);
 }
@@ -138,10 +159,8 @@ static EG_AVX2 void gemm_i8_avx2(const int16_t *xq, int64_t ldq, const float *xs
         if (cols > EG_PANEL) cols = EG_PANEL;
         float *yp = y + p * EG_PANEL;
         int64_t i = 0;
-        for (; i + MR <= m; i += MR) micro_i8(MR, xq + i * ldq, ldq, xs + i, panel, ws, k2, yp + i * ldy, ldy, cols);
+        for (; i + MR_I8 <= m; i += MR_I8) micro_i8(MR_I8, xq + i * ldq, ldq, xs + i, panel, ws, k2, yp + i * ldy, ldy, cols);
         switch (m - i) {
-        case 5: micro_i8(5, xq + i * ldq, ldq, xs + i, panel, ws, k2, yp + i * ldy, ldy, cols); break;
-        case 4: micro_i8(4, xq + i * ldq, ldq, xs + i, panel, ws, k2, yp + i * ldy, ldy, cols); break;
         case 3: micro_i8(3, xq + i * ldq, ldq, xs + i, panel, ws, k2, yp + i * ldy, ldy, cols); break;
         case 2: micro_i8(2, xq + i * ldq, ldq, xs + i, panel, ws, k2, yp + i * ldy, ldy, cols); break;
         case 1: micro_i8(1, xq + i * ldq, ldq, xs + i, panel, ws, k2, yp + i * ldy, ldy, cols); break;
