@@ -1,0 +1,360 @@
+"""The benchmarked systems. Each one is loaded in its own worker process (see worker.py).
+
+Every system gets the same final strings (prompts already prepended by the harness) and is asked
+for L2-normalized 768-d float32 embeddings with no prompt of its own, at `threads` threads.
+A system is three steps, timed separately by the worker: `import_libs()` (the library imports),
+`construct()` (model construction), then `encode(texts, batch_size)` calls.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+ONNX_FP32 = "onnx/model.onnx"
+ONNX_INT8 = "onnx/model_qint8_avx512_vnni.onnx"
+OV_XML = "openvino/openvino_model.xml"
+
+
+class System:
+    name = ""
+    family = ""  # "competitor" or "embgemma"
+    description = ""
+    needs: tuple[str, ...] = ()  # which prepared artifacts it uses: "st", "onnx", "openvino", "gguf"
+    variants: tuple[dict, ...] = ({},)  # construction options tried during calibration
+
+    def __init__(self, paths: dict, threads: int, options: dict | None = None):
+        self.paths = paths
+        self.threads = threads
+        self.options = dict(options or {})
+        self.notes: list[str] = []
+
+    def import_libs(self) -> None:
+        raise NotImplementedError
+
+    def construct(self) -> None:
+        raise NotImplementedError
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        return {"options": self.options, "notes": self.notes}
+
+
+# ------------------------------------------------------------------------------------------
+# sentence-transformers family
+
+
+class _ST(System):
+    family = "competitor"
+    backend = "torch"
+
+    def import_libs(self) -> None:
+        import torch  # noqa: F401
+        import sentence_transformers  # noqa: F401
+
+        torch.set_num_threads(self.threads)
+        torch.set_num_interop_threads(1)
+
+    def _load(self, folder: str, **kw):
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(folder, device="cpu", **kw)
+
+    def encode(self, texts, batch_size):
+        return self.model.encode(texts, prompt="", batch_size=batch_size, show_progress_bar=False,
+                                 convert_to_numpy=True).astype(np.float32, copy=False)
+
+    def info(self) -> dict:
+        d = super().info()
+        d["max_seq_length"] = self.model.max_seq_length
+        return d
+
+
+class STTorch(_ST):
+    name = "st-torch-fp32"
+    description = "sentence-transformers, PyTorch CPU, float32"
+    needs = ("st",)
+
+    def construct(self):
+        self.model = self._load(self.paths["st"])
+        self.model.float()
+
+    def info(self):
+        import torch
+
+        d = super().info()
+        d.update(torch_threads=torch.get_num_threads(), torch_interop_threads=torch.get_num_interop_threads(),
+                 torch_config=torch.__config__.parallel_info().splitlines()[:6])
+        return d
+
+
+class _STOnnx(_ST):
+    backend = "onnx"
+    needs = ("onnx",)
+    file_name = ONNX_FP32
+
+    def import_libs(self):
+        super().import_libs()
+        import onnxruntime  # noqa: F401
+        import optimum.onnxruntime  # noqa: F401
+
+    def construct(self):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.model = self._load(self.paths["onnx"], backend="onnx", model_kwargs={
+            "file_name": self.file_name, "provider": "CPUExecutionProvider", "session_options": so})
+
+    def info(self):
+        d = super().info()
+        sess = getattr(self.model[0].auto_model, "model", None)
+        if sess is not None:
+            so = sess.get_session_options()
+            d.update(ort_intra_op_threads=so.intra_op_num_threads, ort_providers=sess.get_providers(),
+                     onnx_file=self.file_name)
+        return d
+
+
+class STOnnxFP32(_STOnnx):
+    name = "st-onnx-fp32"
+    description = "sentence-transformers, ONNX Runtime (optimum export), float32"
+
+
+class STOnnxInt8(_STOnnx):
+    name = "st-onnx-int8"
+    description = "sentence-transformers, ONNX Runtime, dynamic int8 (export_dynamic_quantized_onnx_model, avx512_vnni config)"
+    file_name = ONNX_INT8
+
+
+class STOpenVINO(_ST):
+    name = "st-openvino-fp32"
+    description = "sentence-transformers, OpenVINO (optimum-intel export), float32 IR"
+    needs = ("openvino",)
+    backend = "openvino"
+
+    def import_libs(self):
+        super().import_libs()
+        import openvino  # noqa: F401
+        import optimum.intel.openvino  # noqa: F401
+
+    def construct(self):
+        ov_config = {"INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+                     "CACHE_DIR": ""}
+        self.model = self._load(self.paths["openvino"], backend="openvino",
+                                model_kwargs={"file_name": OV_XML, "ov_config": ov_config})
+        am = self.model[0].auto_model
+        am.compile()
+        if "position_ids" in getattr(am, "input_names", {}):
+            # optimum-intel exports gemma3_text feature-extraction with a position_ids input that
+            # OVModelForFeatureExtraction.forward never feeds (all tokens would sit at one rotary
+            # position: cosine ~0.98 to the reference). Feed 0..T-1, as transformers does.
+            orig = am._inference
+
+            def _inference(inputs, _orig=orig):
+                if "position_ids" not in inputs:
+                    ids = inputs["input_ids"]
+                    b, t = ids.shape
+                    inputs["position_ids"] = np.ascontiguousarray(
+                        np.broadcast_to(np.arange(t, dtype=np.int64), (b, t)))
+                return _orig(inputs)
+
+            am._inference = _inference
+            self.notes.append("position_ids fed by the harness (optimum-intel 1.27 OVModelForFeatureExtraction "
+                              "does not pass the exported position_ids input)")
+
+    def info(self):
+        d = super().info()
+        am = self.model[0].auto_model
+        cm = None
+        req = getattr(am, "request", None)
+        if req is not None:
+            cm = req.get_compiled_model() if hasattr(req, "get_compiled_model") else req
+        props = {}
+        for p in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT",
+                  "EXECUTION_MODE_HINT"):
+            try:
+                props[p] = str(cm.get_property(p))
+            except Exception as e:  # noqa: BLE001
+                props[p] = f"? ({type(e).__name__})"
+        d["openvino_compiled"] = props
+        try:
+            import openvino as ov
+
+            d["openvino_cpu_capabilities"] = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        except Exception:  # noqa: BLE001
+            pass
+        return d
+
+
+# ------------------------------------------------------------------------------------------
+# llama.cpp through llama-cpp-python
+
+
+class _Llama(System):
+    family = "competitor"
+    needs = ("gguf",)
+    outtype = "f32"
+    variants = ({"flash_attn": False}, {"flash_attn": True})
+    n_ctx = 8192  # every sequence (<= 2048 tokens) sits in one ubatch
+
+    def import_libs(self):
+        import llama_cpp  # noqa: F401
+        from tokenizers import Tokenizer  # noqa: F401
+
+    def construct(self):
+        import llama_cpp
+
+        path = str(Path(self.paths["gguf"]) / f"model-{self.outtype}.gguf")
+        self.llm = llama_cpp.Llama(
+            model_path=path, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+            n_ctx=self.n_ctx, n_batch=self.n_ctx, n_ubatch=self.n_ctx, n_threads=self.threads,
+            n_threads_batch=self.threads, flash_attn=bool(self.options.get("flash_attn", False)),
+            verbose=False)
+        self.tokenizer_source = "llama.cpp"
+
+    def check_tokenizer(self, texts: list[str], tokenizer_json: str) -> dict:
+        """Compare llama.cpp's own tokenization with the real tokenizer on `texts`.
+
+        On any disagreement llama.cpp is fed the real tokenizer's ids (its own tokenizer is
+        bypassed), so that every system embeds the same token sequences.
+        """
+        from tokenizers import Tokenizer
+
+        hf = Tokenizer.from_file(tokenizer_json)
+        bad = 0
+        for s in texts:
+            if self.llm.tokenize(s.encode("utf-8")) != hf.encode(s).ids:
+                bad += 1
+        if bad:
+            self.llm.tokenize = lambda text, add_bos=True, special=False: hf.encode(text.decode("utf-8")).ids
+            self.tokenizer_source = "real tokenizer ids (llama.cpp's own disagreed)"
+            self.notes.append(f"llama.cpp tokenizer disagreed on {bad}/{len(texts)} texts: fed the real tokenizer's ids")
+        return {"texts": len(texts), "disagree": bad}
+
+    def encode(self, texts, batch_size):
+        out = []
+        for i in range(0, len(texts), batch_size):
+            out.extend(self.llm.embed(texts[i:i + batch_size], normalize=True))
+        return np.asarray(out, dtype=np.float32)
+
+    def info(self):
+        import llama_cpp
+
+        d = super().info()
+        d.update(gguf=f"model-{self.outtype}.gguf", n_ctx=self.n_ctx, n_batch=self.llm.n_batch,
+                 n_ubatch=self.llm.context_params.n_ubatch, n_seq_max=self.llm.context_params.n_seq_max,
+                 n_threads=self.llm.context_params.n_threads, n_threads_batch=self.llm.context_params.n_threads_batch,
+                 pooling="mean", tokenizer=self.tokenizer_source,
+                 system_info=llama_cpp.llama_print_system_info().decode(errors="replace"))
+        return d
+
+
+class LlamaF32(_Llama):
+    name = "llamacpp-f32"
+    description = "llama.cpp (llama-cpp-python), GGUF f32, mean pooling + Dense head in the graph"
+    outtype = "f32"
+
+
+class LlamaBF16(_Llama):
+    name = "llamacpp-bf16"
+    description = "llama.cpp (llama-cpp-python), GGUF bf16"
+    outtype = "bf16"
+
+
+class LlamaQ8(_Llama):
+    name = "llamacpp-q8_0"
+    description = "llama.cpp (llama-cpp-python), GGUF q8_0"
+    outtype = "q8_0"
+
+
+# ------------------------------------------------------------------------------------------
+# embgemma
+
+
+class _EmbGemma(System):
+    family = "embgemma"
+    needs = ("st",)
+    dtype = "float32"
+
+    def import_libs(self):
+        import embgemma  # noqa: F401
+
+    def construct(self):
+        from embgemma import EmbeddingGemma
+
+        if self.dtype == "float32":
+            try:
+                self.model = EmbeddingGemma(self.paths["st"], threads=self.threads, dtype="float32")
+            except TypeError:  # an embgemma without the dtype argument
+                self.model = EmbeddingGemma(self.paths["st"], threads=self.threads)
+        else:
+            self.model = EmbeddingGemma(self.paths["st"], threads=self.threads, dtype=self.dtype)
+
+    def encode(self, texts, batch_size):
+        return np.asarray(self.model.encode(texts, prompt="", batch_size=batch_size, show_progress_bar=False),
+                          dtype=np.float32)
+
+    def info(self):
+        import embgemma
+
+        d = super().info()
+        d.update(repr=repr(self.model), build_info=embgemma.build_info(), threads=self.model.threads)
+        return d
+
+
+class EmbGemmaFP32(_EmbGemma):
+    name = "embgemma-fp32"
+    description = "embgemma, float32 weights"
+    dtype = "float32"
+
+
+class EmbGemmaBF16(_EmbGemma):
+    name = "embgemma-bf16"
+    description = "embgemma, bfloat16 weights"
+    dtype = "bfloat16"
+
+
+class EmbGemmaInt8(_EmbGemma):
+    name = "embgemma-int8"
+    description = "embgemma, int8 weights"
+    dtype = "int8"
+
+
+ALL = [STTorch, STOnnxFP32, STOnnxInt8, STOpenVINO, LlamaF32, LlamaBF16, LlamaQ8,
+       EmbGemmaFP32, EmbGemmaBF16, EmbGemmaInt8]
+BY_NAME = {c.name: c for c in ALL}
+REFERENCE = "st-torch-fp32"
+
+
+def thread_env(threads: int) -> dict:
+    """Environment for a worker: every library's thread pools capped at `threads`."""
+    t = str(threads)
+    return {"OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "RAYON_NUM_THREADS": t,
+            "VECLIB_MAXIMUM_THREADS": t, "NUMEXPR_NUM_THREADS": t, "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "true",
+            "PYTHONWARNINGS": "ignore", "TRANSFORMERS_VERBOSITY": "error",
+            "OV_CACHE_DIR": ""}
+
+
+def proc_status() -> dict:
+    """VmRSS and VmHWM (peak) of this process, in MB."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                k, v = line.split(":", 1)
+                out[k] = int(v.split()[0]) / 1024.0
+    except OSError:
+        pass
+    return {"rss_mb": round(out.get("VmRSS", float("nan")), 1), "peak_rss_mb": round(out.get("VmHWM", float("nan")), 1)}
+
+
+def env_threads_note() -> str:
+    return ", ".join(f"{k}={os.environ.get(k)}" for k in ("OMP_NUM_THREADS", "RAYON_NUM_THREADS"))
