@@ -187,8 +187,12 @@ class Worker:
         self.err.flush()
         self.p = subprocess.Popen([sys.executable, "-m", "harness.worker"], cwd=HERE, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=self.err, env=env)
-        self.init = self.call({"op": "init", "system": name, "paths": paths, "threads": threads,
-                               "options": options})
+        try:
+            self.init = self.call({"op": "init", "system": name, "paths": paths, "threads": threads,
+                                   "options": options})
+        except BaseException:
+            self.close()
+            raise
 
     def call(self, msg: dict) -> dict:
         try:
@@ -205,6 +209,8 @@ class Worker:
         return r
 
     def close(self) -> None:
+        if self.p.poll() is not None and self.err.closed:
+            return
         try:
             _send(self.p.stdin, {"op": "exit"})
             self.p.stdin.close()
@@ -357,41 +363,14 @@ def main(argv: list[str]) -> int:
     # ---- calibration (throwaway workers), also the availability check
     chosen: dict[str, dict] = {}
     for c in classes:
-        cal = {"runs": [], "sample": wl["calib"]["description"], "sample_tokens": wl["calib"]["total_tokens"]}
-        R[c.name]["calibration"] = cal
-        err = None
-        for variant in c.variants:
-            try:
-                w = Worker(c.name, paths, args.threads, variant, logdir / f"{c.name}.log")
-            except Exception as e:  # noqa: BLE001
-                err = e
-                continue
-            try:
-                w.call({"op": "workloads", "workloads": {"calib": texts["calib"]}})
-                if len(args.batch_sizes) > 1:
-                    w.call({"op": "run", "workload": "calib", "batch_size": args.batch_sizes[0]})  # warm-up
-                    for bs in args.batch_sizes:
-                        time.sleep(args.pause)
-                        r = w.call({"op": "run", "workload": "calib", "batch_size": bs})
-                        cal["runs"].append({"options": variant, "batch_size": bs, "seconds": round(r["seconds"], 4),
-                                            "tok_s": round(wl["calib"]["total_tokens"] / r["seconds"], 1)})
-                        log(f"calibrate {c.name} {variant or ''} bs={bs}: {cal['runs'][-1]['tok_s']:.0f} tok/s")
-                else:
-                    cal["runs"].append({"options": variant, "batch_size": args.batch_sizes[0], "seconds": None})
-            except Exception as e:  # noqa: BLE001
-                err = e
-            finally:
-                w.close()
-        if not cal["runs"]:
+        err = calibrate(c, paths, args, texts, wl, logdir, R[c.name])
+        if err is not None or "best" not in R[c.name]["calibration"]:
             R[c.name]["status"] = f"unavailable: {_short_error(err)}"
             R[c.name]["error_detail"] = str(err)[-3000:]
             log(f"{c.name}: {R[c.name]['status']}")
             continue
-        timed = [r for r in cal["runs"] if r["seconds"] is not None]
-        best = min(timed, key=lambda r: r["seconds"]) if timed else cal["runs"][0]
-        cal["best"] = {"options": best["options"], "batch_size": best["batch_size"]}
-        chosen[c.name] = cal["best"]
-        log(f"{c.name}: best {best['options'] or ''} batch_size={best['batch_size']}")
+        chosen[c.name] = R[c.name]["calibration"]["best"]
+        log(f"{c.name}: best {chosen[c.name]['options'] or ''} batch_size={chosen[c.name]['batch_size']}")
 
     live = [c for c in classes if c.name in chosen]
     if not live:
@@ -574,6 +553,71 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
+
+
+def calibrate(c, paths: dict, args, texts: dict, wl: dict, logdir: Path, rec: dict):
+    """Pick the construction variant, then the batch size, on the calibration sample.
+
+    Variants (llama.cpp: flash_attn off / on) are compared at the first candidate batch size; the
+    best one is then swept over all candidates (the global list plus the system's extra ones).
+    Returns None, or the exception that made the system unavailable.
+    """
+    n_tok = wl["calib"]["total_tokens"]
+    cands = list(args.batch_sizes)
+    if len(cands) > 1:
+        cands = sorted(set(cands) | set(c.extra_batch_sizes))
+    cal = {"runs": [], "sample": wl["calib"]["description"], "sample_tokens": n_tok, "candidates": cands}
+    rec["calibration"] = cal
+    probe = args.batch_sizes[0]
+
+    def timed(w, variant, bs) -> float:
+        time.sleep(args.pause)
+        r = w.call({"op": "run", "workload": "calib", "batch_size": bs})
+        cal["runs"].append({"options": variant, "batch_size": bs, "seconds": round(r["seconds"], 4),
+                            "tok_s": round(n_tok / r["seconds"], 1)})
+        log(f"calibrate {c.name} {variant or ''} bs={bs}: {cal['runs'][-1]['tok_s']:.0f} tok/s")
+        return r["seconds"]
+
+    err = None
+    best_variant, best_w, best_t = None, None, float("inf")
+    for variant in c.variants:
+        w = None
+        try:
+            w = Worker(c.name, paths, args.threads, variant, logdir / f"{c.name}.log")
+            w.call({"op": "workloads", "workloads": {"calib": texts["calib"]}})
+            if len(cands) == 1 and len(c.variants) == 1:
+                cal["best"] = {"options": variant, "batch_size": cands[0]}
+                w.close()
+                return None
+            w.call({"op": "run", "workload": "calib", "batch_size": probe})  # warm-up
+            t = timed(w, variant, probe)
+        except Exception as e:  # noqa: BLE001
+            err = e
+            if w is not None:
+                w.close()
+            continue
+        if t < best_t:
+            if best_w is not None:
+                best_w.close()
+            best_variant, best_w, best_t = variant, w, t
+        else:
+            w.close()
+    if best_w is None:
+        return err
+    best_bs = probe
+    try:
+        for bs in cands:
+            if bs == probe:
+                continue
+            t = timed(best_w, best_variant, bs)
+            if t < best_t:
+                best_t, best_bs = t, bs
+    except Exception as e:  # noqa: BLE001
+        best_w.close()
+        return e
+    best_w.close()
+    cal["best"] = {"options": best_variant, "batch_size": best_bs}
+    return None
 
 
 def _reference_now(paths: dict, args, texts: dict, logdir: Path, ref_path: Path) -> dict | None:

@@ -51,9 +51,12 @@ def render_markdown(results: dict, plot_name: str | None = "performance.png") ->
     L.append("- Model: the full EmbeddingGemma-300m architecture (24 layers, hidden 768, Dense 768→3072→768, "
              "Normalize) with random weights (fixed seed) and the full 262,144-token vocabulary; the real Gemma 3 "
              "tokenizer. Every system gets the same strings, EmbeddingGemma prompts already prepended.")
+    has_llama = any(1 in (s.get("calibration") or {}).get("candidates", []) for s in ok)
     L.append(f"- Every system at {m['threads']} threads, in its own worker process, at its best batch size from a "
-             f"calibration over {m.get('batch_size_candidates')}; systems alternate within each repetition; "
-             f"medians over {m['reps']} repetition(s).")
+             f"calibration over {m.get('batch_size_candidates')} texts per call"
+             + (" (llama.cpp also 1, 2 and 4, and flash_attn off / on)" if has_llama else "")
+             + f"; systems {'alternate within each repetition' if m.get('mode') != 'sequential' else 'run one after another'}"
+             f"; medians over {m['reps']} repetition(s).")
     desc = {k: v.get("description", "") for k, v in wls.items()}
     tot = {k: v.get("total_tokens") for k, v in wls.items()}
     L.append(f"- Workloads (token counts include `<bos>`, `<eos>` and the prompt): **a** {desc.get('fixed')}; "
@@ -128,7 +131,8 @@ def render_markdown(results: dict, plot_name: str | None = "performance.png") ->
     L.append(f"Achieved linear-layer FLOP/s (202.9 MFLOP per token for the 24 layers' linear layers) ÷ the measured "
              f"{m['threads']}-thread float32 FMA peak "
              + (f"of **{fma:.1f} GFLOP/s** (`embgemma._core.fma_peak`)." if fma else "(unavailable: null).")
-             + " In brackets: with attention (3,072·L FLOP per token per layer) added.")
+             + " In brackets: with attention (3,072·L FLOP per token per layer) added. int8 and bf16 systems "
+             "multiply with other instructions than float32 FMA, so they can pass 100%.")
     L.append("")
     cols = [w for w in ("fixed", "corpus", "long", "query") if w in run]
     L.append("| system | " + " | ".join(WL_LABEL[w] for w in cols) + " |")

@@ -24,6 +24,7 @@ class System:
     description = ""
     needs: tuple[str, ...] = ()  # which prepared artifacts it uses: "st", "onnx", "openvino", "gguf"
     variants: tuple[dict, ...] = ({},)  # construction options tried during calibration
+    extra_batch_sizes: tuple[int, ...] = ()  # calibration candidates beyond --batch-sizes
 
     def __init__(self, paths: dict, threads: int, options: dict | None = None):
         self.paths = paths
@@ -202,6 +203,9 @@ class _Llama(System):
     needs = ("gguf",)
     outtype = "f32"
     variants = ({"flash_attn": False}, {"flash_attn": True})
+    # llama.cpp decodes all texts of one embed() call in one ubatch, attending over all their
+    # tokens (masked), so fewer texts per call can be faster: try those too
+    extra_batch_sizes = (1, 2, 4)
     n_ctx = 8192  # every sequence (<= 2048 tokens) sits in one ubatch
 
     def import_libs(self):
