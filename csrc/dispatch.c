@@ -103,30 +103,29 @@ double eg_fma_peak(int n_threads, double seconds) {
     const eg_kernels *k = eg_kernels_for(eg_isa_best());
     if (n_threads < 1) n_threads = 1;
     if (seconds <= 0.0) seconds = 0.5;
-    /* calibrate one thread on a short run, then time all threads at once */
+    /* calibrate one thread to ~20 ms, then time all threads at once for ~seconds */
     float sink = 0.0f;
     int64_t iters = 1 << 16;
-    double flops = 0.0, t = 0.0;
+    double t = 0.0;
     for (;;) {
-        double t0 = now_seconds();
-        flops = k->fma_loop(iters, &sink);
+        const double t0 = now_seconds();
+        k->fma_loop(iters, &sink);
         t = now_seconds() - t0;
         if (t > 0.02 || iters > ((int64_t)1 << 40)) break;
         iters *= 4;
     }
     iters = (int64_t)((double)iters * (seconds / (t > 1e-9 ? t : 1e-9)));
     if (iters < 1) iters = 1;
-    double t0 = now_seconds(), total = 0.0;
-    float sinks = 0.0f;
+    const double t0 = now_seconds();
+    double total = 0.0;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(n_threads) reduction(+ : total, sinks)
+#pragma omp parallel num_threads(n_threads) reduction(+ : total, sink)
 #endif
     {
         float local = 0.0f;
         total += k->fma_loop(iters, &local);
-        sinks += local;
+        sink += local;
     }
-    double el = now_seconds() - t0;
-    (void)flops;
-    return sink + sinks == 12345.678f ? 0.0 : total / el / 1e9; /* using the sums keeps the loops alive */
+    const double el = now_seconds() - t0;
+    return sink == 12345.678f ? 0.0 : total / el / 1e9; /* using the sums keeps the loops alive */
 }

@@ -75,9 +75,9 @@ static void gemm(const eg_model *md, const float *x, int64_t ldx, int64_t m, con
             int64_t pi = t % pb, mi = t / pb;
             int64_t r0 = mi * GEMM_MB, r1 = r0 + GEMM_MB < m ? r0 + GEMM_MB : m;
             int64_t p0 = pi * GEMM_PB, p1 = p0 + GEMM_PB < w->n_panels ? p0 + GEMM_PB : w->n_panels;
-            if (w->type == EG_W_F32) k->gemm(x + r0 * ldx, ldx, r1 - r0, w, p0, p1, y + r0 * ldy, ldy);
-            else if (w->type == EG_W_BF16) k->gemm_bf16(x + r0 * ldx, ldx, r1 - r0, w, p0, p1, y + r0 * ldy, ldy);
-            else k->gemm_i8(xq + r0 * ldq, ldq, xs + r0, r1 - r0, w, p0, p1, y + r0 * ldy, ldy);
+            const int q = w->type == EG_W_I8; /* xq / xs exist only then */
+            eg_gemm_panels(k, x + r0 * ldx, ldx, q ? xq + r0 * ldq : NULL, ldq, q ? xs + r0 : NULL, r1 - r0, w, p0, p1,
+                           y + r0 * ldy, ldy);
         }
     }
 }

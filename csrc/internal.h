@@ -143,6 +143,7 @@ static inline eg_wtype eg_wtype_of(eg_weights w) {
 eg_status eg_matrix_alloc(eg_matrix *m, int64_t n, int64_t k, eg_wtype type, char *err, size_t errlen);
 void eg_matrix_pack_row(eg_matrix *m, int64_t r, const float *src); /* rounds / quantizes as the type needs */
 void eg_matrix_free(eg_matrix *m);
+int64_t eg_matrix_bytes(const eg_matrix *m);                        /* panels plus scales */
 uint16_t eg_f32_to_bf16(float f);                                  /* round to nearest even */
 /* Largest |q| for int16 activations against int8 weights with k columns, so
  * that no int32 sum can overflow: 2 * qmax * 127 * ceil(k/2) < 2^31 (8191 cap). */
@@ -195,6 +196,16 @@ typedef struct {
      * the floating-point operations done (for eg_fma_peak, not the engine) */
     double (*fma_loop)(int64_t iters, float *sink);
 } eg_kernels;
+
+/* Runs panels p0..p1 of w on the kernel for its type; xq / xs (ldq) are the
+ * int8 kernel's quantized rows of x and are ignored for the float types. */
+static inline void eg_gemm_panels(const eg_kernels *k, const float *x, int64_t ldx, const int16_t *xq, int64_t ldq,
+                                  const float *xs, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1, float *y,
+                                  int64_t ldy) {
+    if (w->type == EG_W_F32) k->gemm(x, ldx, m, w, p0, p1, y, ldy);
+    else if (w->type == EG_W_BF16) k->gemm_bf16(x, ldx, m, w, p0, p1, y, ldy);
+    else k->gemm_i8(xq, ldq, xs, m, w, p0, p1, y, ldy);
+}
 
 extern const eg_kernels eg_kernels_scalar;
 const eg_kernels *eg_kernels_for(eg_isa isa);

@@ -6,38 +6,25 @@
 
 #include "internal.h"
 
-static void gemm_scalar(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1, float *y,
-                        int64_t ldy) {
-    const int64_t k = w->k;
-    for (int64_t p = p0; p < p1; p++) {
-        const float *panel = (const float *)w->data + p * k * EG_PANEL;
-        int64_t cols = w->n - p * EG_PANEL;
-        if (cols > EG_PANEL) cols = EG_PANEL;
-        for (int64_t i = 0; i < m; i++) {
-            const float *xi = x + i * ldx;
-            for (int64_t j = 0; j < cols; j++) {
-                float acc = 0.0f;
-                for (int64_t kk = 0; kk < k; kk++) acc += xi[kk] * panel[kk * EG_PANEL + j];
-                y[i * ldy + p * EG_PANEL + j] = acc;
-            }
-        }
-    }
+/* Weight (column j, step kk) of a float panel. BF16 panels hold column j of a
+ * 16-wide group at position 2j (j < 8) or 2(j-8)+1. */
+static inline float panel_weight(const eg_matrix *w, const void *panel, int64_t kk, int64_t j) {
+    if (w->type == EG_W_F32) return ((const float *)panel)[kk * EG_PANEL + j];
+    return eg_bf16_to_f32(((const uint16_t *)panel)[kk * EG_PANEL + (j < 8 ? 2 * j : 2 * (j - 8) + 1)]);
 }
 
-/* BF16 panels: column j of a 16-wide group sits at position 2j (j < 8) or 2(j-8)+1. */
-static void gemm_bf16_scalar(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
-                             float *y, int64_t ldy) {
-    const int64_t k = w->k;
+static void gemm_float_scalar(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
+                              float *y, int64_t ldy) {
+    const int64_t k = w->k, esz = w->type == EG_W_F32 ? 4 : 2;
     for (int64_t p = p0; p < p1; p++) {
-        const uint16_t *panel = (const uint16_t *)w->data + p * k * EG_PANEL;
+        const void *panel = (const uint8_t *)w->data + p * k * EG_PANEL * esz;
         int64_t cols = w->n - p * EG_PANEL;
         if (cols > EG_PANEL) cols = EG_PANEL;
         for (int64_t i = 0; i < m; i++) {
             const float *xi = x + i * ldx;
             for (int64_t j = 0; j < cols; j++) {
-                const int64_t pos = j < 8 ? 2 * j : 2 * (j - 8) + 1;
                 float acc = 0.0f;
-                for (int64_t kk = 0; kk < k; kk++) acc += xi[kk] * eg_bf16_to_f32(panel[kk * EG_PANEL + pos]);
+                for (int64_t kk = 0; kk < k; kk++) acc += xi[kk] * panel_weight(w, panel, kk, j);
                 y[i * ldy + p * EG_PANEL + j] = acc;
             }
         }
@@ -102,8 +89,8 @@ static double fma_loop_scalar(int64_t iters, float *sink) {
 }
 
 const eg_kernels eg_kernels_scalar = {
-    .gemm = gemm_scalar,
-    .gemm_bf16 = gemm_bf16_scalar,
+    .gemm = gemm_float_scalar, /* F32 and BF16 panels alike */
+    .gemm_bf16 = gemm_float_scalar,
     .gemm_i8 = gemm_i8_scalar,
     .axpy = axpy_scalar,
     .scale = scale_scalar,

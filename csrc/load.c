@@ -269,11 +269,6 @@ static const char *const weights_names[EG_WEIGHTS_COUNT] = {"float32", "bfloat16
 
 const char *eg_weights_name(eg_weights w) { return w >= 0 && w < EG_WEIGHTS_COUNT ? weights_names[w] : "?"; }
 
-static int64_t matrix_bytes(const eg_matrix *mx) {
-    const int64_t per = mx->type == EG_W_F32 ? 4 * mx->k : mx->type == EG_W_BF16 ? 2 * mx->k : (mx->k + 1) / 2 * 2 + 4;
-    return mx->n_panels * EG_PANEL * per;
-}
-
 eg_status eg_model_load(const char *dir, const eg_load_opts *opts, eg_model **out, char *err, size_t errlen) {
     *out = NULL;
     const eg_load_opts defaults = {NULL, EG_WEIGHTS_F32, EG_WEIGHTS_F32};
@@ -361,10 +356,10 @@ eg_status eg_model_load(const char *dir, const eg_load_opts *opts, eg_model **ou
     in->attn_weights = opts->attn_weights;
     for (int64_t l = 0; l < c->n_layers; l++) {
         const eg_layer *L = &m->layers[l];
-        in->weight_bytes += matrix_bytes(&L->qkv) + matrix_bytes(&L->o) + matrix_bytes(&L->gate_up) +
-                            matrix_bytes(&L->down);
+        in->weight_bytes += eg_matrix_bytes(&L->qkv) + eg_matrix_bytes(&L->o) + eg_matrix_bytes(&L->gate_up) +
+                            eg_matrix_bytes(&L->down);
     }
-    for (int i = 0; i < pl.n_dense; i++) in->weight_bytes += matrix_bytes(&m->dense[i].w);
+    for (int i = 0; i < pl.n_dense; i++) in->weight_bytes += eg_matrix_bytes(&m->dense[i].w);
     eg_pipeline_free(&pl);
     *out = m;
     return EG_OK;

@@ -41,6 +41,17 @@ static void Model_dealloc(ModelObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* "float32" / "bfloat16" / "int8" -> eg_weights; else ValueError naming the argument. */
+static int weights_from_name(const char *arg, const char *name, eg_weights *out) {
+    for (int i = 0; i < EG_WEIGHTS_COUNT; i++)
+        if (strcmp(name, eg_weights_name((eg_weights)i)) == 0) {
+            *out = (eg_weights)i;
+            return 1;
+        }
+    PyErr_Format(PyExc_ValueError, "unknown %s '%.40s': use 'float32', 'bfloat16' or 'int8'", arg, name);
+    return 0;
+}
+
 static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"path", "isa", "mlp_weights", "attn_weights", NULL};
     PyObject *path_obj = NULL;
@@ -48,17 +59,12 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|zss", kwlist, PyUnicode_FSConverter, &path_obj, &isa, &names[0],
                                      &names[1]))
         return -1;
-    eg_weights w[2] = {EG_WEIGHTS_COUNT, EG_WEIGHTS_COUNT};
-    for (int j = 0; j < 2; j++) {
-        for (int i = 0; i < EG_WEIGHTS_COUNT; i++)
-            if (strcmp(names[j], eg_weights_name((eg_weights)i)) == 0) w[j] = (eg_weights)i;
-        if (w[j] == EG_WEIGHTS_COUNT) {
+    eg_weights w[2];
+    for (int j = 0; j < 2; j++)
+        if (!weights_from_name(kwlist[2 + j], names[j], &w[j])) {
             Py_DECREF(path_obj);
-            PyErr_Format(PyExc_ValueError, "%s '%.40s' is not one of 'float32', 'bfloat16', 'int8'", kwlist[2 + j],
-                         names[j]);
             return -1;
         }
-    }
     eg_load_opts opts = {isa, w[0], w[1]};
     if (self->model) {
         Py_DECREF(path_obj);
@@ -299,13 +305,8 @@ static PyObject *test_gemm(PyObject *mod, PyObject *args) {
     eg_isa isa;
     int64_t m, k, ldx, n, kw, ldw, my, ny, ldy;
     if (!PyArg_ParseTuple(args, "sOOO|s", &isa_name, &x, &w, &y, &wname) || !isa_from_name(isa_name, &isa)) return NULL;
-    eg_weights wt = EG_WEIGHTS_COUNT;
-    for (int i = 0; i < EG_WEIGHTS_COUNT; i++)
-        if (strcmp(wname, eg_weights_name((eg_weights)i)) == 0) wt = (eg_weights)i;
-    if (wt == EG_WEIGHTS_COUNT) {
-        PyErr_Format(PyExc_ValueError, "unknown weights %s", wname);
-        return NULL;
-    }
+    eg_weights wt;
+    if (!weights_from_name("weights", wname, &wt)) return NULL;
     if (!row_matrix(x, "x", 0, &m, &k, &ldx) || !row_matrix(w, "w", 0, &n, &kw, &ldw) ||
         !row_matrix(y, "y", 1, &my, &ny, &ldy))
         return NULL;

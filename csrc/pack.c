@@ -17,6 +17,10 @@ static int64_t panel_bytes(const eg_matrix *m) {
     }
 }
 
+int64_t eg_matrix_bytes(const eg_matrix *m) {
+    return m->n_panels * panel_bytes(m) + (m->type == EG_W_I8 ? m->n_panels * EG_PANEL * (int64_t)sizeof(float) : 0);
+}
+
 eg_status eg_matrix_alloc(eg_matrix *m, int64_t n, int64_t k, eg_wtype type, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     m->n = n;

@@ -39,11 +39,7 @@ eg_status eg_test_gemm(eg_isa isa, eg_weights weights, const float *x, int64_t l
     }
     /* two panel ranges, as the threaded driver would split them */
     const int64_t ranges[3] = {0, mat.n_panels / 2, mat.n_panels};
-    for (int i = 0; i < 2; i++) {
-        if (type == EG_W_F32) kt->gemm(x, ldx, m, &mat, ranges[i], ranges[i + 1], y, ldy);
-        else if (type == EG_W_BF16) kt->gemm_bf16(x, ldx, m, &mat, ranges[i], ranges[i + 1], y, ldy);
-        else kt->gemm_i8(xq, ldq, xs, m, &mat, ranges[i], ranges[i + 1], y, ldy);
-    }
+    for (int i = 0; i < 2; i++) eg_gemm_panels(kt, x, ldx, xq, ldq, xs, m, &mat, ranges[i], ranges[i + 1], y, ldy);
     free(xq);
     free(xs);
     eg_matrix_free(&mat);

@@ -104,24 +104,34 @@ def _model_meta(model: str) -> tuple[Path, int]:
     return Path(b["tokenizer_dir"]), int(b["arch"]["sliding_window"])
 
 
+def _st_export(model: str, tmp: Path, backend: str) -> None:
+    """sentence-transformers' own export to `backend` (float32), saved into tmp with the published config."""
+    from sentence_transformers import SentenceTransformer
+
+    t0 = time.perf_counter()
+    st = SentenceTransformer(model, backend=backend, device="cpu", model_kwargs={"export": True})
+    st.save_pretrained(str(tmp))
+    finish_folder(tmp, *_model_meta(model))
+    _log(f"{backend} float32 exported in {time.perf_counter() - t0:.0f} s")
+
+
+def _write_export_json(tmp: Path, sub: str, **extra) -> None:
+    files = sorted(p.relative_to(tmp).as_posix() for p in (tmp / sub).rglob("*") if p.is_file())
+    (tmp / "export.json").write_text(json.dumps({"files": files, **extra}, indent=1))
+
+
 def export_onnx(model: str, out: str, qconfig: str) -> None:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
     out_p = Path(out)
     tmp = _fresh(out_p)
-    t0 = time.perf_counter()
-    st = SentenceTransformer(model, backend="onnx", device="cpu", model_kwargs={"export": True})
-    st.save_pretrained(str(tmp))
-    finish_folder(tmp, *_model_meta(model))
-    _log(f"onnx fp32 exported in {time.perf_counter() - t0:.0f} s")
+    _st_export(model, tmp, "onnx")
     t1 = time.perf_counter()
-    del st
     st = SentenceTransformer(str(tmp), backend="onnx", device="cpu", model_kwargs={"file_name": "onnx/model.onnx"})
     export_dynamic_quantized_onnx_model(st, qconfig, str(tmp))
     _log(f"onnx int8 ({qconfig}) exported in {time.perf_counter() - t1:.0f} s")
-    files = sorted(p.relative_to(tmp).as_posix() for p in (tmp / "onnx").rglob("*") if p.is_file())
-    (tmp / "export.json").write_text(json.dumps({"files": files, "quantization_config": qconfig}, indent=1))
+    _write_export_json(tmp, "onnx", quantization_config=qconfig)
     _commit(tmp, out_p)
 
 
@@ -130,17 +140,10 @@ def export_onnx(model: str, out: str, qconfig: str) -> None:
 
 
 def export_openvino(model: str, out: str) -> None:
-    from sentence_transformers import SentenceTransformer
-
     out_p = Path(out)
     tmp = _fresh(out_p)
-    t0 = time.perf_counter()
-    st = SentenceTransformer(model, backend="openvino", device="cpu", model_kwargs={"export": True})
-    st.save_pretrained(str(tmp))
-    finish_folder(tmp, *_model_meta(model))
-    _log(f"openvino exported in {time.perf_counter() - t0:.0f} s")
-    files = sorted(p.relative_to(tmp).as_posix() for p in (tmp / "openvino").rglob("*") if p.is_file())
-    (tmp / "export.json").write_text(json.dumps({"files": files}, indent=1))
+    _st_export(model, tmp, "openvino")
+    _write_export_json(tmp, "openvino")
     _commit(tmp, out_p)
 
 

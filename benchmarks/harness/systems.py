@@ -293,13 +293,7 @@ class _EmbGemma(System):
     def construct(self):
         from embgemma import EmbeddingGemma
 
-        if self.dtype == "float32":
-            try:
-                self.model = EmbeddingGemma(self.paths["st"], threads=self.threads, dtype="float32")
-            except TypeError:  # an embgemma without the dtype argument
-                self.model = EmbeddingGemma(self.paths["st"], threads=self.threads)
-        else:
-            self.model = EmbeddingGemma(self.paths["st"], threads=self.threads, dtype=self.dtype)
+        self.model = EmbeddingGemma(self.paths["st"], threads=self.threads, dtype=self.dtype)
 
     def encode(self, texts, batch_size):
         return np.asarray(self.model.encode(texts, prompt="", batch_size=batch_size, show_progress_bar=False),
