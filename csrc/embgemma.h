@@ -41,7 +41,11 @@ typedef enum {
     EG_WEIGHTS_BF16,      /* bfloat16 weights (half the memory), float32 sums   */
     EG_WEIGHTS_INT8,      /* int8 weights with one scale per output row, int16
                              activations quantized per token, exact int32 sums */
-    EG_WEIGHTS_COUNT
+    EG_WEIGHTS_Q8_0,      /* ggml Q8_0: int8 weights, a scale per 32 inputs; int16
+                             activations with a scale per 32, exact int32 block sums */
+    EG_WEIGHTS_Q4_0,      /* ggml Q4_0: 4-bit weights (-8..7) in nibbles, scales as Q8_0 */
+    EG_WEIGHTS_COUNT,
+    EG_WEIGHTS_AUTO = 100 /* as the file stores them: F32/F16 -> F32, BF16, Q8_0, Q4_0 */
 } eg_weights;
 
 typedef struct {
@@ -77,7 +81,7 @@ typedef struct {
 /* Load a model folder; opts may be NULL (automatic ISA, float32). On failure
  * *out is NULL and err holds a message naming the file and the problem. */
 eg_status eg_model_load(const char *dir, const eg_load_opts *opts, eg_model **out, char *err, size_t errlen);
-const char *eg_weights_name(eg_weights w); /* "float32", "bfloat16", "int8" */
+const char *eg_weights_name(eg_weights w); /* "float32", "bfloat16", "int8", "q8_0", "q4_0", "auto" */
 void eg_model_free(eg_model *m);
 const eg_model_info *eg_model_get_info(const eg_model *m);
 

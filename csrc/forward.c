@@ -30,8 +30,8 @@ typedef struct {
     float *att_tile; /* [threads, G*BQ*(BK + Hd + 2)] per-thread attention tile */
     float *head;     /* [S, 2*Wmax]     pooled vector and Dense outputs        */
     float *pool;     /* [threads, 4D]   per-thread pooling sums (D doubles) + a row */
-    int16_t *xq;     /* [T, Kmax]       int8 mode: activations quantized per row  */
-    float *xs;       /* [T]             int8 mode: their scales                   */
+    int16_t *xq;     /* [T, Kmax]       integer weights: activations quantized     */
+    float *xs;       /* [T, Kmax/32]    their scales (one per row, or per 32 inputs) */
 } scratch;
 
 /* ---------------------------------------------------------------- row ops */
@@ -56,28 +56,28 @@ static void rope(float *v, const float *cos_row, const float *sin_row, int64_t h
 /* ---------------------------------------------------------------- GEMM driver */
 
 /* y[m, 0..w->n) = x[m, k] . W^T, split into (row block x panel block) tasks.
- * For an I8 w the rows of x are first quantized into xq / xs (each row by
+ * For an integer w the rows of x are first quantized into xq / xs (each row by
  * the thread that owns it), then every task reads them. */
 static void gemm(const eg_model *md, const float *x, int64_t ldx, int64_t m, const eg_matrix *w, float *y,
                  int64_t ldy, int nt, int16_t *xq, float *xs) {
     const int64_t mb = (m + GEMM_MB - 1) / GEMM_MB, pb = (w->n_panels + GEMM_PB - 1) / GEMM_PB;
     const int64_t tasks = mb * pb, ldq = (w->k + 1) & ~(int64_t)1;
     const eg_kernels *k = md->k;
-    const int qmax = eg_act_qmax(w->k);
+    const int q = eg_wtype_is_int(w->type); /* xq / xs exist only then */
+    const int64_t ldxs = w->type == EG_W_I8 ? 1 : w->k / EG_QBLOCK;
 #pragma omp parallel num_threads(nt) if (nt > 1 && tasks > 1)
     {
-        if (w->type == EG_W_I8) {
+        if (q) {
 #pragma omp for schedule(static)
-            for (int64_t i = 0; i < m; i++) eg_quantize_rows(x + i * ldx, ldx, 1, w->k, qmax, xq + i * ldq, ldq, xs + i);
+            for (int64_t i = 0; i < m; i++) eg_quantize_for(w, x + i * ldx, ldx, 1, xq + i * ldq, ldq, xs + i * ldxs);
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < tasks; t++) {
             int64_t pi = t % pb, mi = t / pb;
             int64_t r0 = mi * GEMM_MB, r1 = r0 + GEMM_MB < m ? r0 + GEMM_MB : m;
             int64_t p0 = pi * GEMM_PB, p1 = p0 + GEMM_PB < w->n_panels ? p0 + GEMM_PB : w->n_panels;
-            const int q = w->type == EG_W_I8; /* xq / xs exist only then */
-            eg_gemm_panels(k, x + r0 * ldx, ldx, q ? xq + r0 * ldq : NULL, ldq, q ? xs + r0 : NULL, r1 - r0, w, p0, p1,
-                           y + r0 * ldy, ldy);
+            eg_gemm_panels(k, x + r0 * ldx, ldx, q ? xq + r0 * ldq : NULL, ldq, q ? xs + r0 * ldxs : NULL, ldxs,
+                           r1 - r0, w, p0, p1, y + r0 * ldy, ldy);
         }
     }
 }
@@ -198,12 +198,12 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     for (int i = 0; i < md->n_dense; i++) wmax = imax(wmax, md->dense[i].w.n);
     const int64_t chunk = T < MLP_CHUNK ? T : MLP_CHUNK;
     const int64_t tile = tile_floats(c);
-    const int i8 = md->info.mlp_weights == EG_WEIGHTS_INT8 || md->info.attn_weights == EG_WEIGHTS_INT8;
+    const int i8 = md->has_int_weights;
     const int64_t kq = (imax(imax(D, QD), I) + 1) & ~(int64_t)1; /* widest k of a layer matrix, even */
     const size_t sizes[] = {
         (size_t)(T * D), (size_t)(T * D), (size_t)(T * QKV), (size_t)(T * QD),
         (size_t)(T * D), (size_t)(chunk * 2 * I), (size_t)(nt * tile), (size_t)(S * 2 * wmax),
-        (size_t)(nt * 4 * D), (size_t)(i8 ? (T * kq + 1) / 2 : 0), (size_t)(i8 ? T : 0),
+        (size_t)(nt * 4 * D), (size_t)(i8 ? (T * kq + 1) / 2 : 0), (size_t)(i8 ? T * (kq / EG_QBLOCK + 1) : 0),
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (sizes[i] + 15) & ~(size_t)15;

@@ -107,7 +107,9 @@ void eg_st_free(eg_tensor_set *set);
 /* ---------------------------------------------------------------- weights */
 
 /* How a packed weight matrix stores its numbers (eg_weights in embgemma.h picks it). */
-typedef enum { EG_W_F32 = 0, EG_W_BF16, EG_W_I8 } eg_wtype;
+typedef enum { EG_W_F32 = 0, EG_W_BF16, EG_W_I8, EG_W_Q8_0, EG_W_Q4_0 } eg_wtype;
+
+#define EG_QBLOCK 32 /* k values per Q8_0 / Q4_0 block (ggml's QK8_0 = QK4_0) */
 
 /* A weight matrix W [n, k] (y = W x, PyTorch nn.Linear layout) packed into
  * panels of EG_PANEL output rows, zero-padded past n, so one load per k step
@@ -120,10 +122,18 @@ typedef enum { EG_W_F32 = 0, EG_W_BF16, EG_W_I8 } eg_wtype;
  *   I8:   int8     [n_panels, k2, 16, 2]  k2 = ceil(k/2): W[p*16 + j][2*kp + e] at
  *                                          ((p*k2 + kp)*16 + j)*2 + e, odd k padded
  *                                          with 0; W[r] ~= scale[r] * q[r]
+ *   Q8_0: int8    [n_panels, k2, 16, 2]  as I8, but one scale per output row and
+ *                                          block of 32 k: scale [n_panels, k/32, 16],
+ *                                          W[r][kk] ~= scale[p][kk/32][j] * q[r][kk]
+ *   Q4_0: uint8   [n_panels, k/4, 32]    byte b of 4-k group g holds the I8-layout
+ *                                          element b of k-pair 2g in its low nibble
+ *                                          and of k-pair 2g+1 in its high nibble,
+ *                                          stored as q + 8 (q in -8..7); scales as Q8_0
+ * Q8_0 / Q4_0 need k % 32 == 0 and hold exactly what ggml's blocks hold.
  */
 typedef struct {
     void *data;                /* see above                                      */
-    float *scale;              /* I8 only: [n_panels * 16] per output row        */
+    float *scale;              /* I8: [n_panels * 16] per output row; Q8_0 / Q4_0: [n_panels, k/32, 16] */
     int64_t n, k;
     int64_t n_panels;          /* ceil(n / 16)                                   */
     eg_wtype type;
@@ -136,12 +146,27 @@ static inline void eg_matrix_set_row(eg_matrix *m, int64_t r, const float *src) 
 }
 
 static inline eg_wtype eg_wtype_of(eg_weights w) {
-    return w == EG_WEIGHTS_BF16 ? EG_W_BF16 : w == EG_WEIGHTS_INT8 ? EG_W_I8 : EG_W_F32;
+    switch (w) {
+    case EG_WEIGHTS_BF16: return EG_W_BF16;
+    case EG_WEIGHTS_INT8: return EG_W_I8;
+    case EG_WEIGHTS_Q8_0: return EG_W_Q8_0;
+    case EG_WEIGHTS_Q4_0: return EG_W_Q4_0;
+    default: return EG_W_F32;
+    }
 }
+static inline int eg_wtype_is_block(eg_wtype t) { return t == EG_W_Q8_0 || t == EG_W_Q4_0; }
+static inline int eg_wtype_is_int(eg_wtype t) { return t == EG_W_I8 || eg_wtype_is_block(t); }
 
 /* pack.c: allocation and packing for every type, the one place the layouts above are written. */
 eg_status eg_matrix_alloc(eg_matrix *m, int64_t n, int64_t k, eg_wtype type, char *err, size_t errlen);
 void eg_matrix_pack_row(eg_matrix *m, int64_t r, const float *src); /* rounds / quantizes as the type needs */
+/* Writes row r of a Q8_0 / Q4_0 matrix from its quantized form: q [k] (-128..127
+ * for Q8_0, -8..7 for Q4_0) and one scale per block d [k/32]. */
+void eg_matrix_pack_row_q(eg_matrix *m, int64_t r, const int8_t *q, const float *d);
+/* ggml's reference quantizers (quantize_row_q8_0_ref / q4_0_ref), scales rounded
+ * through float16 as the files store them: n % 32 == 0. */
+void eg_quantize_q8_0(const float *x, int64_t n, int8_t *q, float *d);
+void eg_quantize_q4_0(const float *x, int64_t n, int8_t *q, float *d);
 void eg_matrix_free(eg_matrix *m);
 int64_t eg_matrix_bytes(const eg_matrix *m);                        /* panels plus scales */
 uint16_t eg_f32_to_bf16(float f);                                  /* round to nearest even */
@@ -152,6 +177,10 @@ int eg_act_qmax(int64_t k);
  * up to even; the pad column is 0): q = round(x * qmax / amax), scale[i] = amax / qmax. */
 void eg_quantize_rows(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, int16_t *q, int64_t ldq,
                       float *scale);
+/* The same per block of 32 (for Q8_0 / Q4_0 weights, k % 32 == 0): scale [m, ldxs] one per
+ * row and block, |q| <= 32767 (a block's int32 sum stays below 2^28 with |w| <= 128). */
+void eg_quantize_blocks(const float *x, int64_t ldx, int64_t m, int64_t k, int16_t *q, int64_t ldq, float *scale,
+                        int64_t ldxs);
 
 typedef struct {
     float *attn_norm;          /* [D]  1 + input_layernorm                       */
@@ -185,6 +214,11 @@ typedef struct {
      * y[i][j] = (float)(sum_k xq[i][k] * q[j][k]) * (xs[i] * w->scale[j]), the sum exact in int32 */
     void (*gemm_i8)(const int16_t *xq, int64_t ldq, const float *xs, int64_t m, const eg_matrix *w, int64_t p0,
                     int64_t p1, float *y, int64_t ldy);
+    /* the same for a Q8_0 / Q4_0 w and activations quantized per block of 32, xs [m, ldxs]:
+     * y[i][j] = sum over blocks b, in order, of fmaf((float)isum_b, xs[i][b] * w->scale[p][b][j], acc),
+     * isum_b = sum_{k in b} xq[i][k] * q[j][k] exact in int32 */
+    void (*gemm_q)(const int16_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m, const eg_matrix *w,
+                   int64_t p0, int64_t p1, float *y, int64_t ldy);
     void (*axpy)(float a, const float *x, float *y, int64_t n); /* y += a x */
     void (*scale)(float a, float *y, int64_t n);                /* y *= a   */
     /* g[i] = gelu_tanh(g[i]) * up[i], gelu_tanh(x) = 0.5x(1 + tanh(u)) computed as x / (1 + exp(-2u)),
@@ -197,15 +231,21 @@ typedef struct {
     double (*fma_loop)(int64_t iters, float *sink);
 } eg_kernels;
 
-/* Runs panels p0..p1 of w on the kernel for its type; xq / xs (ldq) are the
- * int8 kernel's quantized rows of x and are ignored for the float types. */
+/* Runs panels p0..p1 of w on the kernel for its type; xq / xs (ldq, ldxs) are the
+ * integer kernels' quantized rows of x and are ignored for the float types. */
 static inline void eg_gemm_panels(const eg_kernels *k, const float *x, int64_t ldx, const int16_t *xq, int64_t ldq,
-                                  const float *xs, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1, float *y,
-                                  int64_t ldy) {
+                                  const float *xs, int64_t ldxs, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
+                                  float *y, int64_t ldy) {
     if (w->type == EG_W_F32) k->gemm(x, ldx, m, w, p0, p1, y, ldy);
     else if (w->type == EG_W_BF16) k->gemm_bf16(x, ldx, m, w, p0, p1, y, ldy);
-    else k->gemm_i8(xq, ldq, xs, m, w, p0, p1, y, ldy);
+    else if (w->type == EG_W_I8) k->gemm_i8(xq, ldq, xs, m, w, p0, p1, y, ldy);
+    else k->gemm_q(xq, ldq, xs, ldxs, m, w, p0, p1, y, ldy);
 }
+
+/* Quantizes the m rows of x the way w's kernel reads them (nothing for float w);
+ * returns ldxs, the stride of xs. */
+int64_t eg_quantize_for(const eg_matrix *w, const float *x, int64_t ldx, int64_t m, int16_t *xq, int64_t ldq,
+                        float *xs);
 
 extern const eg_kernels eg_kernels_scalar;
 const eg_kernels *eg_kernels_for(eg_isa isa);
@@ -231,6 +271,7 @@ struct eg_model {
     float *rope_sin[2];        /* [max_positions, Hd/2]                          */
     eg_dense dense[EG_MAX_DENSE];
     int n_dense;
+    int has_int_weights;       /* some layer matrix is I8 / Q8_0 / Q4_0: scratch for quantized x */
     eg_tensor_set files;       /* mappings kept for the embedding table          */
     char dtype_name[8];
 };

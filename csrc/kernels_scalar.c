@@ -52,6 +52,38 @@ static void gemm_i8_scalar(const int16_t *xq, int64_t ldq, const float *xs, int6
     }
 }
 
+/* Weight (column j, input kk) of a Q8_0 / Q4_0 panel as its integer q. */
+static inline int32_t panel_q(const eg_matrix *w, const uint8_t *panel, int64_t kk, int64_t j) {
+    const int64_t kp = kk / 2, idx = j * 2 + (kk & 1);
+    if (w->type == EG_W_Q8_0) return ((const int8_t *)panel)[kp * EG_PANEL * 2 + idx];
+    const uint8_t byte = panel[(kp / 2) * EG_PANEL * 2 + idx];
+    return (int32_t)((kp & 1 ? byte >> 4 : byte & 0x0F)) - 8;
+}
+
+static void gemm_q_scalar(const int16_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
+                          const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
+    const int64_t k = w->k, nb = k / EG_QBLOCK;
+    const int64_t pbytes = w->type == EG_W_Q8_0 ? k * EG_PANEL : k / 2 * EG_PANEL;
+    for (int64_t p = p0; p < p1; p++) {
+        const uint8_t *panel = (const uint8_t *)w->data + p * pbytes;
+        int64_t cols = w->n - p * EG_PANEL;
+        if (cols > EG_PANEL) cols = EG_PANEL;
+        for (int64_t i = 0; i < m; i++) {
+            const int16_t *qi = xq + i * ldq;
+            for (int64_t j = 0; j < cols; j++) {
+                float acc = 0.0f;
+                for (int64_t b = 0; b < nb; b++) {
+                    int32_t isum = 0;
+                    for (int64_t kk = b * EG_QBLOCK; kk < (b + 1) * EG_QBLOCK; kk++)
+                        isum += (int32_t)qi[kk] * panel_q(w, panel, kk, j);
+                    acc = fmaf((float)isum, xs[i * ldxs + b] * w->scale[(p * nb + b) * EG_PANEL + j], acc);
+                }
+                y[i * ldy + p * EG_PANEL + j] = acc;
+            }
+        }
+    }
+}
+
 static void axpy_scalar(float a, const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
@@ -92,6 +124,7 @@ const eg_kernels eg_kernels_scalar = {
     .gemm = gemm_float_scalar, /* F32 and BF16 panels alike */
     .gemm_bf16 = gemm_float_scalar,
     .gemm_i8 = gemm_i8_scalar,
+    .gemm_q = gemm_q_scalar,
     .axpy = axpy_scalar,
     .scale = scale_scalar,
     .gelu_gate = gelu_gate_scalar,

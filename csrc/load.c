@@ -265,9 +265,11 @@ static eg_status build_rope(eg_model *m, char *err, size_t errlen) {
     return EG_OK;
 }
 
-static const char *const weights_names[EG_WEIGHTS_COUNT] = {"float32", "bfloat16", "int8"};
+static const char *const weights_names[EG_WEIGHTS_COUNT] = {"float32", "bfloat16", "int8", "q8_0", "q4_0"};
 
-const char *eg_weights_name(eg_weights w) { return w >= 0 && w < EG_WEIGHTS_COUNT ? weights_names[w] : "?"; }
+const char *eg_weights_name(eg_weights w) {
+    return w == EG_WEIGHTS_AUTO ? "auto" : w >= 0 && w < EG_WEIGHTS_COUNT ? weights_names[w] : "?";
+}
 
 eg_status eg_model_load(const char *dir, const eg_load_opts *opts, eg_model **out, char *err, size_t errlen) {
     *out = NULL;

@@ -48,7 +48,8 @@ static int weights_from_name(const char *arg, const char *name, eg_weights *out)
             *out = (eg_weights)i;
             return 1;
         }
-    PyErr_Format(PyExc_ValueError, "unknown %s '%.40s': use 'float32', 'bfloat16' or 'int8'", arg, name);
+    PyErr_Format(PyExc_ValueError, "unknown %s '%.40s': use 'float32', 'bfloat16', 'int8', 'q8_0' or 'q4_0'", arg,
+                 name);
     return 0;
 }
 

@@ -26,20 +26,21 @@ eg_status eg_test_gemm(eg_isa isa, eg_weights weights, const float *x, int64_t l
     const int64_t ldq = (k + 1) & ~(int64_t)1;
     int16_t *xq = NULL;
     float *xs = NULL;
-    if (type == EG_W_I8) {
+    const int64_t ldxs = type == EG_W_I8 ? 1 : k / EG_QBLOCK;
+    if (eg_wtype_is_int(type)) {
         xq = malloc((size_t)((m ? m : 1) * ldq) * sizeof *xq);
-        xs = malloc((size_t)(m ? m : 1) * sizeof *xs);
+        xs = malloc((size_t)((m ? m : 1) * ldxs) * sizeof *xs);
         if (!xq || !xs) {
             free(xq);
             free(xs);
             eg_matrix_free(&mat);
             return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
         }
-        eg_quantize_rows(x, ldx, m, k, eg_act_qmax(k), xq, ldq, xs);
+        eg_quantize_for(&mat, x, ldx, m, xq, ldq, xs);
     }
     /* two panel ranges, as the threaded driver would split them */
     const int64_t ranges[3] = {0, mat.n_panels / 2, mat.n_panels};
-    for (int i = 0; i < 2; i++) eg_gemm_panels(kt, x, ldx, xq, ldq, xs, m, &mat, ranges[i], ranges[i + 1], y, ldy);
+    for (int i = 0; i < 2; i++) eg_gemm_panels(kt, x, ldx, xq, ldq, xs, ldxs, m, &mat, ranges[i], ranges[i + 1], y, ldy);
     free(xq);
     free(xs);
     eg_matrix_free(&mat);

@@ -199,6 +199,91 @@ def test_int8_and_bf16_twins_agree():
     assert np.all(np.abs(out["avx2", "bfloat16"] - out["scalar", "bfloat16"]) <= 2 * _bound(x, wr))
 
 
+# ---------------------------------------------------------------- ggml Q8_0 / Q4_0 blocks
+
+
+def _ggml_blocks(w: np.ndarray, qtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """Weights through the llama.cpp project's own quantizer (the gguf package): q [n, k] int, d [n, k/32]."""
+    gguf = pytest.importorskip("gguf")
+    t = getattr(gguf.GGMLQuantizationType, qtype)
+    raw = gguf.quants.quantize(np.ascontiguousarray(w, dtype=np.float32), t).reshape(-1)
+    n, k = w.shape
+    if qtype == "Q8_0":
+        blk = raw.reshape(n * k // 32, 34)
+        d = blk[:, :2].copy().view(np.float16).astype(np.float32).reshape(n, k // 32)
+        q = blk[:, 2:].copy().view(np.int8).astype(np.int64).reshape(n, k)
+    else:
+        blk = raw.reshape(n * k // 32, 18)
+        d = blk[:, :2].copy().view(np.float16).astype(np.float32).reshape(n, k // 32)
+        nib = blk[:, 2:]
+        q = (np.concatenate([nib & 0x0F, nib >> 4], axis=1).astype(np.int64) - 8).reshape(n, k)
+    # and the gguf package's own dequantization agrees with this reading
+    deq = gguf.quants.dequantize(raw, t).reshape(n, k)
+    np.testing.assert_array_equal(deq, (q.reshape(n, -1, 32) * d[:, :, None]).reshape(n, k).astype(np.float32))
+    return q, d
+
+
+def _block_reference(x: np.ndarray, q: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The block kernels' specification: activations per 32 to int16 (|q| <= 32767), exact int32
+    block sums, each block folded in as float32 (isum * (sx * d)), accumulated in float64 here."""
+    f32 = np.float32
+    m, k = x.shape
+    xb = x.reshape(m, k // 32, 32)
+    amax = np.abs(xb).max(2).astype(f32)
+    inv = np.where(amax > 0, f32(32767) / np.where(amax > 0, amax, f32(1)), f32(0)).astype(f32)
+    qx = np.rint(xb * inv[:, :, None]).astype(np.int64)
+    sx = (amax / f32(32767)).astype(f32)
+    isum = np.einsum("mbk,nbk->mnb", qx, q.reshape(q.shape[0], k // 32, 32))
+    assert np.abs(isum).max(initial=0) < 2**28
+    scale = (sx[:, None, :] * d[None, :, :]).astype(f32)
+    return (isum.astype(f32).astype(np.float64) * scale.astype(np.float64)).sum(2)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0"])
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 13])
+@pytest.mark.parametrize("n,k", [(1, 32), (15, 64), (17, 96), (48, 256), (33, 1152)])
+def test_block_gemm_matches_ggml_blocks(isa, qtype, m, n, k):
+    rng = np.random.default_rng(m * 13 + n * 7 + k)
+    x = _strided(rng, m, k, pad=1)
+    x[0, 3] = 300.0  # an outlier: it only costs precision inside its own block
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    if n > 2:
+        w[2] = 0.0
+    y = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 2 : 2 + n]
+    _core._test_gemm(isa, x, w, y, qtype.lower())
+    q, d = _ggml_blocks(w, qtype)
+    ref = _block_reference(np.ascontiguousarray(x), q, d)
+    nb = k // 32
+    tol = (nb + 2) * EPS * np.abs(ref).max(initial=0) + 1e-30
+    assert np.all(np.abs(y - ref) <= tol)
+    assert np.isnan(y.base[:, :2]).all() and np.isnan(y.base[:, 2 + n :]).all()
+    # the weights are ggml's blocks exactly, so the result is that of the dequantized matrix
+    wq = (q.reshape(n, nb, 32) * d[:, :, None]).reshape(n, k)
+    exact = x.astype(np.float64) @ wq.T
+    assert np.all(np.abs(y - exact) <= 1e-4 * np.abs(x).max() * np.abs(wq).sum(1)[None, :] + 1e-30)
+
+
+def test_block_twins_agree_bitwise():
+    if "avx2" not in ISAS:
+        pytest.skip("no AVX2 on this machine")
+    rng = np.random.default_rng(9)
+    x = _strided(rng, 31, 800, pad=3)
+    w = rng.standard_normal((45, 800)).astype(np.float32)
+    for wt in ("q8_0", "q4_0"):
+        out = {}
+        for isa in ("scalar", "avx2"):
+            out[isa] = np.zeros((31, 45), dtype=np.float32)
+            _core._test_gemm(isa, x, w, out[isa], wt)
+        np.testing.assert_array_equal(out["avx2"], out["scalar"])
+
+
+def test_block_types_need_whole_blocks():
+    x = np.zeros((1, 40), np.float32)
+    with pytest.raises(Exception, match="multiple of 32"):
+        _core._test_gemm("scalar", x, x, np.zeros((1, 1), np.float32), "q8_0")
+
+
 def test_unknown_weights_mode_is_refused():
     x = np.zeros((1, 4), np.float32)
     with pytest.raises(ValueError, match="unknown weights"):
