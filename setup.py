@@ -23,6 +23,7 @@ SOURCES = [
     "csrc/util.c",
     "csrc/pack.c",
     "csrc/safetensors.c",
+    "csrc/gguf.c",
     "csrc/config.c",
     "csrc/load.c",
     "csrc/encode.c",

@@ -11,7 +11,6 @@
 #include "internal.h"
 
 /* RoPE tables cover at most this many positions (EmbeddingGemma uses 2048). */
-#define EG_MAX_POSITIONS 32768
 
 static char *join(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);

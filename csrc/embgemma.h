@@ -52,6 +52,12 @@ typedef struct {
     const char *isa;          /* NULL or "" (auto; EMBGEMMA_ISA applies), "scalar", "avx2" */
     eg_weights mlp_weights;   /* gate/up and down projections (60% of the weights) */
     eg_weights attn_weights;  /* q/k/v and o projections                           */
+    /* GGUF only. A GGUF without the Dense tensors cannot give the model's
+     * embeddings: take them from this sentence-transformers folder (its
+     * modules.json and Dense modules), or set no_dense to return the
+     * un-projected pooled vector knowingly. */
+    const char *dense_from;
+    int no_dense;
 } eg_load_opts;
 
 typedef struct eg_model eg_model;
@@ -72,14 +78,17 @@ typedef struct {
     int64_t out_dim;           /* width of the final embedding (768)             */
     int normalize;             /* 1 when modules.json ends with Normalize        */
     eg_isa isa;                /* kernels this model runs on                     */
-    const char *weight_dtype;  /* as stored in the files: "F32", "BF16", "F16" or "mixed" */
+    const char *weight_dtype;  /* as stored in the files: "F32", "BF16", "F16", "Q8_0", "Q4_0" or "mixed" */
+    const char *format;        /* "sentence-transformers" or "gguf"               */
     eg_weights mlp_weights;    /* as held in memory and multiplied               */
     eg_weights attn_weights;
     int64_t weight_bytes;      /* memory held by the packed layer and Dense matrices */
 } eg_model_info;
 
-/* Load a model folder; opts may be NULL (automatic ISA, float32). On failure
- * *out is NULL and err holds a message naming the file and the problem. */
+/* Load a model: a sentence-transformers folder, or a GGUF file (llama.cpp's
+ * gemma-embedding layout or Ollama's gemma3 embedding layout). opts may be
+ * NULL (automatic ISA, float32). On failure *out is NULL and err holds a
+ * message naming the file and the problem. */
 eg_status eg_model_load(const char *dir, const eg_load_opts *opts, eg_model **out, char *err, size_t errlen);
 const char *eg_weights_name(eg_weights w); /* "float32", "bfloat16", "int8", "q8_0", "q4_0", "auto" */
 void eg_model_free(eg_model *m);
@@ -104,6 +113,26 @@ eg_status eg_encode(const eg_model *m, const int32_t *ids, const int64_t *offset
  * ceiling benchmarks compare the GEMMs against. */
 double eg_fma_peak(int n_threads, double seconds);
 
+/* GGUF inspection (tokenizers built from a GGUF's metadata, tools). The file
+ * is mapped and fully validated by eg_gguf_open. Metadata values are read
+ * through eg_gguf_meta: for a scalar, *n == 1; strings come back as pointers
+ * into the file with their lengths (no NUL). */
+typedef struct eg_gguf eg_gguf;
+eg_status eg_gguf_open(const char *path, eg_gguf **out, char *err, size_t errlen);
+void eg_gguf_close(eg_gguf *g);
+int64_t eg_gguf_meta_count(const eg_gguf *g);
+/* Entry i: key, value type (0..12 as in the GGUF spec), element type of an array, element count. */
+void eg_gguf_meta(const eg_gguf *g, int64_t i, const char **key, int *type, int *arr_type, uint64_t *n);
+/* Element j of entry i as a number (integer and bool types; floats through eg_gguf_meta_float). */
+int64_t eg_gguf_meta_int(const eg_gguf *g, int64_t i, uint64_t j);
+double eg_gguf_meta_float(const eg_gguf *g, int64_t i, uint64_t j);
+/* All strings of entry i (a string or an array of strings): n pointers and lengths. */
+void eg_gguf_meta_strings(const eg_gguf *g, int64_t i, const char **ptrs, uint64_t *lens);
+int64_t eg_gguf_tensor_count(const eg_gguf *g);
+/* Tensor i: name, ggml type name ("Q8_0"), dimensions in PyTorch order. */
+void eg_gguf_tensor(const eg_gguf *g, int64_t i, const char **name, const char **type, int *ndim, int64_t shape[4]);
+const char *eg_gguf_type_name(int type); /* "uint32", "string", ... */
+
 /* Build facts: which ISAs were compiled in and which this CPU can run. */
 const char *eg_isa_name(eg_isa isa);
 int eg_isa_compiled(eg_isa isa);
@@ -119,6 +148,8 @@ int eg_default_threads(void);
  * op 4 -> y = exp(y - a) (0 where y is -inf), *result = sum(y). */
 eg_status eg_test_gemm(eg_isa isa, eg_weights weights, const float *x, int64_t ldx, int64_t m, const float *w, int64_t n, int64_t k,
                        float *y, int64_t ldy, char *err, size_t errlen);
+/* eg_test_parse: the "safetensors" header or "gguf" parser on bytes in memory (fuzzing). */
+eg_status eg_test_parse(const char *kind, const void *buf, size_t size, char *err, size_t errlen);
 eg_status eg_test_vec(eg_isa isa, int op, float a, const float *x, float *y, int64_t n, float *result, char *err,
                       size_t errlen);
 

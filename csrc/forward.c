@@ -233,18 +233,8 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t t = 0; t < T; t++) {
         float *xt = sc.x + t * D;
-        const size_t esz = md->embed_dtype == EG_F32 ? 4 : 2;
-        const uint8_t *row = md->embed + (size_t)ids[t] * (size_t)D * esz;
-        for (int64_t i = 0; i < D; i++) {
-            float v;
-            if (md->embed_dtype == EG_F32) memcpy(&v, row + 4 * i, 4);
-            else {
-                uint16_t h;
-                memcpy(&h, row + 2 * i, 2);
-                v = md->embed_dtype == EG_BF16 ? eg_bf16_to_f32(h) : eg_f16_to_f32(h);
-            }
-            xt[i] = v * md->embed_scale;
-        }
+        eg_row_to_f32(md->embed_dtype, md->embed + (size_t)ids[t] * (size_t)md->embed_row_bytes, D, xt);
+        for (int64_t i = 0; i < D; i++) xt[i] *= md->embed_scale;
     }
 
     /* attention tasks: (sequence, query tile, kv head) */

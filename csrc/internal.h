@@ -16,6 +16,7 @@
 
 #define EG_ERRLEN 512
 #define EG_PANEL 16 /* output columns per packed weight panel (GEMM micro-kernel width) */
+#define EG_MAX_POSITIONS 32768 /* RoPE tables are built for at most this many positions */
 
 /* ---------------------------------------------------------------- errors */
 
@@ -70,7 +71,7 @@ eg_status eg_read_json(const char *path, json_doc **out, char *err, size_t errle
 
 /* ---------------------------------------------------------------- safetensors */
 
-typedef enum { EG_F32 = 0, EG_F16, EG_BF16, EG_DTYPE_OTHER } eg_dtype;
+typedef enum { EG_F32 = 0, EG_F16, EG_BF16, EG_Q8_0, EG_Q4_0, EG_DTYPE_OTHER } eg_dtype;
 
 typedef struct {
     char *name;
@@ -103,6 +104,47 @@ eg_tensor *eg_st_find(eg_tensor_set *set, const char *name);
 /* Drops the resident pages wholly inside t's data (after it has been copied). */
 void eg_st_release(const eg_tensor *t);
 void eg_st_free(eg_tensor_set *set);
+
+/* ---------------------------------------------------------------- GGUF */
+
+/* GGUF metadata value types (the format's numbering). */
+enum {
+    EG_GGUF_UINT8 = 0, EG_GGUF_INT8, EG_GGUF_UINT16, EG_GGUF_INT16, EG_GGUF_UINT32, EG_GGUF_INT32,
+    EG_GGUF_FLOAT32, EG_GGUF_BOOL, EG_GGUF_STRING, EG_GGUF_ARRAY, EG_GGUF_UINT64, EG_GGUF_INT64,
+    EG_GGUF_FLOAT64, EG_GGUF_TYPE_COUNT
+};
+
+typedef struct {
+    char *key;                 /* NUL-terminated copy                            */
+    uint32_t type;             /* EG_GGUF_*                                      */
+    uint32_t arr_type;         /* element type of an array                       */
+    uint64_t n;                /* elements of an array, else 1                   */
+    const uint8_t *data;       /* the value (an array's first element) in the buffer; strings are
+                                  a u64 length then the bytes                    */
+    uint64_t nbytes;
+} eg_gguf_kv;
+
+struct eg_gguf {
+    uint32_t version;
+    eg_gguf_kv *kv;            /* [n_kv] in file order                           */
+    int64_t n_kv;
+    uint64_t alignment;
+    eg_tensor_set tensors;     /* shapes in PyTorch order (ggml's ne reversed); owns the mapping */
+    const char *path;
+};
+
+/* Validates a GGUF held in memory (also the fuzzing entry point); g borrows buf. */
+eg_status eg_gguf_parse(const uint8_t *buf, size_t size, const char *path, eg_gguf *g, char *err, size_t errlen);
+void eg_gguf_clear(eg_gguf *g); /* frees what eg_gguf_parse allocated */
+const eg_gguf_kv *eg_gguf_find(const eg_gguf *g, const char *key);
+/* Typed getters: 1 found, 0 missing, -1 present with another type. */
+int eg_gguf_get_int(const eg_gguf *g, const char *key, int64_t *out);
+int eg_gguf_get_float(const eg_gguf *g, const char *key, double *out);
+int eg_gguf_get_bool(const eg_gguf *g, const char *key, int *out);
+int eg_gguf_get_str(const eg_gguf *g, const char *key, char *buf, size_t size);
+int eg_is_gguf(const char *path); /* a regular file starting with "GGUF" */
+/* The architecture a GGUF's metadata describes (load.c), exposed for the parser fuzz hook. */
+eg_status eg_test_gguf_config(const eg_gguf *g, eg_config *cfg, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- weights */
 
@@ -263,6 +305,7 @@ struct eg_model {
     /* token embedding: rows are read straight from the mapped file */
     const uint8_t *embed;      /* [vocab, D] in embed_dtype, inside a mapping    */
     eg_dtype embed_dtype;
+    int64_t embed_row_bytes;   /* bytes of one row in embed_dtype                */
     float embed_scale;         /* (float)sqrt(D)                                 */
 
     eg_layer *layers;          /* [n_layers]                                     */
@@ -281,6 +324,13 @@ struct eg_model {
 eg_status eg_forward(const eg_model *m, const int32_t *ids, const int64_t *offsets, int64_t n_seqs,
                      const eg_encode_opts *opts, float *out, int64_t out_stride, const int64_t *rows,
                      char *err, size_t errlen);
+
+/* Rows of file tensors (pack.c): bytes of k elements of a dtype (k % 32 == 0
+ * for Q8_0 / Q4_0), the row as float32 (exact), and a Q8_0 / Q4_0 row as its
+ * integers q [k] and block scales d [k/32]. */
+int64_t eg_row_bytes(eg_dtype dt, int64_t k);
+void eg_row_to_f32(eg_dtype dt, const uint8_t *src, int64_t k, float *dst);
+void eg_row_blocks(eg_dtype dt, const uint8_t *src, int64_t k, int8_t *q, float *d);
 
 /* bf16 / f16 -> f32 conversions (exact) */
 float eg_bf16_to_f32(uint16_t h);

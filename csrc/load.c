@@ -1,7 +1,9 @@
-/* load.c - builds an eg_model from a sentence-transformers folder.
+/* load.c - builds an eg_model from a sentence-transformers folder or a GGUF file.
  *
- * Order: modules.json (pipeline) -> config.json (architecture) -> backbone
- * safetensors (one file or shards) -> Dense modules. Every tensor is checked
+ * Folder: modules.json (pipeline) -> config.json (architecture) -> backbone
+ * safetensors (one file or shards) -> Dense modules. GGUF: metadata
+ * (architecture) -> tensors under llama.cpp's names -> Dense tensors (or a
+ * folder's Dense modules, dense_from). Every tensor is checked
  * for name, dtype and shape before it is read; every tensor in the files must
  * be used (an unknown one means a model we would run wrongly). Matrices are
  * converted to the chosen weights mode and packed into GEMM panels; the token embedding stays
@@ -25,21 +27,37 @@ static void *aligned_calloc(size_t bytes) {
 
 /* Converts row `row` of a 2-D (or 1-D when row == 0) tensor with `k` columns to float32. */
 static void tensor_row_f32(const eg_tensor *t, int64_t row, int64_t k, float *dst) {
-    if (t->dtype == EG_F32) {
-        memcpy(dst, t->data + (size_t)row * (size_t)k * 4, (size_t)k * 4);
-        return;
-    }
-    const uint8_t *src = t->data + (size_t)row * (size_t)k * 2;
-    for (int64_t i = 0; i < k; i++) {
-        uint16_t h;
-        memcpy(&h, src + 2 * i, 2);
-        dst[i] = t->dtype == EG_BF16 ? eg_bf16_to_f32(h) : eg_f16_to_f32(h);
-    }
+    eg_row_to_f32(t->dtype, t->data + (size_t)row * (size_t)eg_row_bytes(t->dtype, k), k, dst);
 }
+
+/* Tensor roles of one decoder layer, and their names in each format. */
+enum { R_ATTN_NORM, R_Q, R_K, R_V, R_Q_NORM, R_K_NORM, R_O, R_POST_ATTN_NORM, R_PRE_FFN_NORM, R_GATE, R_UP, R_DOWN,
+       R_POST_FFN_NORM, R_COUNT };
+
+static const char *const st_layer_names[R_COUNT] = {
+    "layers.%lld.input_layernorm.weight",  "layers.%lld.self_attn.q_proj.weight",
+    "layers.%lld.self_attn.k_proj.weight", "layers.%lld.self_attn.v_proj.weight",
+    "layers.%lld.self_attn.q_norm.weight", "layers.%lld.self_attn.k_norm.weight",
+    "layers.%lld.self_attn.o_proj.weight", "layers.%lld.post_attention_layernorm.weight",
+    "layers.%lld.pre_feedforward_layernorm.weight", "layers.%lld.mlp.gate_proj.weight",
+    "layers.%lld.mlp.up_proj.weight",      "layers.%lld.mlp.down_proj.weight",
+    "layers.%lld.post_feedforward_layernorm.weight",
+};
+
+/* llama.cpp's names (convert_hf_to_gguf.py), also what Ollama writes */
+static const char *const gguf_layer_names[R_COUNT] = {
+    "blk.%lld.attn_norm.weight",   "blk.%lld.attn_q.weight",      "blk.%lld.attn_k.weight",
+    "blk.%lld.attn_v.weight",      "blk.%lld.attn_q_norm.weight", "blk.%lld.attn_k_norm.weight",
+    "blk.%lld.attn_output.weight", "blk.%lld.post_attention_norm.weight", "blk.%lld.ffn_norm.weight",
+    "blk.%lld.ffn_gate.weight",    "blk.%lld.ffn_up.weight",      "blk.%lld.ffn_down.weight",
+    "blk.%lld.post_ffw_norm.weight",
+};
 
 typedef struct {
     eg_tensor_set *set;
     const char *prefix; /* "" or "model." as found in the file */
+    const char *const *layer_names;
+    int norm_stored_plus_one; /* GGUF norms hold 1 + w already */
     char *err;
     size_t errlen;
     int dtype_mask;     /* bit per eg_dtype seen */
@@ -56,8 +74,12 @@ static eg_status find_tensor(finder *f, const char *name, int ndim, int64_t d0, 
                        f->set->n_maps ? f->set->map_paths[0] : "?");
     if (t->dtype == EG_DTYPE_OTHER)
         return eg_fail(f->err, f->errlen, EG_ERR_UNSUPPORTED,
-                       "%s: tensor \"%s\" has dtype %s; embgemma reads F32, BF16 and F16 safetensors", t->file, full,
-                       t->dtype_name);
+                       "%s: tensor \"%s\" has type %s; embgemma reads F32, F16 and BF16 (and, in GGUF files, Q8_0 "
+                       "and Q4_0) tensors%s",
+                       t->file, full, t->dtype_name,
+                       f->norm_stored_plus_one ? ": convert the model again with llama.cpp's convert_hf_to_gguf.py "
+                                                 "--outtype f32/f16/bf16/q8_0, or llama-quantize --pure ... Q4_0 / Q8_0"
+                                                 : "");
     int ok = t->ndim == ndim && t->shape[0] == d0 && (ndim == 1 || t->shape[1] == d1);
     if (!ok) {
         char got[96] = "";
@@ -85,7 +107,8 @@ static eg_status load_norm(finder *f, const char *name, int64_t n, float **out) 
     float *g = aligned_calloc((size_t)n * sizeof(float));
     if (!g) return eg_fail(f->err, f->errlen, EG_ERR_NOMEM, "out of memory loading %s", name);
     tensor_row_f32(t, 0, n, g);
-    for (int64_t i = 0; i < n; i++) g[i] = 1.0f + g[i];
+    if (!f->norm_stored_plus_one)
+        for (int64_t i = 0; i < n; i++) g[i] = 1.0f + g[i];
     *out = g;
     return EG_OK;
 }
@@ -95,18 +118,41 @@ static eg_status load_norm(finder *f, const char *name, int64_t n, float **out) 
  * read-only private mapping refaults them from the file if ever touched again). */
 static eg_status pack_rows(eg_matrix *m, int64_t row0, const eg_tensor *t, char *err, size_t errlen) {
     const int64_t k = m->k, rows = t->shape[0];
-    float *buf = malloc((size_t)k * sizeof(float));
+    /* ggml blocks go in as they are: a Q4_0 block is also an exact Q8_0 block */
+    const int blocks = (m->type == EG_W_Q8_0 && (t->dtype == EG_Q8_0 || t->dtype == EG_Q4_0)) ||
+                       (m->type == EG_W_Q4_0 && t->dtype == EG_Q4_0);
+    float *buf = malloc((size_t)k * sizeof(float) + (size_t)k + (size_t)(k / EG_QBLOCK + 1) * sizeof(float));
     if (!buf) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+    int8_t *q = (int8_t *)(buf + k);
+    float *d = (float *)(q + k + (4 - k % 4) % 4);
     for (int64_t r = 0; r < rows; r++) {
-        tensor_row_f32(t, r, k, buf);
-        eg_matrix_pack_row(m, row0 + r, buf);
+        const uint8_t *src = t->data + (size_t)r * (size_t)eg_row_bytes(t->dtype, k);
+        if (blocks) {
+            eg_row_blocks(t->dtype, src, k, q, d);
+            eg_matrix_pack_row_q(m, row0 + r, q, d);
+        } else {
+            eg_row_to_f32(t->dtype, src, k, buf);
+            eg_matrix_pack_row(m, row0 + r, buf);
+        }
     }
     free(buf);
     eg_st_release(t);
     return EG_OK;
 }
 
-/* Loads the matrices `names` (each [rows_i, k]) stacked into one packed matrix. */
+/* The weights type that holds tensors t exactly ("as stored"): F32 / F16 as
+ * F32, BF16 as BF16, ggml blocks as themselves (Q4_0 with Q8_0: Q8_0). */
+static eg_wtype auto_type(eg_tensor *const *t, int count) {
+    int mask = 0;
+    for (int i = 0; i < count; i++) mask |= 1 << t[i]->dtype;
+    if (mask == 1 << EG_BF16) return EG_W_BF16;
+    if (mask == 1 << EG_Q8_0 || mask == ((1 << EG_Q8_0) | (1 << EG_Q4_0))) return EG_W_Q8_0;
+    if (mask == 1 << EG_Q4_0) return EG_W_Q4_0;
+    return EG_W_F32;
+}
+
+/* Loads the matrices `names` (each [rows_i, k]) stacked into one packed matrix;
+ * type (eg_wtype)-1 means as stored (auto_type). */
 static eg_status load_stacked(finder *f, eg_matrix *m, int count, const char *const *names, const int64_t *rows,
                               int64_t k, eg_wtype type) {
     eg_tensor *t[4];
@@ -116,6 +162,7 @@ static eg_status load_stacked(finder *f, eg_matrix *m, int count, const char *co
         if (s) return s;
         total += rows[i];
     }
+    if (type == (eg_wtype)-1) type = auto_type(t, count);
     eg_status s = eg_matrix_alloc(m, total, k, type, f->err, f->errlen);
     for (int i = 0, row0 = 0; i < count && s == EG_OK; row0 += (int)rows[i], i++)
         s = pack_rows(m, row0, t[i], f->err, f->errlen);
@@ -123,34 +170,26 @@ static eg_status load_stacked(finder *f, eg_matrix *m, int count, const char *co
 }
 
 static eg_status load_layer(finder *f, const eg_config *c, int64_t l, eg_wtype wa, eg_wtype wm, eg_layer *L) {
-    char n[8][128];
+    char n[R_COUNT][128];
     const int64_t D = c->hidden, Hd = c->head_dim, QD = c->n_heads * Hd, KD = c->n_kv_heads * Hd, I = c->intermediate;
-    const char *parts[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"};
-    for (int i = 0; i < 5; i++) snprintf(n[i], sizeof n[i], "layers.%lld.%s.weight", (long long)l, parts[i]);
+    for (int r = 0; r < R_COUNT; r++) snprintf(n[r], sizeof n[r], f->layer_names[r], (long long)l);
     eg_status s;
-    char nm[128];
-#define NORM(field, part, width)                                                  \
-    snprintf(nm, sizeof nm, "layers.%lld.%s.weight", (long long)l, part);         \
-    if ((s = load_norm(f, nm, width, &L->field))) return s;
-    NORM(attn_norm, "input_layernorm", D)
-    NORM(q_norm, "self_attn.q_norm", Hd)
-    NORM(k_norm, "self_attn.k_norm", Hd)
-    NORM(post_attn_norm, "post_attention_layernorm", D)
-    NORM(pre_ffn_norm, "pre_feedforward_layernorm", D)
-    NORM(post_ffn_norm, "post_feedforward_layernorm", D)
-#undef NORM
-    const char *qkv[] = {n[0], n[1], n[2]};
+    if ((s = load_norm(f, n[R_ATTN_NORM], D, &L->attn_norm)) || (s = load_norm(f, n[R_Q_NORM], Hd, &L->q_norm)) ||
+        (s = load_norm(f, n[R_K_NORM], Hd, &L->k_norm)) ||
+        (s = load_norm(f, n[R_POST_ATTN_NORM], D, &L->post_attn_norm)) ||
+        (s = load_norm(f, n[R_PRE_FFN_NORM], D, &L->pre_ffn_norm)) ||
+        (s = load_norm(f, n[R_POST_FFN_NORM], D, &L->post_ffn_norm)))
+        return s;
+    const char *qkv[] = {n[R_Q], n[R_K], n[R_V]};
     const int64_t qkv_rows[] = {QD, KD, KD};
     if ((s = load_stacked(f, &L->qkv, 3, qkv, qkv_rows, D, wa))) return s;
-    const char *gu[] = {n[3], n[4]};
+    const char *gu[] = {n[R_GATE], n[R_UP]};
     const int64_t gu_rows[] = {I, I};
     if ((s = load_stacked(f, &L->gate_up, 2, gu, gu_rows, D, wm))) return s;
-    snprintf(nm, sizeof nm, "layers.%lld.self_attn.o_proj.weight", (long long)l);
-    const char *o[] = {nm};
+    const char *o[] = {n[R_O]};
     const int64_t o_rows[] = {D};
     if ((s = load_stacked(f, &L->o, 1, o, o_rows, QD, wa))) return s;
-    snprintf(nm, sizeof nm, "layers.%lld.mlp.down_proj.weight", (long long)l);
-    const char *dn[] = {nm};
+    const char *dn[] = {n[R_DOWN]};
     if ((s = load_stacked(f, &L->down, 1, dn, o_rows, I, wm))) return s;
     L->is_global = c->layer_is_global[l];
     return EG_OK;
@@ -224,7 +263,7 @@ static eg_status load_dense(eg_model *m, const eg_pipeline *pl, int i, int64_t i
                        pl->dense_dir[i], (long long)pl->dense_in[i], (long long)in);
     eg_tensor_set set = {0};
     eg_status s = eg_st_open(path, &set, err, errlen);
-    finder f = {&set, "", err, errlen, 0};
+    finder f = {&set, "", st_layer_names, 0, err, errlen, 0};
     eg_tensor *w = NULL, *b = NULL;
     if (s == EG_OK) s = find_tensor(&f, "linear.weight", 2, pl->dense_out[i], in, &w);
     if (s == EG_OK && pl->dense_bias[i]) s = find_tensor(&f, "linear.bias", 1, pl->dense_out[i], 0, &b);
@@ -271,73 +310,57 @@ const char *eg_weights_name(eg_weights w) {
     return w == EG_WEIGHTS_AUTO ? "auto" : w >= 0 && w < EG_WEIGHTS_COUNT ? weights_names[w] : "?";
 }
 
-eg_status eg_model_load(const char *dir, const eg_load_opts *opts, eg_model **out, char *err, size_t errlen) {
-    *out = NULL;
-    const eg_load_opts defaults = {NULL, EG_WEIGHTS_F32, EG_WEIGHTS_F32};
-    if (!opts) opts = &defaults;
-    if (!dir || !*dir) return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "empty model path");
-    if (opts->mlp_weights < 0 || opts->mlp_weights >= EG_WEIGHTS_COUNT || opts->attn_weights < 0 ||
-        opts->attn_weights >= EG_WEIGHTS_COUNT)
-        return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "unknown weights mode %d / %d", (int)opts->mlp_weights,
-                       (int)opts->attn_weights);
-    const eg_wtype wm = eg_wtype_of(opts->mlp_weights), wa = eg_wtype_of(opts->attn_weights);
-    eg_model *m = calloc(1, sizeof *m);
-    if (!m) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
-    eg_pipeline pl;
-    eg_status s;
-    eg_isa isa;
-    if ((s = eg_isa_choose(opts->isa, &isa, err, errlen))) {
-        free(m);
-        return s;
-    }
-    m->k = eg_kernels_for(isa);
-    if ((s = eg_pipeline_read(dir, &pl, err, errlen))) {
-        free(m);
-        return s;
-    }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", pl.transformer_dir);
-    if ((s = eg_config_read(path, &m->cfg, err, errlen))) goto fail;
-    const eg_config *c = &m->cfg;
-    if ((s = open_backbone(pl.transformer_dir, &m->files, err, errlen))) goto fail;
+static eg_wtype wtype_opt(eg_weights w) { return w == EG_WEIGHTS_AUTO ? (eg_wtype)-1 : eg_wtype_of(w); }
 
-    /* checkpoints saved from a wrapper carry a "model." prefix */
-    finder f = {&m->files, "", err, errlen, 0};
-    if (!eg_st_find(&m->files, "embed_tokens.weight") && eg_st_find(&m->files, "model.embed_tokens.weight"))
-        f.prefix = "model.";
+static eg_weights weights_of(eg_wtype t) {
+    switch (t) {
+    case EG_W_BF16: return EG_WEIGHTS_BF16;
+    case EG_W_I8: return EG_WEIGHTS_INT8;
+    case EG_W_Q8_0: return EG_WEIGHTS_Q8_0;
+    case EG_W_Q4_0: return EG_WEIGHTS_Q4_0;
+    default: return EG_WEIGHTS_F32;
+    }
+}
+
+/* The layers, the final norm and the token embedding of either format; every tensor must be used. */
+static eg_status load_backbone(eg_model *m, finder *f, const char *embed_name, const char *norm_name,
+                               const eg_load_opts *opts) {
+    const eg_config *c = &m->cfg;
     eg_tensor *emb;
-    if ((s = find_tensor(&f, "embed_tokens.weight", 2, c->vocab, c->hidden, &emb))) goto fail;
+    eg_status s;
+    if ((s = find_tensor(f, embed_name, 2, c->vocab, c->hidden, &emb))) return s;
     m->embed = emb->data;
     m->embed_dtype = emb->dtype;
+    m->embed_row_bytes = eg_row_bytes(emb->dtype, c->hidden);
     m->embed_scale = (float)sqrt((double)c->hidden);
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
-    if (!m->layers) {
-        s = eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
+    if (!m->layers) return eg_fail(f->err, f->errlen, EG_ERR_NOMEM, "out of memory");
+    const eg_wtype wm = wtype_opt(opts->mlp_weights), wa = wtype_opt(opts->attn_weights);
     for (int64_t l = 0; l < c->n_layers; l++)
-        if ((s = load_layer(&f, c, l, wa, wm, &m->layers[l]))) goto fail;
-    if ((s = load_norm(&f, "norm.weight", c->hidden, &m->final_norm))) goto fail;
-    for (int64_t j = 0; j < m->files.n; j++) {
-        eg_tensor *t = &m->files.tensors[j];
+        if ((s = load_layer(f, c, l, wa, wm, &m->layers[l]))) return s;
+    if ((s = load_norm(f, norm_name, c->hidden, &m->final_norm))) return s;
+    for (int64_t j = 0; j < f->set->n; j++) {
+        eg_tensor *t = &f->set->tensors[j];
         if (t->used || strcmp(t->name, "lm_head.weight") == 0) continue;
-        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
-                    "%s: unexpected tensor \"%.80s\": it is not part of the model config.json describes (%lld layers)",
-                    t->file, t->name, (long long)c->n_layers);
-        goto fail;
+        return eg_fail(f->err, f->errlen, EG_ERR_UNSUPPORTED,
+                       "%s: unexpected tensor \"%.80s\": it is not part of the model the %s describes (%lld layers)",
+                       t->file, t->name, f->norm_stored_plus_one ? "GGUF metadata" : "config.json",
+                       (long long)c->n_layers);
     }
+    return EG_OK;
+}
 
-    int64_t width = c->hidden;
-    for (int i = 0; i < pl.n_dense; i++) {
-        if ((s = load_dense(m, &pl, i, width, err, errlen))) goto fail;
-        width = pl.dense_out[i];
-    }
-    m->n_dense = pl.n_dense;
-    if ((s = build_rope(m, err, errlen))) goto fail;
-
-    int mask = f.dtype_mask;
-    snprintf(m->dtype_name, sizeof m->dtype_name, "%s",
-             mask == 1 << EG_F32 ? "F32" : mask == 1 << EG_BF16 ? "BF16" : mask == 1 << EG_F16 ? "F16" : "mixed");
+/* What every format shares once the weights are in: RoPE tables and the info block. */
+static eg_status finish(eg_model *m, const finder *f, eg_isa isa, int64_t width, int normalize, const char *format,
+                        char *err, size_t errlen) {
+    eg_status s = build_rope(m, err, errlen);
+    if (s) return s;
+    const eg_config *c = &m->cfg;
+    const int mask = f->dtype_mask;
+    const char *dn = "mixed";
+    for (int d = 0; d < EG_DTYPE_OTHER; d++)
+        if (mask == 1 << d) dn = (const char *[]){"F32", "F16", "BF16", "Q8_0", "Q4_0"}[d];
+    snprintf(m->dtype_name, sizeof m->dtype_name, "%s", dn);
     eg_model_info *in = &m->info;
     in->hidden = c->hidden;
     in->n_layers = c->n_layers;
@@ -349,31 +372,287 @@ eg_status eg_model_load(const char *dir, const eg_load_opts *opts, eg_model **ou
     in->max_positions = c->max_positions;
     in->sliding_window = c->sliding_window;
     in->window_radius = c->window_radius;
-    in->n_dense = pl.n_dense;
+    in->n_dense = m->n_dense;
     in->out_dim = width;
-    in->normalize = pl.normalize;
+    in->normalize = normalize;
     in->isa = isa;
     in->weight_dtype = m->dtype_name;
-    in->mlp_weights = opts->mlp_weights;
-    in->attn_weights = opts->attn_weights;
+    in->format = format;
+    /* as held in memory (the first layer speaks for all under "as stored") */
+    in->mlp_weights = weights_of(m->layers[0].gate_up.type);
+    in->attn_weights = weights_of(m->layers[0].qkv.type);
     for (int64_t l = 0; l < c->n_layers; l++) {
         const eg_layer *L = &m->layers[l];
         in->weight_bytes += eg_matrix_bytes(&L->qkv) + eg_matrix_bytes(&L->o) + eg_matrix_bytes(&L->gate_up) +
                             eg_matrix_bytes(&L->down);
+        m->has_int_weights |= eg_wtype_is_int(L->qkv.type) || eg_wtype_is_int(L->o.type) ||
+                              eg_wtype_is_int(L->gate_up.type) || eg_wtype_is_int(L->down.type);
     }
-    for (int i = 0; i < pl.n_dense; i++) in->weight_bytes += eg_matrix_bytes(&m->dense[i].w);
+    for (int i = 0; i < m->n_dense; i++) in->weight_bytes += eg_matrix_bytes(&m->dense[i].w);
+    return EG_OK;
+}
+
+static eg_status load_folder(eg_model *m, const char *dir, const eg_load_opts *opts, eg_isa isa, char *err,
+                             size_t errlen) {
+    eg_pipeline pl;
+    eg_status s;
+    if (opts->dense_from && *opts->dense_from)
+        return eg_fail(err, errlen, EG_ERR_INVALID_ARG,
+                       "dense_from applies to GGUF files only; %s is a sentence-transformers folder with its own "
+                       "modules.json",
+                       dir);
+    if ((s = eg_pipeline_read(dir, &pl, err, errlen))) return s;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", pl.transformer_dir);
+    if ((s = eg_config_read(path, &m->cfg, err, errlen))) goto done;
+    if ((s = open_backbone(pl.transformer_dir, &m->files, err, errlen))) goto done;
+    /* checkpoints saved from a wrapper carry a "model." prefix */
+    finder f = {&m->files, "", st_layer_names, 0, err, errlen, 0};
+    if (!eg_st_find(&m->files, "embed_tokens.weight") && eg_st_find(&m->files, "model.embed_tokens.weight"))
+        f.prefix = "model.";
+    if ((s = load_backbone(m, &f, "embed_tokens.weight", "norm.weight", opts))) goto done;
+    int64_t width = m->cfg.hidden;
+    for (int i = 0; i < pl.n_dense; i++) {
+        if ((s = load_dense(m, &pl, i, width, err, errlen))) goto done;
+        width = pl.dense_out[i];
+    }
+    m->n_dense = pl.n_dense;
+    s = finish(m, &f, isa, width, pl.normalize, "sentence-transformers", err, errlen);
+done:
     eg_pipeline_free(&pl);
+    return s;
+}
+
+/* ---------------------------------------------------------------- GGUF */
+
+/* Reads the architecture from GGUF metadata into cfg (what config.json says for a folder). */
+static eg_status gguf_config(const eg_gguf *g, eg_config *cfg, char *err, size_t errlen) {
+    memset(cfg, 0, sizeof *cfg);
+    char arch[64] = "", key[160];
+    const char *path = g->path;
+    if (eg_gguf_get_str(g, "general.architecture", arch, sizeof arch) != 1)
+        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: GGUF has no general.architecture string", path);
+    int causal = -1;
+#define KEY(k) (snprintf(key, sizeof key, "%s.%s", arch, k), key)
+    if (eg_gguf_get_bool(g, KEY("attention.causal"), &causal) < 0)
+        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %s must be a bool", path, key);
+    const int has_dense0 = eg_st_find((eg_tensor_set *)&g->tensors, "dense.0.weight") != NULL;
+    if (strcmp(arch, "gemma-embedding") == 0) {
+        if (causal == 1)
+            return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: %s is true, but EmbeddingGemma is bidirectional",
+                           path, key);
+    } else if (strcmp(arch, "gemma3") == 0) {
+        if (causal != 0 && !has_dense0)
+            return eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                           "%s: a \"gemma3\" GGUF without gemma3.attention.causal = false or Dense tensors is a "
+                           "causal Gemma 3 language model, not EmbeddingGemma",
+                           path);
+    } else {
+        return eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                       "%s: general.architecture is \"%.40s\"; embgemma runs EmbeddingGemma GGUFs "
+                       "(\"gemma-embedding\", or Ollama's \"gemma3\" embedding layout)",
+                       path, arch);
+    }
+    struct {
+        const char *k;
+        int64_t *dst, def, lo, hi;
+    } ints[] = {
+        {"embedding_length", &cfg->hidden, -1, 1, 1 << 16},
+        {"block_count", &cfg->n_layers, -1, 1, 1024},
+        {"feed_forward_length", &cfg->intermediate, -1, 1, 1 << 20},
+        {"attention.head_count", &cfg->n_heads, -1, 1, 1024},
+        {"attention.head_count_kv", &cfg->n_kv_heads, 0, 1, 1024},
+        {"attention.key_length", &cfg->head_dim, 0, 2, 4096},
+        {"context_length", &cfg->max_positions, 2048, 1, (int64_t)1 << 24},
+        {"attention.sliding_window", &cfg->sliding_window, 512, 1, (int64_t)1 << 24},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        int64_t v = ints[i].def;
+        int r = eg_gguf_get_int(g, KEY(ints[i].k), &v);
+        if (r < 0) return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %s must be an integer", path, key);
+        if (r == 0 && ints[i].def < 0)
+            return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: GGUF metadata lacks %s", path, key);
+        if (r == 1 && (v < ints[i].lo || v > ints[i].hi))
+            return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %s = %lld is out of range (%lld..%lld)", path, key,
+                           (long long)v, (long long)ints[i].lo, (long long)ints[i].hi);
+        *ints[i].dst = v;
+    }
+    if (cfg->n_kv_heads == 0) cfg->n_kv_heads = cfg->n_heads;
+    if (cfg->head_dim == 0) cfg->head_dim = cfg->hidden / cfg->n_heads;
+    int64_t vlen;
+    if (eg_gguf_get_int(g, KEY("attention.value_length"), &vlen) == 1 && vlen != cfg->head_dim)
+        return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: attention.value_length %lld differs from key_length %lld",
+                       path, (long long)vlen, (long long)cfg->head_dim);
+    if (cfg->n_heads % cfg->n_kv_heads != 0 || cfg->head_dim % 2 != 0)
+        return eg_fail(err, errlen, EG_ERR_BAD_FILE,
+                       "%s: head_count %lld must be a multiple of head_count_kv %lld and key_length %lld even", path,
+                       (long long)cfg->n_heads, (long long)cfg->n_kv_heads, (long long)cfg->head_dim);
+    int64_t pooling;
+    if (eg_gguf_get_int(g, KEY("pooling_type"), &pooling) == 1 && pooling != 1)
+        return eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                       "%s: pooling_type is %lld; EmbeddingGemma pools by the mean (1)", path, (long long)pooling);
+    double v;
+    cfg->rms_eps = 1e-6;
+    if (eg_gguf_get_float(g, KEY("attention.layer_norm_rms_epsilon"), &v) == 1) cfg->rms_eps = v;
+    /* RoPE: llama.cpp's keys, else older Ollama gemma3 ones, else llama.cpp's hard-coded values */
+    cfg->rope_base_global = 1000000.0;
+    cfg->rope_base_local = 10000.0;
+    if (eg_gguf_get_float(g, KEY("rope.freq_base"), &v) == 1 || eg_gguf_get_float(g, KEY("rope.global.freq_base"), &v) == 1)
+        cfg->rope_base_global = v;
+    if (eg_gguf_get_float(g, KEY("rope.freq_base_swa"), &v) == 1 || eg_gguf_get_float(g, KEY("rope.local.freq_base"), &v) == 1)
+        cfg->rope_base_local = v;
+    if (!(cfg->rms_eps > 0 && cfg->rms_eps < 1 && cfg->rope_base_global > 1 && cfg->rope_base_local > 1))
+        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: rms epsilon or RoPE bases out of range", path);
+    cfg->query_pre_attn_scalar = (double)cfg->head_dim; /* llama.cpp: 1 / sqrt(key_length) */
+    cfg->vocab = 0;                                     /* from token_embd */
+    if (cfg->max_positions > EG_MAX_POSITIONS) cfg->max_positions = EG_MAX_POSITIONS;
+    cfg->window_radius = cfg->sliding_window / 2;
+    /* which layers are global: sliding_window_pattern (a period, or a bool per layer: true = sliding) */
+    cfg->layer_is_global = calloc((size_t)cfg->n_layers, 1);
+    if (!cfg->layer_is_global) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+    int64_t period = 6;
+    const eg_gguf_kv *pat = eg_gguf_find(g, KEY("attention.sliding_window_pattern"));
+    if (pat && pat->type == EG_GGUF_ARRAY && pat->arr_type == EG_GGUF_BOOL) {
+        if (pat->n != (uint64_t)cfg->n_layers)
+            return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %s has %llu entries for %lld layers", path, key,
+                           (unsigned long long)pat->n, (long long)cfg->n_layers);
+        for (int64_t i = 0; i < cfg->n_layers; i++) cfg->layer_is_global[i] = pat->data[i] == 0;
+        return EG_OK;
+    }
+    if (pat && eg_gguf_get_int(g, key, &period) != 1)
+        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %s must be an integer or an array of bools", path, key);
+    if (period < 1 || period > 1024)
+        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %s = %lld is out of range", path, key, (long long)period);
+    for (int64_t i = 0; i < cfg->n_layers; i++) cfg->layer_is_global[i] = (i + 1) % period == 0;
+#undef KEY
+    return EG_OK;
+}
+
+eg_status eg_test_gguf_config(const eg_gguf *g, eg_config *cfg, char *err, size_t errlen) {
+    return gguf_config(g, cfg, err, errlen);
+}
+
+/* One Dense tensor of the GGUF as an F32 matrix [out, in]. */
+static eg_status gguf_dense(eg_model *m, finder *f, eg_tensor *t, int64_t in, int i) {
+    if (t->ndim != 2 || t->shape[1] != in || t->shape[0] < 1 || t->shape[0] > (1 << 20))
+        return eg_fail(f->err, f->errlen, EG_ERR_BAD_FILE,
+                       "%s: Dense tensor \"%s\" has the wrong shape: it must take the %lld-wide previous stage", t->file,
+                       t->name, (long long)in);
+    eg_tensor *tt;
+    eg_status s = find_tensor(f, t->name, 2, t->shape[0], in, &tt);
+    if (s) return s;
+    f->dtype_mask &= ~(1 << tt->dtype); /* the head does not decide what the model is stored as */
+    if ((s = eg_matrix_alloc(&m->dense[i].w, t->shape[0], in, EG_W_F32, f->err, f->errlen))) return s;
+    return pack_rows(&m->dense[i].w, 0, t, f->err, f->errlen);
+}
+
+static eg_status load_gguf(eg_model *m, const char *path, const eg_load_opts *opts, eg_isa isa, char *err,
+                           size_t errlen) {
+    eg_gguf *g;
+    eg_status s = eg_gguf_open(path, &g, err, errlen);
+    if (s) return s;
+    /* the model takes over the tensors and their mapping (the embedding table is read from it);
+     * g->tensors stays a borrowed view for the metadata lookups, dropped before eg_gguf_close */
+    m->files = g->tensors;
+    if ((s = gguf_config(g, &m->cfg, err, errlen))) goto done;
+    eg_tensor *emb = eg_st_find(&m->files, "token_embd.weight");
+    if (!emb || emb->ndim != 2) {
+        s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: no 2-D token_embd.weight tensor", path);
+        goto done;
+    }
+    m->cfg.vocab = emb->shape[0];
+    finder f = {&m->files, "", gguf_layer_names, 1, err, errlen, 0};
+    /* llama.cpp names the final norm output_norm; Ollama's gemma3 layout norm */
+    const char *norm = eg_st_find(&m->files, "output_norm.weight") ? "output_norm.weight" : "norm.weight";
+    /* Dense: llama.cpp dense_2 / dense_3, Ollama dense.0 / dense.1 */
+    eg_tensor *d0 = eg_st_find(&m->files, "dense_2.weight"), *d1 = eg_st_find(&m->files, "dense_3.weight");
+    if (!d0 && !d1) {
+        d0 = eg_st_find(&m->files, "dense.0.weight");
+        d1 = eg_st_find(&m->files, "dense.1.weight");
+    }
+    const int want_folder = opts->dense_from && *opts->dense_from;
+    if ((d0 || d1) && want_folder) {
+        s = eg_fail(err, errlen, EG_ERR_INVALID_ARG,
+                    "%s carries its own Dense tensors; dense_from would replace them: leave dense_from out", path);
+        goto done;
+    }
+    if ((d0 != NULL) != (d1 != NULL)) {
+        s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: only one of the two Dense tensors is present", path);
+        goto done;
+    }
+    if (!d0 && !want_folder && !opts->no_dense) {
+        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                    "%s has no Dense tensors (dense_2 / dense_3), so it cannot reproduce EmbeddingGemma's embeddings: "
+                    "it would return the normalized mean of the last hidden states, a different vector (llama.cpp "
+                    "issue 18677). Fix: convert again with convert_hf_to_gguf.py --sentence-transformers-dense-modules, "
+                    "or pass dense_from= a sentence-transformers folder of the model (its 2_Dense and 3_Dense modules "
+                    "are used), or no_dense=True to accept the un-projected pooled vector",
+                    path);
+        goto done;
+    }
+    /* Dense tensors are the head, not layers: mark them before the every-tensor-used check */
+    if (d0) d0->used = d1->used = 1;
+    if ((s = load_backbone(m, &f, "token_embd.weight", norm, opts))) goto done;
+    int64_t width = m->cfg.hidden;
+    int normalize = 1; /* the published pipeline ends with Normalize */
+    if (d0) {
+        if ((s = gguf_dense(m, &f, d0, width, 0))) goto done;
+        width = d0->shape[0];
+        if ((s = gguf_dense(m, &f, d1, width, 1))) goto done;
+        width = d1->shape[0];
+        m->n_dense = 2;
+    } else if (want_folder) {
+        eg_pipeline pl;
+        if ((s = eg_pipeline_read(opts->dense_from, &pl, err, errlen))) goto done;
+        if (pl.n_dense == 0)
+            s = eg_fail(err, errlen, EG_ERR_INVALID_ARG, "dense_from: %s lists no Dense modules in modules.json",
+                        opts->dense_from);
+        for (int i = 0; i < pl.n_dense && s == EG_OK; i++) {
+            s = load_dense(m, &pl, i, width, err, errlen);
+            width = pl.dense_out[i];
+        }
+        m->n_dense = pl.n_dense;
+        normalize = pl.normalize;
+        eg_pipeline_free(&pl);
+        if (s) goto done;
+    }
+    s = finish(m, &f, isa, width, normalize, "gguf", err, errlen);
+done:
+    memset(&g->tensors, 0, sizeof g->tensors);
+    eg_gguf_close(g);
+    return s;
+}
+
+/* ---------------------------------------------------------------- entry */
+
+eg_status eg_model_load(const char *path, const eg_load_opts *opts, eg_model **out, char *err, size_t errlen) {
+    *out = NULL;
+    const eg_load_opts defaults = {NULL, EG_WEIGHTS_F32, EG_WEIGHTS_F32, NULL, 0};
+    if (!opts) opts = &defaults;
+    if (!path || !*path) return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "empty model path");
+    for (int j = 0; j < 2; j++) {
+        const eg_weights w = j ? opts->attn_weights : opts->mlp_weights;
+        if (!((w >= 0 && w < EG_WEIGHTS_COUNT) || w == EG_WEIGHTS_AUTO))
+            return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "unknown weights mode %d", (int)w);
+    }
+    eg_isa isa;
+    eg_status s = eg_isa_choose(opts->isa, &isa, err, errlen);
+    if (s) return s;
+    eg_model *m = calloc(1, sizeof *m);
+    if (!m) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+    m->k = eg_kernels_for(isa);
+    s = eg_is_gguf(path) ? load_gguf(m, path, opts, isa, err, errlen) : load_folder(m, path, opts, isa, err, errlen);
+    if (s) {
+        eg_model_free(m);
+        return s;
+    }
     *out = m;
     return EG_OK;
-fail:
-    eg_pipeline_free(&pl);
-    eg_model_free(m);
-    return s;
 }
 
 void eg_model_free(eg_model *m) {
     if (!m) return;
-    if (m->layers) {
+    if (m->layers) { /* layers past a failed load are zeroed: freeing them is a no-op */
         for (int64_t l = 0; l < m->cfg.n_layers; l++) {
             eg_layer *L = &m->layers[l];
             free(L->attn_norm);

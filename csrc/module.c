@@ -41,40 +41,56 @@ static void Model_dealloc(ModelObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* "float32" / "bfloat16" / "int8" -> eg_weights; else ValueError naming the argument. */
-static int weights_from_name(const char *arg, const char *name, eg_weights *out) {
+/* "float32" / "bfloat16" / "int8" / "q8_0" / "q4_0" (/ "auto" where allowed) -> eg_weights;
+ * else ValueError naming the argument. */
+static int weights_from_name(const char *arg, const char *name, int allow_auto, eg_weights *out) {
     for (int i = 0; i < EG_WEIGHTS_COUNT; i++)
         if (strcmp(name, eg_weights_name((eg_weights)i)) == 0) {
             *out = (eg_weights)i;
             return 1;
         }
-    PyErr_Format(PyExc_ValueError, "unknown %s '%.40s': use 'float32', 'bfloat16', 'int8', 'q8_0' or 'q4_0'", arg,
-                 name);
+    if (allow_auto && strcmp(name, "auto") == 0) {
+        *out = EG_WEIGHTS_AUTO;
+        return 1;
+    }
+    PyErr_Format(PyExc_ValueError, "unknown %s '%.40s': use 'float32', 'bfloat16', 'int8', 'q8_0', 'q4_0'%s", arg,
+                 name, allow_auto ? " or 'auto'" : "");
     return 0;
 }
 
 static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"path", "isa", "mlp_weights", "attn_weights", NULL};
-    PyObject *path_obj = NULL;
+    static char *kwlist[] = {"path", "isa", "mlp_weights", "attn_weights", "dense_from", "no_dense", NULL};
+    PyObject *path_obj = NULL, *dense_obj = NULL;
     const char *isa = NULL, *names[2] = {"float32", "float32"};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|zss", kwlist, PyUnicode_FSConverter, &path_obj, &isa, &names[0],
-                                     &names[1]))
+    int no_dense = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|zssO&p", kwlist, PyUnicode_FSConverter, &path_obj, &isa,
+                                     &names[0], &names[1], PyUnicode_FSConverter, &dense_obj, &no_dense))
         return -1;
     eg_weights w[2];
     for (int j = 0; j < 2; j++)
-        if (!weights_from_name(kwlist[2 + j], names[j], &w[j])) {
+        if (!weights_from_name(kwlist[2 + j], names[j], 1, &w[j])) {
             Py_DECREF(path_obj);
+            Py_XDECREF(dense_obj);
             return -1;
         }
-    eg_load_opts opts = {isa, w[0], w[1]};
+    const char *dense_from = dense_obj ? PyBytes_AS_STRING(dense_obj) : NULL;
+    if (dense_from && strlen(dense_from) != (size_t)PyBytes_GET_SIZE(dense_obj)) {
+        Py_DECREF(path_obj);
+        Py_DECREF(dense_obj);
+        PyErr_SetString(PyExc_ValueError, "dense_from contains a NUL character");
+        return -1;
+    }
+    eg_load_opts opts = {isa, w[0], w[1], dense_from, no_dense};
     if (self->model) {
         Py_DECREF(path_obj);
+        Py_XDECREF(dense_obj);
         PyErr_SetString(PyExc_RuntimeError, "Model is already loaded");
         return -1;
     }
     const char *path = PyBytes_AS_STRING(path_obj);
     if (strlen(path) != (size_t)PyBytes_GET_SIZE(path_obj)) {
         Py_DECREF(path_obj);
+        Py_XDECREF(dense_obj);
         PyErr_SetString(PyExc_ValueError, "model path contains a NUL character");
         return -1;
     }
@@ -85,6 +101,7 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     s = eg_model_load(path, &opts, &m, err, sizeof err);
     Py_END_ALLOW_THREADS
     Py_DECREF(path_obj);
+    Py_XDECREF(dense_obj);
     if (s != EG_OK) {
         raise_status(s, err);
         return -1;
@@ -213,14 +230,14 @@ static PyObject *Model_get_info(ModelObject *self, void *closure) {
     (void)closure;
     if (!check_loaded(self)) return NULL;
     const eg_model_info *i = eg_model_get_info(self->model);
-    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:O,s:s,s:s,s:s,s:s,s:L}", "hidden_size", i->hidden,
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:O,s:s,s:s,s:s,s:s,s:L,s:s}", "hidden_size", i->hidden,
                          "num_hidden_layers", i->n_layers, "num_attention_heads", i->n_heads, "num_key_value_heads",
                          i->n_kv_heads, "head_dim", i->head_dim, "intermediate_size", i->intermediate, "vocab_size",
                          i->vocab, "max_positions", i->max_positions, "sliding_window", i->sliding_window,
                          "window_radius", i->window_radius, "n_dense", i->n_dense, "output_dim", i->out_dim,
                          "normalize", i->normalize ? Py_True : Py_False, "isa", eg_isa_name(i->isa), "weight_dtype",
                          i->weight_dtype, "mlp_weights", eg_weights_name(i->mlp_weights), "attn_weights",
-                         eg_weights_name(i->attn_weights), "weight_bytes", i->weight_bytes);
+                         eg_weights_name(i->attn_weights), "weight_bytes", i->weight_bytes, "format", i->format);
 }
 
 static PyMethodDef Model_methods[] = {
@@ -307,7 +324,7 @@ static PyObject *test_gemm(PyObject *mod, PyObject *args) {
     int64_t m, k, ldx, n, kw, ldw, my, ny, ldy;
     if (!PyArg_ParseTuple(args, "sOOO|s", &isa_name, &x, &w, &y, &wname) || !isa_from_name(isa_name, &isa)) return NULL;
     eg_weights wt;
-    if (!weights_from_name("weights", wname, &wt)) return NULL;
+    if (!weights_from_name("weights", wname, 0, &wt)) return NULL;
     if (!row_matrix(x, "x", 0, &m, &k, &ldx) || !row_matrix(w, "w", 0, &n, &kw, &ldw) ||
         !row_matrix(y, "y", 1, &my, &ny, &ldy))
         return NULL;
@@ -346,6 +363,143 @@ static PyObject *test_vec(PyObject *mod, PyObject *args) {
     return PyFloat_FromDouble(result);
 }
 
+/* ---------------------------------------------------------------- GGUF inspection */
+
+/* Metadata value i as a Python object: numbers, bools and strings as themselves; arrays of
+ * numbers as NumPy arrays, arrays of strings as lists of str. */
+static PyObject *gguf_value(const eg_gguf *g, int64_t i) {
+    const char *key;
+    int type, at;
+    uint64_t n;
+    eg_gguf_meta(g, i, &key, &type, &at, &n);
+    if (at == 8) { /* strings */
+        const char **ptrs = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *ptrs);
+        uint64_t *lens = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *lens);
+        PyObject *out = NULL;
+        if (!ptrs || !lens) {
+            PyErr_NoMemory();
+            goto strings_done;
+        }
+        eg_gguf_meta_strings(g, i, ptrs, lens);
+        if (type != 9) {
+            out = PyUnicode_DecodeUTF8(ptrs[0], (Py_ssize_t)lens[0], "replace");
+            goto strings_done;
+        }
+        out = PyList_New((Py_ssize_t)n);
+        for (uint64_t j = 0; out && j < n; j++) {
+            PyObject *sobj = PyUnicode_DecodeUTF8(ptrs[j], (Py_ssize_t)lens[j], "replace");
+            if (!sobj) Py_CLEAR(out);
+            else PyList_SET_ITEM(out, (Py_ssize_t)j, sobj);
+        }
+    strings_done:
+        PyMem_Free(ptrs);
+        PyMem_Free(lens);
+        return out;
+    }
+    const int is_float = at == 6 || at == 12, is_bool = at == 7;
+    if (type != 9) {
+        if (is_float) return PyFloat_FromDouble(eg_gguf_meta_float(g, i, 0));
+        if (is_bool) return PyBool_FromLong((long)eg_gguf_meta_int(g, i, 0));
+        if (at == 10) return PyLong_FromUnsignedLongLong((unsigned long long)eg_gguf_meta_int(g, i, 0));
+        return PyLong_FromLongLong(eg_gguf_meta_int(g, i, 0));
+    }
+    static const int np_types[] = {NPY_UINT8, NPY_INT8,  NPY_UINT16, NPY_INT16, NPY_UINT32, NPY_INT32, NPY_FLOAT32,
+                                   NPY_BOOL,  -1,        -1,         NPY_UINT64, NPY_INT64, NPY_FLOAT64};
+    npy_intp dims[1] = {(npy_intp)n};
+    PyArrayObject *arr = (PyArrayObject *)PyArray_SimpleNew(1, dims, np_types[at]);
+    if (!arr) return NULL;
+    char *dst = PyArray_DATA(arr);
+    for (uint64_t j = 0; j < n; j++) {
+        switch (at) {
+        case 6: ((float *)dst)[j] = (float)eg_gguf_meta_float(g, i, j); break;
+        case 12: ((double *)dst)[j] = eg_gguf_meta_float(g, i, j); break;
+        case 7: ((npy_bool *)dst)[j] = eg_gguf_meta_int(g, i, j) != 0; break;
+        case 0: ((uint8_t *)dst)[j] = (uint8_t)eg_gguf_meta_int(g, i, j); break;
+        case 1: ((int8_t *)dst)[j] = (int8_t)eg_gguf_meta_int(g, i, j); break;
+        case 2: ((uint16_t *)dst)[j] = (uint16_t)eg_gguf_meta_int(g, i, j); break;
+        case 3: ((int16_t *)dst)[j] = (int16_t)eg_gguf_meta_int(g, i, j); break;
+        case 4: ((uint32_t *)dst)[j] = (uint32_t)eg_gguf_meta_int(g, i, j); break;
+        case 5: ((int32_t *)dst)[j] = (int32_t)eg_gguf_meta_int(g, i, j); break;
+        case 10: ((uint64_t *)dst)[j] = (uint64_t)eg_gguf_meta_int(g, i, j); break;
+        default: ((int64_t *)dst)[j] = eg_gguf_meta_int(g, i, j); break;
+        }
+    }
+    return (PyObject *)arr;
+}
+
+/* gguf_read(path) -> {"metadata": {key: value}, "tensors": [(name, type, shape)]} of a validated GGUF. */
+static PyObject *gguf_read(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *path_obj;
+    if (!PyArg_ParseTuple(args, "O&", PyUnicode_FSConverter, &path_obj)) return NULL;
+    const char *path = PyBytes_AS_STRING(path_obj);
+    if (strlen(path) != (size_t)PyBytes_GET_SIZE(path_obj)) {
+        Py_DECREF(path_obj);
+        PyErr_SetString(PyExc_ValueError, "path contains a NUL character");
+        return NULL;
+    }
+    char err[1024] = "";
+    eg_gguf *g = NULL;
+    eg_status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = eg_gguf_open(path, &g, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path_obj);
+    if (s != EG_OK) return raise_status(s, err);
+    PyObject *meta = PyDict_New(), *tensors = PyList_New(0), *result = NULL;
+    if (!meta || !tensors) goto done;
+    for (int64_t i = 0; i < eg_gguf_meta_count(g); i++) {
+        const char *key;
+        int type, at;
+        uint64_t n;
+        eg_gguf_meta(g, i, &key, &type, &at, &n);
+        PyObject *v = gguf_value(g, i);
+        if (!v || PyDict_SetItemString(meta, key, v) < 0) {
+            Py_XDECREF(v);
+            goto done;
+        }
+        Py_DECREF(v);
+    }
+    for (int64_t i = 0; i < eg_gguf_tensor_count(g); i++) {
+        const char *name, *tname;
+        int nd;
+        int64_t shape[4];
+        eg_gguf_tensor(g, i, &name, &tname, &nd, shape);
+        PyObject *shp = PyTuple_New(nd);
+        if (!shp) goto done;
+        for (int d = 0; d < nd; d++) PyTuple_SET_ITEM(shp, d, PyLong_FromLongLong(shape[d]));
+        PyObject *row = Py_BuildValue("(ssN)", name, tname, shp);
+        if (!row || PyList_Append(tensors, row) < 0) {
+            Py_XDECREF(row);
+            goto done;
+        }
+        Py_DECREF(row);
+    }
+    result = Py_BuildValue("{s:O,s:O}", "metadata", meta, "tensors", tensors);
+done:
+    Py_XDECREF(meta);
+    Py_XDECREF(tensors);
+    eg_gguf_close(g);
+    return result;
+}
+
+/* _test_parse(kind, data) -> None: runs the safetensors-header ("safetensors") or GGUF ("gguf")
+ * parser on bytes in memory (fuzzing and corruption tests); raises what loading would. */
+static PyObject *test_parse(PyObject *mod, PyObject *args) {
+    (void)mod;
+    const char *kind;
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "sy*", &kind, &buf)) return NULL;
+    char err[1024] = "";
+    eg_status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = eg_test_parse(kind, buf.buf, (size_t)buf.len, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    if (s != EG_OK) return raise_status(s, err);
+    Py_RETURN_NONE;
+}
+
 /* fma_peak(threads=0, seconds=0.5) -> float: GFLOP/s of float32 FMA on `threads` threads (0: all cores). */
 static PyObject *fma_peak(PyObject *mod, PyObject *args, PyObject *kwds) {
     (void)mod;
@@ -370,6 +524,9 @@ static PyMethodDef module_methods[] = {
      "fma_peak(threads=0, seconds=0.5) -> float: measured float32 FMA GFLOP/s of this machine (the GEMM ceiling)."},
     {"build_info", build_info, METH_NOARGS, "build_info() -> dict: version, ISAs compiled and supported, OpenMP."},
     {"_test_gemm", test_gemm, METH_VARARGS, "testing hook: y = x . w^T with one ISA's GEMM kernel"},
+    {"gguf_read", gguf_read, METH_VARARGS,
+     "gguf_read(path) -> dict: the validated metadata and tensor list of a GGUF file"},
+    {"_test_parse", test_parse, METH_VARARGS, "testing hook: run the 'safetensors' or 'gguf' parser on bytes"},
     {"_test_vec", test_vec, METH_VARARGS, "testing hook: axpy / scale / gelu_gate / exp_sub with one ISA's kernel"},
     {NULL, NULL, 0, NULL},
 };

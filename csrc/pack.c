@@ -203,3 +203,51 @@ int64_t eg_quantize_for(const eg_matrix *w, const float *x, int64_t ldx, int64_t
     }
     return 0;
 }
+
+/* ---------------------------------------------------------------- file rows */
+
+int64_t eg_row_bytes(eg_dtype dt, int64_t k) {
+    switch (dt) {
+    case EG_F32: return 4 * k;
+    case EG_Q8_0: return k / EG_QBLOCK * 34; /* f16 scale + 32 int8      */
+    case EG_Q4_0: return k / EG_QBLOCK * 18; /* f16 scale + 16 nibble pairs */
+    default: return 2 * k;
+    }
+}
+
+void eg_row_blocks(eg_dtype dt, const uint8_t *src, int64_t k, int8_t *q, float *d) {
+    const int64_t bsz = dt == EG_Q8_0 ? 34 : 18;
+    for (int64_t b = 0; b < k / EG_QBLOCK; b++) {
+        const uint8_t *blk = src + b * bsz;
+        d[b] = eg_f16_to_f32((uint16_t)(blk[0] | blk[1] << 8));
+        int8_t *qb = q + b * EG_QBLOCK;
+        if (dt == EG_Q8_0) {
+            memcpy(qb, blk + 2, EG_QBLOCK);
+        } else { /* byte j: element j in the low nibble, element j + 16 in the high one */
+            for (int j = 0; j < EG_QBLOCK / 2; j++) {
+                qb[j] = (int8_t)((blk[2 + j] & 0x0F) - 8);
+                qb[j + EG_QBLOCK / 2] = (int8_t)((blk[2 + j] >> 4) - 8);
+            }
+        }
+    }
+}
+
+void eg_row_to_f32(eg_dtype dt, const uint8_t *src, int64_t k, float *dst) {
+    if (dt == EG_F32) {
+        memcpy(dst, src, (size_t)k * 4);
+    } else if (dt == EG_Q8_0 || dt == EG_Q4_0) {
+        int8_t q[EG_QBLOCK];
+        float d;
+        const int64_t bsz = eg_row_bytes(dt, EG_QBLOCK);
+        for (int64_t b = 0; b < k / EG_QBLOCK; b++) {
+            eg_row_blocks(dt, src + b * bsz, EG_QBLOCK, q, &d);
+            for (int j = 0; j < EG_QBLOCK; j++) dst[b * EG_QBLOCK + j] = (float)q[j] * d; /* ggml's dequantize */
+        }
+    } else {
+        for (int64_t i = 0; i < k; i++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = dt == EG_BF16 ? eg_bf16_to_f32(h) : eg_f16_to_f32(h);
+        }
+    }
+}

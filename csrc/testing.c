@@ -60,3 +60,34 @@ eg_status eg_test_vec(eg_isa isa, int op, float a, const float *x, float *y, int
     }
     return EG_OK;
 }
+
+eg_status eg_test_parse(const char *kind, const void *buf, size_t size, char *err, size_t errlen) {
+    if (strcmp(kind, "safetensors") == 0) {
+        eg_tensor_set set = {0};
+        eg_status s = eg_st_parse_header(buf, size, "<bytes>", &set, err, errlen);
+        eg_st_free(&set);
+        return s;
+    }
+    if (strcmp(kind, "gguf") == 0) {
+        eg_gguf g;
+        eg_status s = eg_gguf_parse(buf, size, "<bytes>", &g, err, errlen);
+        if (s == EG_OK) {
+            /* what the loader reads next: the architecture and every tensor's rows */
+            eg_model m;
+            memset(&m, 0, sizeof m);
+            eg_status c = eg_test_gguf_config(&g, &m.cfg, err, errlen);
+            eg_config_free(&m.cfg);
+            (void)c;
+            float row[64];
+            for (int64_t i = 0; i < g.tensors.n; i++) {
+                const eg_tensor *t = &g.tensors.tensors[i];
+                if (t->dtype == EG_DTYPE_OTHER) continue;
+                const int64_t k = t->ndim ? t->shape[t->ndim - 1] : 0;
+                if (k > 0 && k <= 64) eg_row_to_f32(t->dtype, t->data, k, row);
+            }
+            eg_gguf_clear(&g);
+        }
+        return s;
+    }
+    return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "unknown parser \"%.20s\"", kind);
+}

@@ -54,19 +54,24 @@ _DTYPES = {
     "float32": "float32", "fp32": "float32", "f32": "float32",
     "bfloat16": "bfloat16", "bf16": "bfloat16",
     "int8": "int8", "i8": "int8", "q8": "int8",
+    "q8_0": "q8_0", "q4_0": "q4_0",
+    "auto": "auto",
 }
 
 
 def _resolve_dtype(dtype) -> str:
     """The weights mode for a dtype given as a name ("bf16") or a NumPy / PyTorch dtype-like object."""
+    if dtype is None:
+        return "auto"
     name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype).rsplit(".", 1)[-1]
     try:
         return _DTYPES[str(name).lower()]
     except KeyError:
         raise ValueError(
             f"dtype={dtype!r} is not supported: use 'float32' (exact), 'bfloat16' (half the weight memory, "
-            "cosine >= 0.9995 to float32) or 'int8' (a quarter, cosine >= 0.99). float16 is refused on purpose: "
-            "EmbeddingGemma's activations overflow it."
+            "cosine >= 0.9995 to float32), 'int8' (a quarter, cosine >= 0.99), ggml's 'q8_0' or 'q4_0', or "
+            "None / 'auto' (as the file stores them). float16 is refused on purpose: EmbeddingGemma's "
+            "activations overflow it."
         ) from None
 
 
@@ -74,16 +79,25 @@ class EmbeddingGemma:
     """An EmbeddingGemma model (google/embeddinggemma-300m or a fine-tune) running on embgemma's C engine.
 
     Args:
-        model_name_or_path: a sentence-transformers model folder, or a Hugging Face hub id
-            (e.g. ``"google/embeddinggemma-300m"``) found in the local Hugging Face cache.
+        model_name_or_path: a sentence-transformers model folder; a GGUF file (llama.cpp's
+            ``gemma-embedding`` or Ollama's ``gemma3`` layout); an Ollama model name
+            (``"embeddinggemma"``, ``"embeddinggemma:300m"``) in the local Ollama store; or a Hugging
+            Face hub id (``"google/embeddinggemma-300m"``) found in the local Hugging Face cache.
         truncate_dim: default Matryoshka width of the output (768, 512, 256 or 128 for EmbeddingGemma).
         threads: worker threads per call (default: every core this process may use).
         max_seq_length: longest input in tokens, BOS and EOS included (default: the model's, 2048).
         cache_folder: Hugging Face cache to look hub ids up in (default: HF_HUB_CACHE / HF_HOME).
-        dtype: how the transformer layers' weights are held and multiplied: ``"float32"`` (exact, the
-            default), ``"bfloat16"`` (half the weight memory; cosine >= 0.9995 to float32) or ``"int8"``
-            (a quarter, int8 weights per output row and int16 activations per token; cosine >= 0.99).
-            Activations, norms, attention, pooling and the Dense head stay float32 in every mode.
+        dtype: how the transformer layers' weights are held and multiplied: ``None`` (the default:
+            as the file stores them; float32 for float32 and float16 files, bfloat16, Q8_0 or Q4_0
+            otherwise, never expanded), ``"float32"`` (exact), ``"bfloat16"`` (half the weight memory;
+            cosine >= 0.9995 to float32), ``"int8"`` (a quarter, int8 weights per output row and int16
+            activations per token; cosine >= 0.99), or ggml's ``"q8_0"`` / ``"q4_0"`` (a scale per 32
+            weights). Activations, norms, attention, pooling and the Dense head stay float32 in every mode.
+        dense_from: GGUF files only. A sentence-transformers folder of the model whose Dense modules
+            complete a GGUF converted without them (such a GGUF cannot reproduce the model's
+            embeddings and is refused otherwise). Its prompts are used when it has any.
+        no_dense: GGUF files only. Accept a GGUF without Dense tensors and return the un-projected,
+            normalized mean of its last hidden states (not EmbeddingGemma's embedding; warns).
     """
 
     def __init__(
@@ -94,15 +108,41 @@ class EmbeddingGemma:
         threads: int | None = None,
         max_seq_length: int | None = None,
         cache_folder: str | None = None,
-        dtype: str = "float32",
+        dtype: str | None = None,
+        dense_from: str | os.PathLike[str] | None = None,
+        no_dense: bool = False,
     ) -> None:
-        self.dtype = _resolve_dtype(dtype)
+        want = _resolve_dtype(dtype)
         path = resolve_model_path(model_name_or_path, cache_folder)
         self.model_path = path
-        self._core = _core.Model(str(path), mlp_weights=self.dtype, attn_weights=self.dtype)
+        self.format = "gguf" if path.is_file() else "sentence-transformers"
+        dense_dir = None
+        if dense_from is not None:
+            if self.format != "gguf":
+                raise ValueError(f"dense_from applies to GGUF files; {path} is a sentence-transformers folder")
+            dense_dir = resolve_model_path(dense_from, cache_folder)
+            if not dense_dir.is_dir():
+                raise ValueError(f"dense_from must be a sentence-transformers folder, got the file {dense_dir}")
+        if no_dense and self.format != "gguf":
+            raise ValueError(f"no_dense applies to GGUF files; {path} is a sentence-transformers folder")
+        extra: dict[str, Any] = {"no_dense": bool(no_dense)}
+        if dense_dir is not None:
+            extra["dense_from"] = str(dense_dir)
+        self._core = _core.Model(str(path), mlp_weights=want, attn_weights=want, **extra)
         self._info = self._core.info
+        self.dtype: str = self._info["mlp_weights"]
+        if no_dense and self._info["n_dense"] == 0:
+            warnings.warn(
+                f"{path}: no Dense tensors; returning the normalized mean of the last hidden states, which is NOT "
+                "EmbeddingGemma's embedding (cosine to the real one is far from 1). Pass dense_from= the model's "
+                "sentence-transformers folder to get the real embeddings.",
+                stacklevel=2,
+            )
         self.threads = threads  # validated by the setter
 
+        if self.format == "gguf":
+            self._init_gguf(path, dense_dir, max_seq_length, truncate_dim)
+            return
         st_cfg = _read_json(path / "config_sentence_transformers.json") or {}
         prompts = st_cfg.get("prompts")
         if prompts is None:
@@ -120,6 +160,7 @@ class EmbeddingGemma:
 
         self._tokenizer_dir = path if (path / "tokenizer.json").is_file() else self._transformer_dir()
         self.tokenizer = self._load_tokenizer(self._tokenizer_dir)
+        self.tokenizer_source = str(self._tokenizer_dir / "tokenizer.json")
 
         sbert = _read_json(self._transformer_dir() / "sentence_bert_config.json") or {}
         tok_cfg = _read_json(self._tokenizer_dir / "tokenizer_config.json") or {}
@@ -132,6 +173,34 @@ class EmbeddingGemma:
         self.truncate_dim = truncate_dim
 
     # ------------------------------------------------------------------ loading helpers
+
+    def _init_gguf(self, path: Path, dense_dir: Path | None, max_seq_length: int | None, truncate_dim) -> None:
+        """Prompts, tokenizer and length for a GGUF: a tokenizer.json beside the file (or in dense_from)
+        wins; else the tokenizer is rebuilt from the GGUF's own metadata."""
+        from ._gguf import tokenizer_from_gguf
+
+        st_cfg = (_read_json(dense_dir / "config_sentence_transformers.json") if dense_dir else None) or {}
+        prompts = st_cfg.get("prompts") or dict(DEFAULT_PROMPTS)
+        self.prompts = dict(prompts)
+        self.default_prompt_name = st_cfg.get("default_prompt_name")
+        self.similarity_fn_name = st_cfg.get("similarity_fn_name") or "cosine"
+        beside = [d for d in (path.parent, dense_dir) if d is not None and (d / "tokenizer.json").is_file()]
+        if beside:
+            self._tokenizer_dir = beside[0]
+            self.tokenizer = self._load_tokenizer(beside[0])
+            self.tokenizer_source = str(beside[0] / "tokenizer.json")
+        else:
+            meta = _core.gguf_read(str(path))["metadata"]
+            tok, self.bos_token_id, self.eos_token_id = tokenizer_from_gguf(meta, str(path))
+            tok.no_padding()
+            tok.no_truncation()
+            self.tokenizer = tok
+            self._tokenizer_dir = None
+            self._n_special = len(tok.encode("").ids)
+            self.tokenizer_source = "gguf metadata"
+        self._max_seq_length = 0
+        self.max_seq_length = self._info["max_positions"] if max_seq_length is None else max_seq_length
+        self.truncate_dim = truncate_dim
 
     def _transformer_dir(self) -> Path:
         modules = _read_json_list(self.model_path / "modules.json")

@@ -151,7 +151,7 @@ def test_huge_dims_do_not_overflow(model_dir):
 
 def test_unsupported_dtype(model_dir):
     edit_header(model_dir, lambda h, d: h["norm.weight"].update(dtype="I32", shape=[48]))
-    with pytest.raises(UnsupportedModelError, match='"norm.weight" has dtype I32; embgemma reads F32, BF16 and F16'):
+    with pytest.raises(UnsupportedModelError, match='"norm.weight" has type I32; embgemma reads F32, F16 and BF16'):
         EmbeddingGemma(model_dir)
 
 
@@ -288,7 +288,7 @@ def test_without_normalize_module(model_dir, golden_model):
 
 
 def test_missing_path_and_file_path(tmp_path, model_dir):
-    with pytest.raises(FileNotFoundError, match="no such model folder"):
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
         EmbeddingGemma(tmp_path / "nope")
     with pytest.raises(NotADirectoryError, match="is a file"):
         EmbeddingGemma(model_dir / "config.json")
