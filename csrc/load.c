@@ -94,7 +94,7 @@ static eg_status find_tensor(finder *f, const char *name, int ndim, int64_t d0, 
                        (long long)d0, (long long)d1);
     }
     t->used = 1;
-    f->dtype_mask |= 1 << t->dtype;
+    if (ndim == 2) f->dtype_mask |= 1 << t->dtype; /* the matrices say what the model is stored as */
     *out = t;
     return EG_OK;
 }
@@ -539,9 +539,10 @@ static eg_status gguf_dense(eg_model *m, finder *f, eg_tensor *t, int64_t in, in
                        "%s: Dense tensor \"%s\" has the wrong shape: it must take the %lld-wide previous stage", t->file,
                        t->name, (long long)in);
     eg_tensor *tt;
+    const int mask = f->dtype_mask; /* the head does not decide what the model is stored as */
     eg_status s = find_tensor(f, t->name, 2, t->shape[0], in, &tt);
+    f->dtype_mask = mask;
     if (s) return s;
-    f->dtype_mask &= ~(1 << tt->dtype); /* the head does not decide what the model is stored as */
     if ((s = eg_matrix_alloc(&m->dense[i].w, t->shape[0], in, EG_W_F32, f->err, f->errlen))) return s;
     return pack_rows(&m->dense[i].w, 0, t, f->err, f->errlen);
 }

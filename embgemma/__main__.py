@@ -1,4 +1,4 @@
-"""Command line: ``python -m embgemma encode|info`` (also installed as ``embgemma``)."""
+"""Command line: ``python -m embgemma encode|info|models`` (also installed as ``embgemma``)."""
 
 from __future__ import annotations
 
@@ -60,12 +60,57 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_gguf(path: str) -> str:
+    """'gemma-embedding Q8_0, 316 tensors' for an EmbeddingGemma GGUF, else why it is not one."""
+    from collections import Counter
+
+    from embgemma import _core
+
+    try:
+        info = _core.gguf_read(path)
+    except Exception as e:  # noqa: BLE001 - a listing reports every problem and goes on
+        return f"unreadable: {e}"
+    meta, tensors = info["metadata"], info["tensors"]
+    arch = meta.get("general.architecture", "?")
+    names = {t[0] for t in tensors}
+    kinds = Counter(t[1] for t in tensors if len(t[2]) == 2)
+    dense = bool(names & {"dense_2.weight", "dense.0.weight"})
+    embedding = arch == "gemma-embedding" or (arch == "gemma3" and (meta.get("gemma3.attention.causal") is False or dense))
+    what = "EmbeddingGemma" if embedding else f"not EmbeddingGemma ({arch})"
+    return f"{what}, {'/'.join(k for k, _ in kinds.most_common())}, {'with' if dense else 'WITHOUT'} Dense"
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from embgemma._hub import hf_cache_dir, list_hf_cache, list_ollama, ollama_models_dir
+
+    print(f"Ollama store: {ollama_models_dir()}")
+    found = list_ollama()
+    for e in found:
+        desc = e.get("problem") or _describe_gguf(e["path"])
+        print(f"  {e['name']:32s} {desc}\n  {'':32s} {e['path']}")
+    if not found:
+        print("  (no models)")
+    print(f"Hugging Face cache: {args.cache_folder or hf_cache_dir()}")
+    found = list_hf_cache(args.cache_folder)
+    for e in found:
+        snap = Path(e["path"])
+        kind = "sentence-transformers" if (snap / "modules.json").is_file() else (
+            "GGUF: " + ", ".join(p.name for p in sorted(snap.glob("*.gguf"))) if any(snap.glob("*.gguf")) else "other files")
+        print(f"  {e['name']:32s} {kind}\n  {'':32s} {e['path']}")
+    if not found:
+        print("  (no models)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embgemma", description="EmbeddingGemma embeddings on the CPU.")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("encode", help="embed texts; JSON lines on stdout, or a .npy file")
-    e.add_argument("--model", required=True, help="model folder or Hugging Face id in the local cache")
+    e.add_argument("--model", required=True,
+                   help="model folder, GGUF file, Ollama name (embeddinggemma:300m) or Hugging Face id")
     e.add_argument("--prompt-name", help="task prompt, e.g. query, document, Clustering, STS")
     e.add_argument("--prompt", help="a literal prompt string (wins over --prompt-name)")
     e.add_argument("--dim", type=int, help="Matryoshka width: 768, 512, 256 or 128")
@@ -81,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--model", help="also describe this model")
     i.add_argument("--threads", type=int)
     i.set_defaults(func=_cmd_info)
+
+    m = sub.add_parser("models", help="list the models in the local Ollama store and Hugging Face cache")
+    m.add_argument("--cache-folder", help="Hugging Face cache to list (default: HF_HUB_CACHE / HF_HOME)")
+    m.set_defaults(func=_cmd_models)
     return p
 
 
