@@ -15,6 +15,7 @@ from . import _core
 from ._core import EmbGemmaError, ModelFormatError, UnsupportedModelError
 from .model import MATRYOSHKA_DIMS, EmbeddingGemma, cos_sim
 from .prompts import DEFAULT_PROMPTS
+from .quantization import quantize_embeddings, semantic_search
 
 __version__ = _core.build_info()["version"]
 
@@ -27,6 +28,8 @@ __all__ = [
     "UnsupportedModelError",
     "build_info",
     "cos_sim",
+    "quantize_embeddings",
+    "semantic_search",
     "__version__",
 ]
 

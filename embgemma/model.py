@@ -381,6 +381,8 @@ class EmbeddingGemma:
         convert_to_numpy: bool = True,
         *,
         truncate: bool = True,
+        precision: str = "float32",
+        ranges: np.ndarray | None = None,
     ) -> np.ndarray | list[np.ndarray]:
         """Embed text(s). A str gives a 1-D float32 array; a list gives a 2-D array in input order.
 
@@ -395,7 +397,15 @@ class EmbeddingGemma:
             convert_to_numpy: False returns a list of 1-D arrays.
             truncate: cut texts longer than ``max_seq_length`` (keeping BOS and EOS, with a warning);
                 False raises ``ValueError`` naming the first such text.
+            precision: ``"float32"``, ``"int8"``, ``"uint8"``, ``"binary"`` or ``"ubinary"``: the result of
+                the call passed through :func:`embgemma.quantize_embeddings` (sentence-transformers'
+                semantics: int8 / uint8 buckets come from this call's embeddings unless ``ranges`` is given).
+            ranges: ``(2, dim)`` minimum and maximum per dimension for int8 / uint8 buckets.
         """
+        if precision not in ("float32", "int8", "uint8", "binary", "ubinary"):
+            raise ValueError(
+                f"precision must be 'float32', 'int8', 'uint8', 'binary' or 'ubinary', got {precision!r}"
+            )
         if prompt is not None and prompt_name is not None:
             logger.warning("encode: both prompt and prompt_name given; using prompt, ignoring prompt_name")
         text_prompt = resolve_prompt(self.prompts, prompt_name, prompt, self.default_prompt_name)
@@ -409,6 +419,10 @@ class EmbeddingGemma:
             truncate_dim,
             truncate,
         )
+        if precision != "float32":
+            from .quantization import quantize_embeddings
+
+            out = quantize_embeddings(out, precision, ranges=ranges)
         if single:
             return out[0]
         return out if convert_to_numpy else list(out)
