@@ -1,6 +1,6 @@
 """Compact embeddings and search over them, with sentence-transformers' semantics.
 
-``quantize_embeddings`` gives the same arrays as ``sentence_transformers.quantize_embeddings``;
+``quantize_embeddings`` gives the same arrays as ``sentence_transformers.quantize_embeddings`` (6.x);
 ``semantic_search`` the same hits as ``sentence_transformers.util.semantic_search``, but in NumPy and
 in chunks: a query chunk is scored against one corpus chunk at a time and only the running top-k is
 kept, so memory is bounded by the chunk sizes whatever the corpus size.
@@ -25,12 +25,13 @@ def quantize_embeddings(
     ranges: np.ndarray | None = None,
     calibration_embeddings: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Quantize float embeddings to ``precision``.
+    """Quantize float embeddings to ``precision`` (sentence-transformers 6 semantics, tested equal).
 
     - ``"float32"``: a float32 copy.
     - ``"int8"`` / ``"uint8"``: 256 buckets per dimension between the minimum and the maximum of
       ``ranges`` (shape ``(2, dim)``), else of ``calibration_embeddings``, else of ``embeddings``
-      themselves (then the buckets depend on what else is in the array; fewer than 100 rows warns).
+      themselves (then the buckets depend on what else is in the array: fewer than 100 rows warns,
+      a single embedding raises). Values outside the range clip to the end buckets.
     - ``"binary"`` / ``"ubinary"``: one bit per dimension (``x > 0``), packed 8 per byte; ``binary``
       shifts the bytes by -128 into int8. A 768-wide vector becomes 96 bytes.
 
@@ -41,41 +42,43 @@ def quantize_embeddings(
         raise ValueError("embeddings to quantize must be float, not int8 or uint8 (already quantized?)")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    single = arr.ndim == 1
-    if single:
-        arr = arr[None, :]
-    if arr.ndim != 2:
+    if arr.ndim not in (1, 2):
         raise ValueError(f"embeddings must be 1-D or 2-D, got shape {arr.shape}")
-    out: np.ndarray
     if precision == "float32":
-        out = arr.astype(np.float32)
-    elif precision in ("int8", "uint8"):
-        if ranges is None:
-            if calibration_embeddings is not None:
-                cal = np.asarray(calibration_embeddings)
-                ranges = np.vstack((np.min(cal, axis=0), np.max(cal, axis=0)))
-            else:
-                if arr.shape[0] < 100:
-                    logger.warning(
-                        "computing %s quantization buckets from only %d embeddings; pass ranges= or "
-                        "calibration_embeddings= for stable buckets",
-                        precision,
-                        arr.shape[0],
-                    )
-                ranges = np.vstack((np.min(arr, axis=0), np.max(arr, axis=0)))
-        ranges = np.asarray(ranges)
-        if ranges.shape != (2, arr.shape[1]):
-            raise ValueError(f"ranges must have shape (2, {arr.shape[1]}), got {ranges.shape}")
-        starts = ranges[0, :]
-        steps = (ranges[1, :] - ranges[0, :]) / 255
-        if precision == "uint8":
-            out = ((arr - starts) / steps).astype(np.uint8)
+        return arr.astype(np.float32)
+    if precision.endswith("binary"):
+        bits = np.packbits(arr > 0, axis=-1)
+        return (bits - 128).astype(np.int8) if precision == "binary" else bits
+    # int8 / uint8
+    out_type = np.int8 if precision == "int8" else np.uint8
+    if arr.ndim == 2 and arr.shape[0] == 0:
+        return np.zeros((0, arr.shape[1]), dtype=out_type)
+    if ranges is None:
+        if calibration_embeddings is not None:
+            cal = np.asarray(calibration_embeddings)
         else:
-            out = ((arr - starts) / steps - 128).astype(np.int8)
-    else:
-        bits = np.packbits(arr > 0).reshape(arr.shape[0], -1)
-        out = (bits - 128).astype(np.int8) if precision == "binary" else bits
-    return out[0] if single else out
+            if arr.ndim == 1 or arr.shape[0] == 1:
+                raise ValueError(
+                    f"cannot compute {precision} buckets from a single embedding: pass ranges= (a (2, dim) "
+                    "minimum / maximum per dimension) or calibration_embeddings= from a representative set"
+                )
+            if arr.shape[0] < 100:
+                logger.warning(
+                    "computing %s quantization buckets from only %d embeddings; pass ranges= or "
+                    "calibration_embeddings= for stable buckets",
+                    precision,
+                    arr.shape[0],
+                )
+            cal = arr
+        ranges = np.vstack((np.min(cal, axis=0), np.max(cal, axis=0)))
+    ranges = np.asarray(ranges).astype(np.float32, copy=False)
+    if ranges.shape != (2, arr.shape[-1]):
+        raise ValueError(f"ranges must have shape (2, {arr.shape[-1]}), got {ranges.shape}")
+    starts = ranges[0, :]
+    steps = (ranges[1, :] - starts) / 255
+    steps = np.where(steps == 0, 1, steps)
+    q = np.clip(np.floor((arr - starts) / steps), 0, 255)
+    return (q - 128).astype(np.int8) if precision == "int8" else q.astype(np.uint8)
 
 
 def _as_2d(x: Any, name: str) -> np.ndarray:

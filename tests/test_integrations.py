@@ -91,7 +91,7 @@ def test_langchain_vector_store_retrieval(gm):
 
 def test_langchain_async_does_not_block_the_loop():
     emb = EmbeddingGemmaEmbeddings(model=str(GOLDEN_DIR))
-    texts = [f"a somewhat longer document number {i} " * 20 for i in range(64)]
+    texts = [f"a somewhat longer document number {i} " * 5 for i in range(64)]
 
     async def main():
         ticks = 0

@@ -48,6 +48,11 @@ def test_quantize_shapes_and_errors():
         quantize_embeddings(v, "int4")
     with pytest.raises(ValueError, match="must be float"):
         quantize_embeddings(v.astype(np.int8), "int8")
+    with pytest.raises(ValueError, match="single embedding"):
+        quantize_embeddings(v, "int8")
+    assert quantize_embeddings(np.zeros((0, 768), np.float32), "uint8").shape == (0, 768)
+    clipped = quantize_embeddings(np.array([[-5.0, 5.0]], np.float32), "uint8", ranges=np.array([[-1, -1], [1, 1]]))
+    assert clipped.tolist() == [[0, 255]]
 
 
 def test_encode_precision(golden_model):
@@ -99,8 +104,9 @@ def test_semantic_search_memory_is_bounded_by_the_chunks():
     assert [h["corpus_id"] for h in hits[3]] == list(best)
 
 
-def test_import_is_lazy_and_fast():
-    """`import embgemma` loads none of the integrations' libraries."""
+def test_import_is_lazy():
+    """`import embgemma` loads none of the integrations' libraries (its time is measured in the
+    benchmarks' notes, not asserted here: no timing in tests)."""
     import subprocess
     import sys
 
@@ -109,5 +115,4 @@ def test_import_is_lazy_and_fast():
             "print(dt, heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
     assert out[1].strip() == "[]", out
-    assert float(out[0]) < 2.0  # seconds; typically ~0.1 (NumPy and the extension)
     assert "semantic_search" in embgemma.__all__
