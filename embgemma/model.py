@@ -306,6 +306,10 @@ class EmbeddingGemma:
         """Width of the vectors ``encode`` returns by default."""
         return self._truncate_dim or self._info["output_dim"]
 
+    def get_embedding_dimension(self) -> int:
+        """The same as ``get_sentence_embedding_dimension`` (sentence-transformers 5.4+ spelling)."""
+        return self.get_sentence_embedding_dimension()
+
     def __repr__(self) -> str:
         i = self._info
         return (

@@ -262,6 +262,6 @@ def test_cli_encode_stdin_to_npy(tmp_path, golden_model):
 
 def test_cli_errors(tmp_path):
     r = _cli("encode", "--model", str(tmp_path / "missing"), "x")
-    assert r.returncode == 1 and "no such model folder" in r.stderr
+    assert r.returncode == 1 and "no such file or folder" in r.stderr
     r = _cli("encode", "--model", str(GOLDEN_DIR), "--prompt-name", "nope", "x")
     assert r.returncode == 1 and "unknown prompt_name" in r.stderr
