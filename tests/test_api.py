@@ -265,3 +265,27 @@ def test_cli_errors(tmp_path):
     assert r.returncode == 1 and "no such file or folder" in r.stderr
     r = _cli("encode", "--model", str(GOLDEN_DIR), "--prompt-name", "nope", "x")
     assert r.returncode == 1 and "unknown prompt_name" in r.stderr
+
+
+def test_progress_bar_follows_sentence_transformers(golden_model, capsys):
+    """tqdm bar over batches: shown when asked, or by default when the logger is at INFO (as
+    sentence-transformers decides), silent otherwise."""
+    import logging
+
+    pytest.importorskip("tqdm")
+    texts = [f"text {i}" for i in range(10)]
+    golden_model.encode(texts, batch_size=3, show_progress_bar=True)
+    err = capsys.readouterr().err
+    assert "Batches" in err and "4/4" in err
+    golden_model.encode(texts, batch_size=3)
+    assert "Batches" not in capsys.readouterr().err
+    log = logging.getLogger("embgemma")
+    old = log.level
+    log.setLevel(logging.INFO)
+    try:
+        golden_model.encode(texts, batch_size=3)
+    finally:
+        log.setLevel(old)
+    assert "Batches" in capsys.readouterr().err
+    golden_model.encode(texts, batch_size=3, show_progress_bar=False)
+    assert "Batches" not in capsys.readouterr().err
