@@ -580,4 +580,13 @@ def _clean(text: Any, index: int, prompt: str = "") -> str:
     """``prompt + text`` with outer whitespace stripped, as sentence-transformers 5 tokenizes it."""
     if not isinstance(text, str):
         raise TypeError(f"text {index} is {type(text).__name__}, not str")
-    return (prompt + text).strip()
+    out = (prompt + text).strip()
+    if not out.isascii():
+        try:
+            out.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: not Unicode text, the tokenizer cannot take it
+            raise ValueError(
+                f"text {index} contains a lone surrogate (U+{ord(out[e.start]):04X}) at character {e.start}, which is "
+                "not valid Unicode text; fix it with text.encode('utf-8', 'replace').decode('utf-8')"
+            ) from None
+    return out
