@@ -529,45 +529,24 @@ void eg_gguf_clear(eg_gguf *g) {
 
 eg_status eg_gguf_open(const char *path, eg_gguf **out, char *err, size_t errlen) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return eg_fail(err, errlen, EG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return eg_fail(err, errlen, EG_ERR_IO, "%s: not a regular file", path);
-    }
-    const size_t size = (size_t)st.st_size;
-    if (size < 24) {
-        close(fd);
-        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %zu bytes is too short for a GGUF file", path, size);
-    }
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return eg_fail(err, errlen, EG_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
+    eg_tensor_set files = {0}; /* the mapping; handed to g->tensors once the parse succeeds */
+    const uint8_t *buf;
+    size_t size;
+    const char *pcopy;
+    eg_status s = eg_map_into(&files, path, 24, "GGUF", &buf, &size, &pcopy, err, errlen);
+    if (s) return s;
     eg_gguf *g = calloc(1, sizeof *g);
-    char *pcopy = strdup(path);
-    void **maps = malloc(sizeof *maps);
-    size_t *sizes = malloc(sizeof *sizes);
-    char **paths = malloc(sizeof *paths);
-    if (!g || !pcopy || !maps || !sizes || !paths) {
-        free(g), free(pcopy), free(maps), free(sizes), free(paths);
-        munmap(map, size);
-        return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
-    }
-    eg_status s = eg_gguf_parse(map, size, pcopy, g, err, errlen);
-    /* the tensor set owns the mapping from here on (freed with it) */
-    maps[0] = map;
-    sizes[0] = size;
-    paths[0] = pcopy;
-    g->tensors.maps = maps;
-    g->tensors.map_sizes = sizes;
-    g->tensors.map_paths = paths;
-    g->tensors.n_maps = 1;
-    g->path = pcopy;
-    if (s != EG_OK) {
-        eg_gguf_close(g);
+    if (!g) s = eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+    else s = eg_gguf_parse(buf, size, pcopy, g, err, errlen); /* clears g itself on failure */
+    if (s) {
+        free(g);
+        eg_st_free(&files);
         return s;
     }
+    g->tensors.maps = files.maps;
+    g->tensors.map_sizes = files.map_sizes;
+    g->tensors.map_paths = files.map_paths;
+    g->tensors.n_maps = files.n_maps;
     for (int64_t i = 0; i < g->tensors.n; i++) g->tensors.tensors[i].mapped = 1;
     *out = g;
     return EG_OK;

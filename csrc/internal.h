@@ -95,6 +95,11 @@ typedef struct {
     int n_maps;
 } eg_tensor_set;
 
+/* Maps `path` read-only and appends the mapping to set (unmapped with it): *data / *size are the
+ * bytes, *owned_path a copy of the path that lives as long as the set. Files shorter than min_size
+ * are refused as not being a `kind` file. */
+eg_status eg_map_into(eg_tensor_set *set, const char *path, size_t min_size, const char *kind,
+                      const uint8_t **data, size_t *size, const char **owned_path, char *err, size_t errlen);
 /* Maps one .safetensors file, validates its header and adds its tensors. */
 eg_status eg_st_open(const char *path, eg_tensor_set *set, char *err, size_t errlen);
 /* Validates a header held in memory (also the fuzzing entry point). */

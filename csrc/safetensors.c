@@ -158,7 +158,8 @@ done:
     return s;
 }
 
-eg_status eg_st_open(const char *path, eg_tensor_set *set, char *err, size_t errlen) {
+eg_status eg_map_into(eg_tensor_set *set, const char *path, size_t min_size, const char *kind,
+                      const uint8_t **data, size_t *size, const char **owned_path, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return eg_fail(err, errlen, EG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -166,12 +167,12 @@ eg_status eg_st_open(const char *path, eg_tensor_set *set, char *err, size_t err
         close(fd);
         return eg_fail(err, errlen, EG_ERR_IO, "%s: not a regular file", path);
     }
-    size_t size = (size_t)st.st_size;
-    if (size < 8) {
+    const size_t n = (size_t)st.st_size;
+    if (n < min_size) {
         close(fd);
-        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %zu bytes is too short for a safetensors file", path, size);
+        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %zu bytes is too short for a %s file", path, n, kind);
     }
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *map = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) return eg_fail(err, errlen, EG_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
     void **nm = realloc(set->maps, (size_t)(set->n_maps + 1) * sizeof *nm);
@@ -183,15 +184,27 @@ eg_status eg_st_open(const char *path, eg_tensor_set *set, char *err, size_t err
     char *pcopy = strdup(path);
     if (!nm || !ns || !np || !pcopy) {
         free(pcopy);
-        munmap(map, size);
+        munmap(map, n);
         return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
     }
     set->maps[set->n_maps] = map;
-    set->map_sizes[set->n_maps] = size;
+    set->map_sizes[set->n_maps] = n;
     set->map_paths[set->n_maps] = pcopy;
     set->n_maps++;
+    *data = map;
+    *size = n;
+    *owned_path = pcopy;
+    return EG_OK;
+}
+
+eg_status eg_st_open(const char *path, eg_tensor_set *set, char *err, size_t errlen) {
+    const uint8_t *map;
+    size_t size;
+    const char *pcopy;
+    eg_status s = eg_map_into(set, path, 8, "safetensors", &map, &size, &pcopy, err, errlen);
+    if (s) return s;
     const int64_t first = set->n;
-    eg_status s = eg_st_parse_header(map, size, pcopy, set, err, errlen);
+    s = eg_st_parse_header(map, size, pcopy, set, err, errlen);
     for (int64_t i = first; i < set->n && s == EG_OK; i++) set->tensors[i].mapped = 1;
     return s;
 }

@@ -40,7 +40,9 @@ from langchain_tests.integration_tests import EmbeddingsIntegrationTests  # noqa
 from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
 
 
-class TestLangChainUnit(EmbeddingsUnitTests):
+class _LangChainParams:
+    """What langchain-tests' standard suites construct: the embeddings class and its arguments."""
+
     @property
     def embeddings_class(self):
         return EmbeddingGemmaEmbeddings
@@ -50,14 +52,12 @@ class TestLangChainUnit(EmbeddingsUnitTests):
         return {"model": str(GOLDEN_DIR)}
 
 
-class TestLangChainIntegration(EmbeddingsIntegrationTests):
-    @property
-    def embeddings_class(self):
-        return EmbeddingGemmaEmbeddings
+class TestLangChainUnit(_LangChainParams, EmbeddingsUnitTests):
+    pass
 
-    @property
-    def embedding_model_params(self) -> dict:
-        return {"model": str(GOLDEN_DIR)}
+
+class TestLangChainIntegration(_LangChainParams, EmbeddingsIntegrationTests):
+    pass
 
 
 def test_langchain_prompts_and_vectors(gm):
