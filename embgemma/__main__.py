@@ -1,4 +1,4 @@
-"""Command line: ``python -m embgemma encode|info|models`` (also installed as ``embgemma``)."""
+"""Command line: ``python -m embgemma encode|info|models|serve`` (also installed as ``embgemma``)."""
 
 from __future__ import annotations
 
@@ -104,6 +104,36 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        from embgemma.server import ServerConfig, run
+    except ImportError as e:
+        print(f"embgemma serve: {e}", file=sys.stderr)
+        return 2
+    route_prompts = {}
+    for spec in args.route_prompt or []:
+        route, sep, name = spec.partition("=")
+        if not sep or not name:
+            print(f"embgemma serve: --route-prompt takes ROUTE=PROMPT_NAME (e.g. /embed=document), got {spec!r}",
+                  file=sys.stderr)
+            return 2
+        route_prompts[route] = name
+    config = ServerConfig(
+        model=args.model, dtype=args.dtype, threads=args.threads, max_seq_length=args.max_seq_length,
+        cache_folder=args.cache_folder, served_model_name=args.served_model_name,
+        max_batch_tokens=args.max_batch_tokens, max_client_batch_size=args.max_client_batch_size,
+        max_request_tokens=args.max_request_tokens, max_concurrent_requests=args.max_concurrent_requests,
+        payload_limit=args.payload_limit, auto_truncate=not args.no_auto_truncate,
+        default_prompt_name=args.default_prompt_name, route_prompts=route_prompts,
+        api_key=args.api_key or os.environ.get("EMBGEMMA_API_KEY") or None,
+    )
+    config.check()
+    return run(config, args.host, args.port, graceful_timeout=args.graceful_timeout, log_format=args.log_format,
+               log_level=args.log_level)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embgemma", description="EmbeddingGemma embeddings on the CPU.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -130,6 +160,34 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the models in the local Ollama store and Hugging Face cache")
     m.add_argument("--cache-folder", help="Hugging Face cache to list (default: HF_HUB_CACHE / HF_HOME)")
     m.set_defaults(func=_cmd_models)
+
+    s = sub.add_parser("serve", help="serve embeddings over HTTP (OpenAI, TEI and Ollama routes); needs embgemma[serve]")
+    s.add_argument("--model", required=True,
+                   help="model folder, GGUF file, Ollama name (embeddinggemma:300m) or Hugging Face id")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--dtype", help="weights mode: float32, bfloat16, int8, q8_0, q4_0 (default: as stored)")
+    s.add_argument("--threads", type=int, help="engine threads (default: all cores)")
+    s.add_argument("--max-seq-length", type=int, help="longest input in tokens (default: the model's)")
+    s.add_argument("--cache-folder", help="Hugging Face cache to find hub ids in")
+    s.add_argument("--served-model-name", help="model name in responses (default: the --model value)")
+    s.add_argument("--max-batch-tokens", type=int, default=8192, help="tokens per engine batch, across requests")
+    s.add_argument("--max-client-batch-size", type=int, default=2048, help="inputs per request")
+    s.add_argument("--max-request-tokens", type=int, default=300_000, help="tokens per request")
+    s.add_argument("--max-concurrent-requests", type=int, default=512, help="admitted at once; more get 429")
+    s.add_argument("--payload-limit", type=int, default=8_000_000, help="request body bytes; more get 413")
+    s.add_argument("--no-auto-truncate", action="store_true",
+                   help="refuse (422 / 400) inputs over the maximum length unless the request says truncate")
+    s.add_argument("--default-prompt-name", help="prompt for requests that name none, on every route")
+    s.add_argument("--route-prompt", action="append", metavar="ROUTE=NAME",
+                   help="prompt for requests that name none on one route (/v1/embeddings, /embed, /api/embed); "
+                        "repeatable, wins over --default-prompt-name")
+    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (or set EMBGEMMA_API_KEY)")
+    s.add_argument("--graceful-timeout", type=float, default=30.0,
+                   help="seconds SIGTERM waits for in-flight requests")
+    s.add_argument("--log-format", choices=("json", "text"), default="json")
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(func=_cmd_serve)
     return p
 
 

@@ -352,11 +352,14 @@ class EmbeddingGemma:
             )
         return out
 
-    def _truncate_ids(self, ids: list[int], limit: int) -> list[int]:
-        # keep the special tokens the template adds (<bos> ... <eos>) and the first content tokens
+    def _truncate_ids(self, ids: list[int], limit: int, direction: str = "right") -> list[int]:
+        # keep the special tokens the template adds (<bos> ... <eos>) and the first (right truncation)
+        # or the last (left) content tokens
         head = 1 if ids and ids[0] == self.bos_token_id else 0
         tail = 1 if ids and ids[-1] == self.eos_token_id else 0
-        return ids[:head] + ids[head : head + limit - head - tail] + ids[len(ids) - tail :]
+        keep = limit - head - tail
+        body = ids[head : head + keep] if direction == "right" else ids[len(ids) - tail - keep : len(ids) - tail]
+        return ids[:head] + body + ids[len(ids) - tail :]
 
     def tokenize(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
         """Token ids as the model sees them: ``input_ids`` and ``attention_mask``, right-padded with 0."""
