@@ -8,9 +8,12 @@ See docs/server.md.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
+import signal
 import sys
+import threading
 
 try:
     import orjson
@@ -62,6 +65,22 @@ def setup_logging(fmt: str = "json", level: str = "info") -> None:
         logging.getLogger(name).propagate = True
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, but SIGINT / SIGTERM end it with status 0 once drained (uvicorn re-raises the signal)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
 def run(config: ServerConfig, host: str = "127.0.0.1", port: int = 8080, *, graceful_timeout: float = 30.0,
         log_format: str = "json", log_level: str = "info") -> int:
     """Serve until SIGINT / SIGTERM (which drain in-flight requests first); 1 if the model failed to load."""
@@ -77,7 +96,7 @@ def run(config: ServerConfig, host: str = "127.0.0.1", port: int = 8080, *, grac
     srv = EmbeddingServer(config, on_load_error=on_load_error)
     uv_config = uvicorn.Config(srv.app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
                                timeout_graceful_shutdown=graceful_timeout, server_header=False)
-    server = uvicorn.Server(uv_config)
+    server = _Server(uv_config)
     logging.getLogger("embgemma.server").info("listening on http://%s:%d; loading %s", host, port, config.model)
     server.run()
     return 1 if failed or not server.started else 0

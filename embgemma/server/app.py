@@ -323,7 +323,7 @@ class EmbeddingServer:
             return "", explicit
         if name not in m.prompts:
             raise RequestError("validation", f"unknown prompt_name {name!r}; this model's prompts are: "
-                                             f"{', '.join(m.prompts)}", "prompt_name")
+                                             f"{', '.join(map(repr, m.prompts))}", "prompt_name")
         return m.prompts[name], explicit
 
     def _tokenize(self, items: list, prompt: str, truncate: bool, direction: str, name: str) -> list[np.ndarray]:
