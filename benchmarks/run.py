@@ -3,6 +3,7 @@
 
     python benchmarks/run.py --quick    # smoke run: minutes once set up
     python benchmarks/run.py            # full run: hours on 2 cores (see benchmarks/README.md)
+    python benchmarks/run.py --serve    # embgemma serve against llama-cpp-python's server, same load
 
 The first run creates benchmarks/.venv-bench (pinned requirements from requirements.txt, checked
 against requirements-lock.txt; llama-cpp-python built from source for this CPU), then builds the
@@ -75,7 +76,8 @@ def _pip(args: list[str], env: dict | None = None) -> None:
 def ensure_venv() -> None:
     """Create / update the environment when requirements or build flags changed since last time."""
     stamp_path = VENV / ".bench-setup.json"
-    want = {"version": SETUP_VERSION, "cmake_args": LLAMA_CMAKE_ARGS,
+    specs, llama = _requirements()
+    want = {"version": SETUP_VERSION, "cmake_args": LLAMA_CMAKE_ARGS, "llama": llama,
             "requirements": _digest(REQ.read_text(), LOCK.read_text() if LOCK.exists() else "")}
     try:
         have = json.loads(stamp_path.read_text())
@@ -88,11 +90,11 @@ def ensure_venv() -> None:
     if not _vpy().exists():
         _say(f"creating the benchmark environment {VENV} with {sys.executable}")
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    specs, llama = _requirements()
     constraints = ["-c", str(LOCK)] if LOCK.exists() else []
     if have.get("requirements") != want["requirements"]:
         _pip([*specs, *constraints])
-    if llama and (have.get("cmake_args") != want["cmake_args"] or have.get("requirements") != want["requirements"]
+    # rebuild llama.cpp only when its own pin or flags changed (an old stamp without the key: keep it)
+    if llama and (have.get("cmake_args") != want["cmake_args"] or have.get("llama", llama) != llama
                   or not _has_module("llama_cpp")):
         env = dict(os.environ, CMAKE_ARGS=LLAMA_CMAKE_ARGS,
                    CMAKE_BUILD_PARALLEL_LEVEL=os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 2))
@@ -119,6 +121,10 @@ def main() -> int:
         ensure_venv()
         os.execv(str(_vpy()), [str(_vpy()), str(Path(__file__).resolve()), *sys.argv[1:]])
     sys.path.insert(0, str(HERE))
+    if "--serve" in sys.argv[1:]:  # the HTTP server comparison (docs/server.md)
+        from harness import serve_bench
+
+        return serve_bench.main([a for a in sys.argv[1:] if a != "--serve"])
     from harness import bench
 
     return bench.main(sys.argv[1:])
