@@ -432,4 +432,5 @@ def test_load_bounded(server):
     print("\nserver load:", {k: v for k, v in res.items() if k != "rss_samples"})
     assert res["errors"] == 0, res["error_samples"]
     assert res["requests"] > 20
-    assert res["rss_mb_second_half_max"] - res["rss_mb_first_half_max"] < 16, res["rss_samples"]
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):  # ASan's quarantine grows memory on purpose
+        assert res["rss_mb_second_half_max"] - res["rss_mb_first_half_max"] < 16, res["rss_samples"]

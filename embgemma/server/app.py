@@ -387,7 +387,11 @@ class EmbeddingServer:
             if tokens > self.config.max_request_tokens:
                 raise RequestError("validation", f"the request holds {tokens} tokens, more than the limit of "
                                                  f"{self.config.max_request_tokens} per request; split it", parsed.field)
-            job = self.batcher.submit(seqs, parsed.dim or self.model.info["output_dim"], parsed.normalize)
+            try:
+                job = self.batcher.submit(seqs, parsed.dim or self.model.info["output_dim"], parsed.normalize)
+            except RuntimeError:
+                raise RequestError("unhealthy", "the server is shutting down; retry on another instance",
+                                   retry_after=1) from None
             self.metrics.queue_depth.set(self.batcher.pending_inputs)
             try:
                 emb = await job.future
@@ -422,6 +426,11 @@ class EmbeddingServer:
             self.metrics.errors.labels(api=api, kind=e.kind).inc()
             request.state.error = e.message
             response = error_response(api, e)
+        except Exception as e:  # noqa: BLE001 - a bug must cost one request, in the API's error shape
+            logger.exception("internal error on %s", request.url.path)
+            self.metrics.errors.labels(api=api, kind="backend").inc()
+            request.state.error = f"{type(e).__name__}: {e}"
+            response = error_response(api, RequestError("backend", f"internal error: {type(e).__name__}: {e}"))
         self.metrics.requests.labels(api=api, status=str(response.status_code)).inc()
         self.metrics.request_duration.labels(api=api).observe(time.perf_counter() - t0)
         return response

@@ -15,6 +15,7 @@ cd "$(dirname "$0")/../.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r csrc embgemma tests docs setup.py pyproject.toml README.md "$work"/
+mkdir -p "$work/benchmarks" && cp benchmarks/serve_load.py "$work/benchmarks/"  # the server load test's client
 rm -f "$work"/embgemma/*.so
 libasan=$(gcc -print-file-name=libasan.so)
 libubsan=$(gcc -print-file-name=libubsan.so)
