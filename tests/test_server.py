@@ -415,6 +415,10 @@ def test_api_key_overload_and_sigterm_drain():
         t_end = time.time() + 30
         while not httpx.get(s.url + "/metrics").text.count("embgemma_requests_in_flight 1.0") and time.time() < t_end:
             time.sleep(0.01)
+        # the event loop is not blocked by the engine: health answers at once while the request runs
+        t0 = time.perf_counter()
+        assert httpx.get(s.url + "/health", timeout=10).status_code == 200
+        assert time.perf_counter() - t0 < 1.0
         s.proc.send_signal(signal.SIGTERM)
         t.join(300)
         assert result["r"].status_code == 200, (result["r"].text, s.lines[-20:])
