@@ -226,6 +226,21 @@ done:
     return result;
 }
 
+/* _test_encode(data) -> None: one eg_encode call decoded from fuzz bytes and checked against the C
+ * contract (eg_test_encode); the encode fuzzer's corpus is replayed through it. */
+static PyObject *Model_test_encode(ModelObject *self, PyObject *args) {
+    Py_buffer buf;
+    if (!check_loaded(self) || !PyArg_ParseTuple(args, "y*", &buf)) return NULL;
+    char err[1024] = "";
+    eg_status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = eg_test_encode(self->model, buf.buf, (size_t)buf.len, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    if (s != EG_OK) return raise_status(s, err);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Model_get_info(ModelObject *self, void *closure) {
     (void)closure;
     if (!check_loaded(self)) return NULL;
@@ -244,6 +259,8 @@ static PyMethodDef Model_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))Model_encode, METH_VARARGS | METH_KEYWORDS,
      "encode(ids, offsets, *, dim=0, normalize=True, threads=1, out=None, rows=None) -> ndarray\n\n"
      "Embed the token sequences ids[offsets[i]:offsets[i+1]]; writes row i to out[rows[i]]."},
+    {"_test_encode", (PyCFunction)Model_test_encode, METH_VARARGS,
+     "testing hook: one eg_encode call decoded from fuzz bytes, checked against the C contract"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -483,8 +500,9 @@ done:
     return result;
 }
 
-/* _test_parse(kind, data) -> None: runs the safetensors-header ("safetensors") or GGUF ("gguf")
- * parser on bytes in memory (fuzzing and corruption tests); raises what loading would. */
+/* _test_parse(kind, data) -> None: runs the safetensors-header ("safetensors"), GGUF ("gguf") or
+ * model-folder JSON ("config") readers on bytes in memory (fuzzing and corruption tests); raises
+ * what loading would. */
 static PyObject *test_parse(PyObject *mod, PyObject *args) {
     (void)mod;
     const char *kind;
@@ -526,7 +544,7 @@ static PyMethodDef module_methods[] = {
     {"_test_gemm", test_gemm, METH_VARARGS, "testing hook: y = x . w^T with one ISA's GEMM kernel"},
     {"gguf_read", gguf_read, METH_VARARGS,
      "gguf_read(path) -> dict: the validated metadata and tensor list of a GGUF file"},
-    {"_test_parse", test_parse, METH_VARARGS, "testing hook: run the 'safetensors' or 'gguf' parser on bytes"},
+    {"_test_parse", test_parse, METH_VARARGS, "testing hook: run the 'safetensors', 'gguf' or 'config' parsers on bytes"},
     {"_test_vec", test_vec, METH_VARARGS, "testing hook: axpy / scale / gelu_gate / exp_sub with one ISA's kernel"},
     {NULL, NULL, 0, NULL},
 };
