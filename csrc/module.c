@@ -25,7 +25,13 @@ static PyObject *raise_status(eg_status s, const char *msg) {
     case EG_ERR_NOMEM: type = PyExc_MemoryError; break;
     default: type = EmbGemmaError; break;
     }
-    PyErr_SetString(type, msg);
+    /* messages quote file contents and paths, which need not be UTF-8 (or are cut mid-character by
+     * a %.40s): decode leniently, else the error would turn into a UnicodeDecodeError */
+    PyObject *text = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "backslashreplace");
+    if (text) {
+        PyErr_SetObject(type, text);
+        Py_DECREF(text);
+    }
     return NULL;
 }
 

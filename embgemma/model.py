@@ -43,7 +43,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nesting deeper than json can follow
         raise _core.ModelFormatError(f"{path}: cannot read JSON: {e}") from e
     if not isinstance(data, dict):
         raise _core.ModelFormatError(f"{path}: expected a JSON object")
@@ -143,31 +143,26 @@ class EmbeddingGemma:
         if self.format == "gguf":
             self._init_gguf(path, dense_dir, max_seq_length, truncate_dim)
             return
-        st_cfg = _read_json(path / "config_sentence_transformers.json") or {}
-        prompts = st_cfg.get("prompts")
-        if prompts is None:
-            prompts = dict(DEFAULT_PROMPTS)
-        if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
-            raise _core.ModelFormatError(f"{path / 'config_sentence_transformers.json'}: prompts must map str to str")
-        self.prompts: dict[str, str] = dict(prompts)
-        self.default_prompt_name: str | None = st_cfg.get("default_prompt_name")
-        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
-            raise _core.ModelFormatError(
-                f"{path / 'config_sentence_transformers.json'}: default_prompt_name "
-                f"{self.default_prompt_name!r} is not one of the prompts"
-            )
-        self.similarity_fn_name: str = st_cfg.get("similarity_fn_name") or "cosine"
+        self._read_st_config(path / "config_sentence_transformers.json", empty_means_default=False)
 
         self._tokenizer_dir = path if (path / "tokenizer.json").is_file() else self._transformer_dir()
         self.tokenizer = self._load_tokenizer(self._tokenizer_dir)
         self.tokenizer_source = str(self._tokenizer_dir / "tokenizer.json")
 
-        sbert = _read_json(self._transformer_dir() / "sentence_bert_config.json") or {}
-        tok_cfg = _read_json(self._tokenizer_dir / "tokenizer_config.json") or {}
-        default_len = sbert.get("max_seq_length")
-        if not isinstance(default_len, int) or default_len <= 0:
-            mml = tok_cfg.get("model_max_length")
-            default_len = mml if isinstance(mml, int) and 0 < mml < 10**7 else self._info["max_positions"]
+        # sentence-transformers' max_seq_length, else the tokenizer's (10**7 and more: transformers' "no limit")
+        default_len = self._info["max_positions"]
+        for file, key in ((self._transformer_dir() / "sentence_bert_config.json", "max_seq_length"),
+                          (self._tokenizer_dir / "tokenizer_config.json", "model_max_length")):
+            value = (_read_json(file) or {}).get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value >= 10**7:
+                continue
+            if value <= self._n_special:
+                raise _core.ModelFormatError(
+                    f"{file}: {key} = {value} leaves no room for text (the model adds {self._n_special} special "
+                    f"tokens); set it to at most {self._info['max_positions']}"
+                )
+            default_len = value
+            break
         self._max_seq_length = 0
         self.max_seq_length = min(default_len, self._info["max_positions"]) if max_seq_length is None else max_seq_length
         self.truncate_dim = truncate_dim
@@ -179,11 +174,8 @@ class EmbeddingGemma:
         wins; else the tokenizer is rebuilt from the GGUF's own metadata."""
         from ._gguf import tokenizer_from_gguf
 
-        st_cfg = (_read_json(dense_dir / "config_sentence_transformers.json") if dense_dir else None) or {}
-        prompts = st_cfg.get("prompts") or dict(DEFAULT_PROMPTS)
-        self.prompts = dict(prompts)
-        self.default_prompt_name = st_cfg.get("default_prompt_name")
-        self.similarity_fn_name = st_cfg.get("similarity_fn_name") or "cosine"
+        self._read_st_config(dense_dir / "config_sentence_transformers.json" if dense_dir else None,
+                             empty_means_default=True)
         beside = [d for d in (path.parent, dense_dir) if d is not None and (d / "tokenizer.json").is_file()]
         if beside:
             self._tokenizer_dir = beside[0]
@@ -201,6 +193,30 @@ class EmbeddingGemma:
         self._max_seq_length = 0
         self.max_seq_length = self._info["max_positions"] if max_seq_length is None else max_seq_length
         self.truncate_dim = truncate_dim
+
+    def _read_st_config(self, file: Path | None, empty_means_default: bool) -> None:
+        """prompts, default_prompt_name and similarity_fn_name from config_sentence_transformers.json, checked."""
+        st_cfg = (_read_json(file) if file is not None else None) or {}
+        prompts = st_cfg.get("prompts")
+        if prompts is None or (empty_means_default and not prompts):
+            prompts = dict(DEFAULT_PROMPTS)
+        if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+            raise _core.ModelFormatError(f"{file}: prompts must map str to str")
+        for k, v in prompts.items():
+            if not (_is_unicode(k) and _is_unicode(v)):
+                raise _core.ModelFormatError(
+                    f"{file}: prompt {k!r} contains a lone surrogate (an escape such as \\ud800), which is not "
+                    "Unicode text; fix the file"
+                )
+        default = st_cfg.get("default_prompt_name")
+        if default is not None and (not isinstance(default, str) or default not in prompts):
+            raise _core.ModelFormatError(f"{file}: default_prompt_name {default!r} is not one of the prompts")
+        similarity = st_cfg.get("similarity_fn_name")
+        if similarity is not None and not isinstance(similarity, str):
+            raise _core.ModelFormatError(f"{file}: similarity_fn_name must be a str, got {similarity!r}")
+        self.prompts: dict[str, str] = dict(prompts)
+        self.default_prompt_name: str | None = default
+        self.similarity_fn_name: str = similarity or "cosine"
 
     def _transformer_dir(self) -> Path:
         modules = _read_json_list(self.model_path / "modules.json")
@@ -225,19 +241,26 @@ class EmbeddingGemma:
             raise _core.ModelFormatError(f"{tok_path}: cannot load: {e}") from e
         cfg = _read_json(folder / "tokenizer_config.json") or {}
 
+        cfg_path = folder / "tokenizer_config.json"
+
         def token_id(key: str, default: str) -> int:
             tok_str = cfg.get(key, default)
             if isinstance(tok_str, dict):  # AddedToken serialised as a dict
                 tok_str = tok_str.get("content", default)
+            if not isinstance(tok_str, str) or not _is_unicode(tok_str):
+                raise _core.ModelFormatError(f"{cfg_path}: {key} must be a token string, got {tok_str!r}")
             tid = tok.token_to_id(tok_str)
             if tid is None:
-                raise _core.ModelFormatError(f"{tok_path}: has no token {tok_str!r} ({key})")
+                raise _core.ModelFormatError(f"{tok_path}: has no token {tok_str!r} ({key} in {cfg_path.name})")
             return tid
 
         self.bos_token_id = token_id("bos_token", "<bos>")
         self.eos_token_id = token_id("eos_token", "<eos>")
         add_bos = cfg.get("add_bos_token", True)
         add_eos = cfg.get("add_eos_token", True)
+        for key, value in (("add_bos_token", add_bos), ("add_eos_token", add_eos)):
+            if not isinstance(value, bool):
+                raise _core.ModelFormatError(f"{cfg_path}: {key} must be true or false, got {value!r}")
         # transformers rebuilds the post-processor from add_bos/add_eos; do the same when the file disagrees
         probe = tok.encode("a").ids
         has_bos = bool(probe) and probe[0] == self.bos_token_id
@@ -556,11 +579,20 @@ def cos_sim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return an @ bn.T
 
 
+def _is_unicode(s: str) -> bool:
+    """False for a str holding a lone surrogate (json decodes the escape "\\ud800" into one)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _read_json_list(path: Path) -> list[dict[str, Any]]:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return []
     return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
 
