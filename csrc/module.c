@@ -164,8 +164,8 @@ static PyObject *Model_encode(ModelObject *self, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_ValueError, "dim must be between 1 and %lld, got %lld", (long long)info->out_dim, dim);
         goto done;
     }
-    if (threads < 1) {
-        PyErr_Format(PyExc_ValueError, "threads must be >= 1, got %d", threads);
+    if (threads < 1 || threads > 4096) { /* eg_encode's range, checked even for no texts */
+        PyErr_Format(PyExc_ValueError, "threads must be 1..4096, got %d", threads);
         goto done;
     }
     if (out_obj == Py_None) {

@@ -304,8 +304,8 @@ class EmbeddingGemma:
     def threads(self, value: int | None) -> None:
         if value is None:
             value = _default_threads()
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"threads must be a positive integer, got {value!r}")
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= 4096:
+            raise ValueError(f"threads must be a positive integer (at most 4096), got {value!r}")
         self._threads = int(value)
 
     @property
@@ -506,12 +506,19 @@ class EmbeddingGemma:
     ) -> np.ndarray:
         """Embed already-tokenized inputs (each a full sequence, BOS and EOS included)."""
         seqs = [np.asarray(s) for s in token_ids]
+        vocab = self._info["vocab_size"]
         for i, s in enumerate(seqs):
             if s.ndim != 1 or (s.size and not np.issubdtype(s.dtype, np.integer)):
                 raise TypeError(f"token_ids[{i}] must be a 1-D sequence of integers")
             if not 1 <= s.size <= self._info["max_positions"]:
                 raise ValueError(f"token_ids[{i}] has {s.size} tokens; must be 1..{self._info['max_positions']}")
-        return self._run([s.astype(np.int64) for s in seqs], batch_size, None, normalize_embeddings, truncate_dim)
+            # before any cast: int64 / uint64 ids beyond int32 would wrap around to valid-looking ones
+            bad = np.flatnonzero((s < 0) | (s >= vocab))
+            if bad.size:
+                raise ValueError(
+                    f"token_ids[{i}][{bad[0]}] = {s[bad[0]]} is outside the vocabulary 0..{vocab - 1} of this model"
+                )
+        return self._run([s.astype(np.int32) for s in seqs], batch_size, None, normalize_embeddings, truncate_dim)
 
     def _encode_texts(self, texts, batch_size, show_progress_bar, normalize, truncate_dim, truncate):
         ids = self._token_ids(texts, truncate)
