@@ -140,6 +140,9 @@ int eg_isa_supported(eg_isa isa);
 eg_isa eg_isa_best(void);
 int eg_openmp_enabled(void);
 int eg_default_threads(void);
+/* 1 in a process forked after it (or an ancestor) ran an OpenMP team: GNU libgomp cannot start
+ * threads again there, so every call runs on one thread (see docs/thread_safety.md). */
+int eg_forked_single_threaded(void);
 
 /* Testing hooks (csrc/testing.c): run one kernel of `isa` on caller buffers.
  * eg_test_gemm: y[m, n] = x[m, k] . w[n, k]^T with row strides ldx / ldy, w

@@ -36,5 +36,7 @@ eg_status eg_encode(const eg_model *m, const int32_t *ids, const int64_t *offset
         if (ids[t] < 0 || ids[t] >= m->info.vocab)
             return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "token id %d at position %lld is outside the vocabulary 0..%lld",
                            ids[t], (long long)(t - offsets[0]), (long long)m->info.vocab - 1);
-    return eg_forward(m, ids, offsets, n_seqs, opts, out, out_stride, rows, err, errlen);
+    eg_encode_opts o = *opts;
+    o.n_threads = eg_threads_for_call(o.n_threads);
+    return eg_forward(m, ids, offsets, n_seqs, &o, out, out_stride, rows, err, errlen);
 }

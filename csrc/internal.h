@@ -24,6 +24,10 @@
 eg_status eg_fail(char *err, size_t errlen, eg_status status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* The OpenMP team size a call may use: `requested`, or 1 in a child forked after a team ran
+ * (dispatch.c). Every parallel region's size goes through it. */
+int eg_threads_for_call(int requested);
+
 /* ---------------------------------------------------------------- config */
 
 typedef struct {

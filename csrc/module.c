@@ -8,6 +8,7 @@
 #include <Python.h>
 #define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
 #include <numpy/arrayobject.h>
+#include <unistd.h>
 
 #include "embgemma.h"
 
@@ -124,6 +125,20 @@ static int check_loaded(ModelObject *self) {
     return 1;
 }
 
+/* Once per process: say why a forked child encodes on one thread (eg_forked_single_threaded).
+ * 0 when the warning was turned into an exception. */
+static int warn_forked(void) {
+    static pid_t warned_in;
+    if (warned_in == getpid()) return 1;
+    warned_in = getpid();
+    return PyErr_WarnEx(PyExc_RuntimeWarning,
+                        "embgemma: this process was forked (multiprocessing's 'fork' start method?) after encoding "
+                        "with several threads; GNU OpenMP cannot start threads again in a forked child, so encode "
+                        "runs on one thread here. For full speed use the 'spawn' or 'forkserver' start method "
+                        "(multiprocessing.get_context('spawn')) and load the model in each worker.",
+                        1) == 0;
+}
+
 /* encode(ids, offsets, *, dim=0, normalize=True, threads=1, out=None, rows=None) -> out */
 static PyObject *Model_encode(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"ids", "offsets", "dim", "normalize", "threads", "out", "rows", NULL};
@@ -209,6 +224,7 @@ static PyObject *Model_encode(ModelObject *self, PyObject *args, PyObject *kwds)
         }
     }
 
+    if (threads > 1 && eg_forked_single_threaded() && !warn_forked()) goto done;
     eg_encode_opts opts = {.dim = dim, .normalize = normalize, .n_threads = threads};
     char err[1024] = "";
     eg_status s;

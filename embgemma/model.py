@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,12 @@ MATRYOSHKA_DIMS = (768, 512, 256, 128)
 
 # Tokens per engine call: bounds scratch memory (about 17 KB per token for the full model).
 _MAX_BATCH_TOKENS = 8192
+# Texts (and characters) tokenized at a time: encode streams through them, so what it holds beyond the
+# output array (the tokenizer's objects, about 3 KB a text) does not grow with the number of texts,
+# and Ctrl-C is seen between batches instead of after tokenizing everything (tests/test_memory.py,
+# tests/test_processes.py). Batches are length-sorted within a chunk; results do not depend on it.
+_CHUNK_TEXTS = 2048
+_CHUNK_CHARS = 1 << 20
 
 
 def _default_threads() -> int:
@@ -343,14 +349,19 @@ class EmbeddingGemma:
 
     # ------------------------------------------------------------------ tokenization
 
-    def _token_ids(self, texts: Sequence[str], truncate: bool) -> list[list[int]]:
-        """Token ids of each text with BOS/EOS; over-long texts keep BOS and EOS around their head."""
+    def _token_ids(self, texts: Sequence[str], truncate: bool, first: int = 0,
+                   too_long: list[int] | None = None) -> list[list[int]]:
+        """Token ids of each text with BOS/EOS; over-long texts keep BOS and EOS around their head.
+
+        Texts are numbered from ``first`` in messages; indices of truncated texts go to ``too_long``
+        when given (the caller warns), else one warning is given here."""
         encodings = self.tokenizer.encode_batch(list(texts))
         limit = self.max_seq_length
         out: list[list[int]] = []
-        too_long: list[int] = []
+        warn = too_long is None
+        too_long = [] if too_long is None else too_long
         vocab = self._info["vocab_size"]
-        for i, enc in enumerate(encodings):
+        for i, enc in enumerate(encodings, first):
             ids = enc.ids
             if ids and max(ids) >= vocab:
                 bad = next(t for t in ids if t >= vocab)
@@ -367,13 +378,16 @@ class EmbeddingGemma:
                 too_long.append(i)
                 ids = self._truncate_ids(ids, limit)
             out.append(ids)
-        if too_long:
-            warnings.warn(
-                f"{len(too_long)} text(s) longer than max_seq_length={limit} tokens were truncated "
-                f"(first: index {too_long[0]})",
-                stacklevel=4,
-            )
+        if warn and too_long:
+            self._warn_truncated(too_long, stacklevel=4)
         return out
+
+    def _warn_truncated(self, too_long: list[int], stacklevel: int) -> None:
+        warnings.warn(
+            f"{len(too_long)} text(s) longer than max_seq_length={self.max_seq_length} tokens were truncated "
+            f"(first: index {too_long[0]})",
+            stacklevel=stacklevel,
+        )
 
     def _truncate_ids(self, ids: list[int], limit: int) -> list[int]:
         # keep the special tokens the template adds (<bos> ... <eos>) and the first content tokens
@@ -439,12 +453,7 @@ class EmbeddingGemma:
         single = isinstance(sentences, str)
         texts = [sentences] if single else _as_text_list(sentences)
         out = self._encode_texts(
-            [_clean(t, i, text_prompt) for i, t in enumerate(texts)],
-            batch_size,
-            show_progress_bar,
-            normalize_embeddings,
-            truncate_dim,
-            truncate,
+            texts, text_prompt, batch_size, show_progress_bar, normalize_embeddings, truncate_dim, truncate
         )
         if precision != "float32":
             from .quantization import quantize_embeddings
@@ -520,59 +529,103 @@ class EmbeddingGemma:
                 )
         return self._run([s.astype(np.int32) for s in seqs], batch_size, None, normalize_embeddings, truncate_dim)
 
-    def _encode_texts(self, texts, batch_size, show_progress_bar, normalize, truncate_dim, truncate):
-        ids = self._token_ids(texts, truncate)
-        return self._run(ids, batch_size, show_progress_bar, normalize, truncate_dim)
+    def _encode_texts(self, texts, prompt, batch_size, show_progress_bar, normalize, truncate_dim, truncate):
+        """Streams the texts through tokenizer and engine a chunk at a time (see _CHUNK_TEXTS)."""
+        for i, t in enumerate(texts):  # every type error before any work
+            if not isinstance(t, str):
+                raise TypeError(f"text {i} is {type(t).__name__}, not str")
+        run = _Batcher(self, len(texts), batch_size, show_progress_bar, normalize, truncate_dim)
+        too_long: list[int] = []
+        n, start = len(texts), 0
+        with run:
+            while start < n:
+                stop, chars = start, 0
+                while stop < n and stop - start < run.chunk and chars < _CHUNK_CHARS:
+                    chars += len(texts[stop])
+                    stop += 1
+                if stop < n and stop - start > batch_size:  # whole batches, as one pass would make them
+                    stop = start + (stop - start) // batch_size * batch_size
+                part = [_clean(texts[i], i, prompt) for i in range(start, stop)]
+                run.add(self._token_ids(part, truncate, first=start, too_long=too_long), start)
+                start = stop
+        if too_long:
+            self._warn_truncated(too_long, stacklevel=4)
+        return run.out
 
     def _run(self, seqs, batch_size, show_progress_bar, normalize, truncate_dim) -> np.ndarray:
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        dim = self._check_dim(truncate_dim) if truncate_dim is not None else self.get_sentence_embedding_dimension()
-        n = len(seqs)
-        out = np.empty((n, dim), dtype=np.float32)
-        if n == 0:
-            return out
-        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=n)
-        order = np.argsort(-lengths, kind="stable")  # longest first, like sentence-transformers
-        batches: list[np.ndarray] = []
-        start = 0
-        while start < n:
-            stop, tokens = start, 0
-            while stop < n and stop - start < batch_size and (stop == start or tokens + lengths[order[stop]] <= _MAX_BATCH_TOKENS):
-                tokens += lengths[order[stop]]
-                stop += 1
-            batches.append(order[start:stop])
-            start = stop
-        if show_progress_bar is None:
-            show_progress_bar = logger.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
-        iterator: Iterable[np.ndarray] = batches
-        if show_progress_bar:
-            try:
-                from tqdm.auto import tqdm
-
-                iterator = tqdm(batches, desc="Batches", unit="batch")
-            except ImportError:
-                logger.warning("show_progress_bar needs tqdm: pip install tqdm")
-        for rows in iterator:
-            parts = [np.asarray(seqs[r], dtype=np.int32) for r in rows]
-            offsets = np.zeros(len(parts) + 1, dtype=np.int64)
-            np.cumsum([len(p) for p in parts], out=offsets[1:])
-            self._core.encode(
-                np.concatenate(parts),
-                offsets,
-                dim=dim,
-                normalize=bool(normalize),
-                threads=self._threads,
-                out=out,
-                rows=rows.astype(np.int64),
-            )
-        return out
+        run = _Batcher(self, len(seqs), batch_size, show_progress_bar, normalize, truncate_dim)
+        with run:
+            run.add(seqs, 0)
+        return run.out
 
     # ------------------------------------------------------------------ similarity
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosine similarity matrix between the rows of ``a`` and ``b`` (1-D inputs count as one row)."""
         return cos_sim(a, b)
+
+
+class _Batcher:
+    """Encodes token sequences into one output array, a group at a time: each group is sorted
+    longest first (as sentence-transformers does) and cut into batches of at most batch_size texts
+    and _MAX_BATCH_TOKENS tokens, each one engine call writing its rows in place."""
+
+    def __init__(self, model: EmbeddingGemma, n: int, batch_size, show_progress_bar, normalize, truncate_dim):
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.dim = model._check_dim(truncate_dim) if truncate_dim is not None else model.get_sentence_embedding_dimension()
+        self.out = np.empty((n, self.dim), dtype=np.float32)
+        self.model, self.batch_size, self.normalize = model, int(batch_size), bool(normalize)
+        self.chunk = max(self.batch_size, _CHUNK_TEXTS // self.batch_size * self.batch_size)
+        if show_progress_bar is None:
+            show_progress_bar = logger.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
+        self.bar = None
+        if show_progress_bar and n:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=-(-n // self.batch_size), desc="Batches", unit="batch")
+            except ImportError:
+                logger.warning("show_progress_bar needs tqdm: pip install tqdm")
+        self.done = 0
+
+    def __enter__(self) -> _Batcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:  # also on Ctrl-C: no bar left half drawn
+            self.bar.close()
+
+    def add(self, seqs: Sequence, first_row: int) -> None:
+        n = len(seqs)
+        if n == 0:
+            return
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=n)
+        order = np.argsort(-lengths, kind="stable")  # longest first, like sentence-transformers
+        batches: list[np.ndarray] = []
+        start = 0
+        while start < n:
+            stop, tokens = start, 0
+            while stop < n and stop - start < self.batch_size and (
+                stop == start or tokens + lengths[order[stop]] <= _MAX_BATCH_TOKENS
+            ):
+                tokens += lengths[order[stop]]
+                stop += 1
+            batches.append(order[start:stop])
+            start = stop
+        if self.bar is not None and self.done + len(batches) > self.bar.total:  # the token cap split batches
+            self.bar.total = self.done + len(batches)
+            self.bar.refresh()
+        core, threads = self.model._core, self.model._threads
+        for rows in batches:
+            parts = [np.asarray(seqs[r], dtype=np.int32) for r in rows]
+            offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+            np.cumsum([len(p) for p in parts], out=offsets[1:])
+            core.encode(np.concatenate(parts), offsets, dim=self.dim, normalize=self.normalize, threads=threads,
+                        out=self.out, rows=rows.astype(np.int64) + first_row)
+            self.done += 1
+            if self.bar is not None:
+                self.bar.update(1)
 
 
 def cos_sim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
