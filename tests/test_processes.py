@@ -21,7 +21,7 @@ import proc_workers
 from embgemma import EmbeddingGemma, build_info
 
 ROOT = Path(__file__).resolve().parent.parent
-# the child imports this checkout's embgemma, whatever is installed
+# the child imports this checkout's embgemma (cwd first on sys.path, then PYTHONPATH), whatever is installed
 CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 INTERRUPT_BOUND_S = 2.0  # Ctrl-C to KeyboardInterrupt: the engine is interrupted between batches
@@ -70,7 +70,7 @@ def test_ctrl_c_stops_a_long_encode_and_leaves_the_model_usable():
     """SIGINT a second into a ~10 s encode of many short texts: KeyboardInterrupt within
     INTERRUPT_BOUND_S, then the same model object encodes exactly as before and as a fresh one."""
     proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_CHILD.format(golden=str(proc_workers.GOLDEN_DIR))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CHILD_ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CHILD_ENV, cwd=ROOT)
     try:
         ready = _read_json_line(proc, 120)
         time.sleep(1.0)
