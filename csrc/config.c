@@ -83,7 +83,14 @@ eg_status eg_config_read(const char *path, eg_config *cfg, char *err, size_t err
     json_doc *doc;
     eg_status s = eg_read_json(path, &doc, err, errlen);
     if (s != EG_OK) return s;
-    const json_node *o = json_root(doc);
+    s = eg_config_from_json(json_root(doc), path, cfg, err, errlen);
+    json_free(doc);
+    return s;
+}
+
+eg_status eg_config_from_json(const json_node *o, const char *path, eg_config *cfg, char *err, size_t errlen) {
+    memset(cfg, 0, sizeof *cfg);
+    eg_status s = EG_OK;
     if (o->type != JSON_OBJECT) {
         s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: expected a JSON object", path);
         goto done;
@@ -224,7 +231,6 @@ eg_status eg_config_read(const char *path, eg_config *cfg, char *err, size_t err
         for (int64_t i = 0; i < cfg->n_layers; i++) cfg->layer_is_global[i] = (i + 1) % period == 0;
     }
 done:
-    json_free(doc);
     if (s != EG_OK) eg_config_free(cfg);
     return s;
 }
@@ -242,18 +248,8 @@ static const char *type_tail(const char *t) {
     return dot ? dot + 1 : t;
 }
 
-static eg_status read_pooling(const char *mdir, eg_pipeline *pl, char *err, size_t errlen) {
-    (void)pl;
-    char *path = join(mdir, "config.json");
-    if (!path) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
-    json_doc *doc = NULL;
-    eg_status s = eg_read_json(path, &doc, err, errlen);
-    if (s != EG_OK) goto done;
-    const json_node *o = json_root(doc);
-    if (o->type != JSON_OBJECT) {
-        s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: expected a JSON object", path);
-        goto done;
-    }
+eg_status eg_pooling_check(const json_node *o, const char *path, char *err, size_t errlen) {
+    if (o->type != JSON_OBJECT) return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: expected a JSON object", path);
     const json_node *mode = json_get(o, "pooling_mode");
     int mean = 0, other = 0;
     if (mode && mode->type == JSON_STRING) { /* sentence-transformers >= 6 */
@@ -272,61 +268,53 @@ static eg_status read_pooling(const char *mdir, eg_pipeline *pl, char *err, size
             else other = 1;
         }
     }
-    if (!mean || other) {
-        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
-                    "%s: only mean pooling (alone) is supported, as EmbeddingGemma uses; this config asks for "
-                    "another pooling mode",
-                    path);
-        goto done;
-    }
+    if (!mean || other)
+        return eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                       "%s: only mean pooling (alone) is supported, as EmbeddingGemma uses; this config asks for "
+                       "another pooling mode",
+                       path);
     const json_node *ip = json_get(o, "include_prompt");
-    if (ip && ip->type == JSON_BOOL && !ip->boolean) {
-        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
-                    "%s: include_prompt is false; EmbeddingGemma averages prompt tokens too and embgemma does not "
-                    "implement excluding them",
-                    path);
-        goto done;
-    }
-done:
-    json_free(doc);
-    free(path);
-    return s;
+    if (ip && ip->type == JSON_BOOL && !ip->boolean)
+        return eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                       "%s: include_prompt is false; EmbeddingGemma averages prompt tokens too and embgemma does not "
+                       "implement excluding them",
+                       path);
+    return EG_OK;
 }
 
-static eg_status read_dense(const char *mdir, eg_pipeline *pl, char *err, size_t errlen) {
-    int i = pl->n_dense;
-    char *path = join(mdir, "config.json");
-    if (!path) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
-    json_doc *doc = NULL;
-    eg_status s = eg_read_json(path, &doc, err, errlen);
-    if (s != EG_OK) goto done;
-    const json_node *o = json_get(json_root(doc), "in_features") ? json_root(doc) : NULL;
-    if (!o) {
-        s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: a Dense config needs in_features and out_features", path);
-        goto done;
-    }
-    if ((s = get_int(o, "in_features", -1, 1, 1 << 20, &pl->dense_in[i], path, err, errlen))) goto done;
-    if ((s = get_int(o, "out_features", -1, 1, 1 << 20, &pl->dense_out[i], path, err, errlen))) goto done;
+eg_status eg_dense_config(const json_node *o, const char *path, const char *mdir, eg_pipeline *pl, char *err,
+                          size_t errlen) {
+    const int i = pl->n_dense;
+    eg_status s;
+    if (!json_get(o, "in_features"))
+        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: a Dense config needs in_features and out_features", path);
+    if ((s = get_int(o, "in_features", -1, 1, 1 << 20, &pl->dense_in[i], path, err, errlen))) return s;
+    if ((s = get_int(o, "out_features", -1, 1, 1 << 20, &pl->dense_out[i], path, err, errlen))) return s;
     const json_node *b = json_get(o, "bias");
     pl->dense_bias[i] = !b || is_true(b); /* sentence-transformers' default is bias=True */
     const json_node *a = json_get(o, "activation_function");
-    if (!a || a->type != JSON_STRING || strcmp(type_tail(a->str), "Identity") != 0) {
-        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
-                    "%s: activation_function is \"%.60s\"; only Identity (as in EmbeddingGemma) is supported", path,
-                    a && a->type == JSON_STRING ? a->str : "(missing: sentence-transformers would use Tanh)");
-        goto done;
-    }
-    if (is_true(json_get(o, "use_residual"))) {
-        s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: use_residual is true; not supported", path);
-        goto done;
-    }
+    if (!a || a->type != JSON_STRING || strcmp(type_tail(a->str), "Identity") != 0)
+        return eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
+                       "%s: activation_function is \"%.60s\"; only Identity (as in EmbeddingGemma) is supported", path,
+                       a && a->type == JSON_STRING ? a->str : "(missing: sentence-transformers would use Tanh)");
+    if (is_true(json_get(o, "use_residual")))
+        return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: use_residual is true; not supported", path);
     pl->dense_dir[i] = strdup(mdir);
-    if (!pl->dense_dir[i]) {
-        s = eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
-        goto done;
-    }
+    if (!pl->dense_dir[i]) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
     pl->n_dense++;
-done:
+    return EG_OK;
+}
+
+/* A Pooling or Dense module's config.json: read from mdir, or (parser fuzzing) the node given. */
+static eg_status read_module(const char *mdir, const json_node *given, int dense, eg_pipeline *pl, char *err,
+                             size_t errlen) {
+    char *path = join(mdir, "config.json");
+    if (!path) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+    json_doc *doc = NULL;
+    eg_status s = given ? EG_OK : eg_read_json(path, &doc, err, errlen);
+    const json_node *o = given ? given : json_root(doc);
+    if (s == EG_OK)
+        s = dense ? eg_dense_config(o, path, mdir, pl, err, errlen) : eg_pooling_check(o, path, err, errlen);
     json_free(doc);
     free(path);
     return s;
@@ -347,7 +335,18 @@ eg_status eg_pipeline_read(const char *dir, eg_pipeline *pl, char *err, size_t e
         goto done;
     }
     if ((s = eg_read_json(path, &doc, err, errlen))) goto done;
-    const json_node *mods = json_root(doc);
+    s = eg_pipeline_from_json(json_root(doc), dir, path, NULL, pl, err, errlen);
+done:
+    json_free(doc);
+    free(path);
+    if (s != EG_OK) eg_pipeline_free(pl);
+    return s;
+}
+
+eg_status eg_pipeline_from_json(const json_node *mods, const char *dir, const char *path, const json_node *module_cfg,
+                                eg_pipeline *pl, char *err, size_t errlen) {
+    memset(pl, 0, sizeof *pl);
+    eg_status s = EG_OK;
     if (mods->type != JSON_ARRAY || mods->n == 0) {
         s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: expected a non-empty JSON array of modules", path);
         goto done;
@@ -377,11 +376,11 @@ eg_status eg_pipeline_read(const char *dir, eg_pipeline *pl, char *err, size_t e
             mdir = NULL;
             stage = 1;
         } else if (strcmp(kind, "Pooling") == 0 && stage == 1) {
-            s = read_pooling(mdir, pl, err, errlen);
+            s = read_module(mdir, module_cfg, 0, pl, err, errlen);
             stage = 2;
         } else if (strcmp(kind, "Dense") == 0 && stage == 2) {
             if (pl->n_dense == EG_MAX_DENSE) s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: too many Dense modules", path);
-            else s = read_dense(mdir, pl, err, errlen);
+            else s = read_module(mdir, module_cfg, 1, pl, err, errlen);
         } else if (strcmp(kind, "Normalize") == 0 && stage == 2) {
             pl->normalize = 1;
             stage = 3;
@@ -397,8 +396,6 @@ eg_status eg_pipeline_read(const char *dir, eg_pipeline *pl, char *err, size_t e
     if (stage < 2)
         s = eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: needs a Transformer and a Pooling module", path);
 done:
-    json_free(doc);
-    free(path);
     if (s != EG_OK) eg_pipeline_free(pl);
     return s;
 }
@@ -407,4 +404,23 @@ void eg_pipeline_free(eg_pipeline *pl) {
     free(pl->transformer_dir);
     for (int i = 0; i < pl->n_dense; i++) free(pl->dense_dir[i]);
     memset(pl, 0, sizeof *pl);
+}
+
+/* ---------------------------------------------------------------- model.safetensors.index.json */
+
+eg_status eg_index_check(const json_node *root, const char *path, const json_node **weight_map, char *err,
+                         size_t errlen) {
+    const json_node *wm = json_get(root, "weight_map");
+    if (!wm || wm->type != JSON_OBJECT || wm->n == 0)
+        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: needs a non-empty \"weight_map\" object", path);
+    for (size_t i = 0; i < wm->n; i++) {
+        const json_node *v = wm->items[i];
+        /* str_len: a name with \u0000 in it would be cut short where the C string ends */
+        if (v->type != JSON_STRING || !v->str[0] || strlen(v->str) != v->str_len || strchr(v->str, '/') ||
+            strcmp(v->str, ".") == 0 || strcmp(v->str, "..") == 0)
+            return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: weight_map entry %zu is not a file name in the folder",
+                           path, i);
+    }
+    *weight_map = wm;
+    return EG_OK;
 }

@@ -99,9 +99,45 @@ int eg_default_threads(void) {
 #endif
 }
 
+/* fork(): GNU libgomp keeps its worker threads in a pool that a forked child inherits without the
+ * threads, so the child's next team waits forever on them. Once this process has asked for a team of
+ * more than one thread, a fork child handler marks the child, and every later call in it (and in its
+ * own forks) runs on one thread. */
+#ifdef _OPENMP
+#include <pthread.h>
+static int team_started;  /* this process (or an ancestor before forking) asked for > 1 thread */
+static int forked_after_team;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void child_after_fork(void) {
+    if (__atomic_load_n(&team_started, __ATOMIC_RELAXED)) forked_after_team = 1;
+}
+static void register_atfork(void) { (void)pthread_atfork(NULL, NULL, child_after_fork); }
+#endif
+
+int eg_threads_for_call(int requested) {
+#ifdef _OPENMP
+    if (requested > 1) {
+        if (forked_after_team) return 1;
+        pthread_once(&atfork_once, register_atfork); /* registered before the first team can exist */
+        __atomic_store_n(&team_started, 1, __ATOMIC_RELAXED);
+    }
+#endif
+    return requested;
+}
+
+int eg_forked_single_threaded(void) {
+#ifdef _OPENMP
+    return forked_after_team;
+#else
+    return 0;
+#endif
+}
+
 double eg_fma_peak(int n_threads, double seconds) {
     const eg_kernels *k = eg_kernels_for(eg_isa_best());
     if (n_threads < 1) n_threads = 1;
+    n_threads = eg_threads_for_call(n_threads);
     if (seconds <= 0.0) seconds = 0.5;
     /* calibrate one thread to ~20 ms, then time all threads at once for ~seconds */
     float sink = 0.0f;

@@ -140,6 +140,9 @@ int eg_isa_supported(eg_isa isa);
 eg_isa eg_isa_best(void);
 int eg_openmp_enabled(void);
 int eg_default_threads(void);
+/* 1 in a process forked after it (or an ancestor) ran an OpenMP team: GNU libgomp cannot start
+ * threads again there, so every call runs on one thread (see docs/thread_safety.md). */
+int eg_forked_single_threaded(void);
 
 /* Testing hooks (csrc/testing.c): run one kernel of `isa` on caller buffers.
  * eg_test_gemm: y[m, n] = x[m, k] . w[n, k]^T with row strides ldx / ldy, w
@@ -148,10 +151,17 @@ int eg_default_threads(void);
  * op 4 -> y = exp(y - a) (0 where y is -inf), *result = sum(y). */
 eg_status eg_test_gemm(eg_isa isa, eg_weights weights, const float *x, int64_t ldx, int64_t m, const float *w, int64_t n, int64_t k,
                        float *y, int64_t ldy, char *err, size_t errlen);
-/* eg_test_parse: the "safetensors" header or "gguf" parser on bytes in memory (fuzzing). */
+/* eg_test_parse: the "safetensors" header or "gguf" parser, or ("config") every reader of a model
+ * folder's JSON files (config.json, modules.json, Pooling / Dense configs, the shard index), on bytes
+ * in memory (fuzzing). */
 eg_status eg_test_parse(const char *kind, const void *buf, size_t size, char *err, size_t errlen);
 eg_status eg_test_vec(eg_isa isa, int op, float a, const float *x, float *y, int64_t n, float *result, char *err,
                       size_t errlen);
+/* eg_test_encode: one eg_encode call decoded from fuzz bytes (any n_seqs, dim, threads, offsets, rows,
+ * token ids; see testing.c), checked against the contract above: EG_ERR_INTERNAL ("oracle: ...")
+ * when eg_encode accepts a call it must refuse, refuses a valid one, or writes a row nobody asked for
+ * or a non-finite value; else eg_encode's own status. */
+eg_status eg_test_encode(const eg_model *m, const void *buf, size_t size, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -24,6 +24,10 @@
 eg_status eg_fail(char *err, size_t errlen, eg_status status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* The OpenMP team size a call may use: `requested`, or 1 in a child forked after a team ran
+ * (dispatch.c). Every parallel region's size goes through it. */
+int eg_threads_for_call(int requested);
+
 /* ---------------------------------------------------------------- config */
 
 typedef struct {
@@ -46,6 +50,8 @@ typedef struct {
 
 /* Parses and validates config.json; everything else trusts the result. */
 eg_status eg_config_read(const char *path, eg_config *cfg, char *err, size_t errlen);
+/* The same on a parsed document (path names it in messages); also the parser fuzz hook's entry. */
+eg_status eg_config_from_json(const json_node *root, const char *path, eg_config *cfg, char *err, size_t errlen);
 void eg_config_free(eg_config *cfg);
 
 /* The sentence-transformers pipeline read from modules.json. */
@@ -61,7 +67,19 @@ typedef struct {
 
 /* Reads modules.json and the Pooling / Dense configs; checks widths against hidden later. */
 eg_status eg_pipeline_read(const char *dir, eg_pipeline *pl, char *err, size_t errlen);
+/* The same on a parsed modules.json (path names it in messages). module_cfg NULL: each module's
+ * config.json is read from its folder under dir; else that node stands for every one (fuzzing). */
+eg_status eg_pipeline_from_json(const json_node *mods, const char *dir, const char *path, const json_node *module_cfg,
+                                eg_pipeline *pl, char *err, size_t errlen);
+/* One module's config.json: the Pooling one must ask for mean pooling alone; a Dense one becomes
+ * entry pl->n_dense (its folder mdir). */
+eg_status eg_pooling_check(const json_node *root, const char *path, char *err, size_t errlen);
+eg_status eg_dense_config(const json_node *root, const char *path, const char *mdir, eg_pipeline *pl, char *err,
+                          size_t errlen);
 void eg_pipeline_free(eg_pipeline *pl);
+/* model.safetensors.index.json: a non-empty weight_map of tensor name -> shard file name in the folder. */
+eg_status eg_index_check(const json_node *root, const char *path, const json_node **weight_map, char *err,
+                         size_t errlen);
 
 int eg_file_exists(const char *path); /* a regular file */
 /* Reads a whole (small) file; *len excludes the NUL that is appended. */

@@ -203,19 +203,14 @@ static eg_status open_backbone(const char *dir, eg_tensor_set *set, char *err, s
         json_doc *doc;
         eg_status s = eg_read_json(path, &doc, err, errlen);
         if (s) return s;
-        const json_node *wm = json_get(json_root(doc), "weight_map");
-        if (!wm || wm->type != JSON_OBJECT || wm->n == 0) {
+        const json_node *wm;
+        if ((s = eg_index_check(json_root(doc), path, &wm, err, errlen))) {
             json_free(doc);
-            return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: needs a non-empty \"weight_map\" object", path);
+            return s;
         }
         /* open each distinct shard once, in order of first mention */
         for (size_t i = 0; i < wm->n && s == EG_OK; i++) {
             const json_node *v = wm->items[i];
-            if (v->type != JSON_STRING || strchr(v->str, '/') || strcmp(v->str, "..") == 0 || !v->str[0]) {
-                s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: weight_map entry %zu is not a file name in the folder",
-                            path, i);
-                break;
-            }
             int seen = 0;
             for (size_t j = 0; j < i && !seen; j++) seen = strcmp(wm->items[j]->str, v->str) == 0;
             if (seen) continue;

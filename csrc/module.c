@@ -8,6 +8,7 @@
 #include <Python.h>
 #define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
 #include <numpy/arrayobject.h>
+#include <unistd.h>
 
 #include "embgemma.h"
 
@@ -25,7 +26,13 @@ static PyObject *raise_status(eg_status s, const char *msg) {
     case EG_ERR_NOMEM: type = PyExc_MemoryError; break;
     default: type = EmbGemmaError; break;
     }
-    PyErr_SetString(type, msg);
+    /* messages quote file contents and paths, which need not be UTF-8 (or are cut mid-character by
+     * a %.40s): decode leniently, else the error would turn into a UnicodeDecodeError */
+    PyObject *text = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "backslashreplace");
+    if (text) {
+        PyErr_SetObject(type, text);
+        Py_DECREF(text);
+    }
     return NULL;
 }
 
@@ -118,6 +125,20 @@ static int check_loaded(ModelObject *self) {
     return 1;
 }
 
+/* Once per process: say why a forked child encodes on one thread (eg_forked_single_threaded).
+ * 0 when the warning was turned into an exception. */
+static int warn_forked(void) {
+    static pid_t warned_in;
+    if (warned_in == getpid()) return 1;
+    warned_in = getpid();
+    return PyErr_WarnEx(PyExc_RuntimeWarning,
+                        "embgemma: this process was forked (multiprocessing's 'fork' start method?) after encoding "
+                        "with several threads; GNU OpenMP cannot start threads again in a forked child, so encode "
+                        "runs on one thread here. For full speed use the 'spawn' or 'forkserver' start method "
+                        "(multiprocessing.get_context('spawn')) and load the model in each worker.",
+                        1) == 0;
+}
+
 /* encode(ids, offsets, *, dim=0, normalize=True, threads=1, out=None, rows=None) -> out */
 static PyObject *Model_encode(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"ids", "offsets", "dim", "normalize", "threads", "out", "rows", NULL};
@@ -158,8 +179,8 @@ static PyObject *Model_encode(ModelObject *self, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_ValueError, "dim must be between 1 and %lld, got %lld", (long long)info->out_dim, dim);
         goto done;
     }
-    if (threads < 1) {
-        PyErr_Format(PyExc_ValueError, "threads must be >= 1, got %d", threads);
+    if (threads < 1 || threads > 4096) { /* eg_encode's range, checked even for no texts */
+        PyErr_Format(PyExc_ValueError, "threads must be 1..4096, got %d", threads);
         goto done;
     }
     if (out_obj == Py_None) {
@@ -203,6 +224,7 @@ static PyObject *Model_encode(ModelObject *self, PyObject *args, PyObject *kwds)
         }
     }
 
+    if (threads > 1 && eg_forked_single_threaded() && !warn_forked()) goto done;
     eg_encode_opts opts = {.dim = dim, .normalize = normalize, .n_threads = threads};
     char err[1024] = "";
     eg_status s;
@@ -226,6 +248,21 @@ done:
     return result;
 }
 
+/* _test_encode(data) -> None: one eg_encode call decoded from fuzz bytes and checked against the C
+ * contract (eg_test_encode); the encode fuzzer's corpus is replayed through it. */
+static PyObject *Model_test_encode(ModelObject *self, PyObject *args) {
+    Py_buffer buf;
+    if (!check_loaded(self) || !PyArg_ParseTuple(args, "y*", &buf)) return NULL;
+    char err[1024] = "";
+    eg_status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = eg_test_encode(self->model, buf.buf, (size_t)buf.len, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    if (s != EG_OK) return raise_status(s, err);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Model_get_info(ModelObject *self, void *closure) {
     (void)closure;
     if (!check_loaded(self)) return NULL;
@@ -244,6 +281,8 @@ static PyMethodDef Model_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))Model_encode, METH_VARARGS | METH_KEYWORDS,
      "encode(ids, offsets, *, dim=0, normalize=True, threads=1, out=None, rows=None) -> ndarray\n\n"
      "Embed the token sequences ids[offsets[i]:offsets[i+1]]; writes row i to out[rows[i]]."},
+    {"_test_encode", (PyCFunction)Model_test_encode, METH_VARARGS,
+     "testing hook: one eg_encode call decoded from fuzz bytes, checked against the C contract"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -483,8 +522,9 @@ done:
     return result;
 }
 
-/* _test_parse(kind, data) -> None: runs the safetensors-header ("safetensors") or GGUF ("gguf")
- * parser on bytes in memory (fuzzing and corruption tests); raises what loading would. */
+/* _test_parse(kind, data) -> None: runs the safetensors-header ("safetensors"), GGUF ("gguf") or
+ * model-folder JSON ("config") readers on bytes in memory (fuzzing and corruption tests); raises
+ * what loading would. */
 static PyObject *test_parse(PyObject *mod, PyObject *args) {
     (void)mod;
     const char *kind;
@@ -526,7 +566,7 @@ static PyMethodDef module_methods[] = {
     {"_test_gemm", test_gemm, METH_VARARGS, "testing hook: y = x . w^T with one ISA's GEMM kernel"},
     {"gguf_read", gguf_read, METH_VARARGS,
      "gguf_read(path) -> dict: the validated metadata and tensor list of a GGUF file"},
-    {"_test_parse", test_parse, METH_VARARGS, "testing hook: run the 'safetensors' or 'gguf' parser on bytes"},
+    {"_test_parse", test_parse, METH_VARARGS, "testing hook: run the 'safetensors', 'gguf' or 'config' parsers on bytes"},
     {"_test_vec", test_vec, METH_VARARGS, "testing hook: axpy / scale / gelu_gate / exp_sub with one ISA's kernel"},
     {NULL, NULL, 0, NULL},
 };

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,12 @@ MATRYOSHKA_DIMS = (768, 512, 256, 128)
 
 # Tokens per engine call: bounds scratch memory (about 17 KB per token for the full model).
 _MAX_BATCH_TOKENS = 8192
+# Texts (and characters) tokenized at a time: encode streams through them, so what it holds beyond the
+# output array (the tokenizer's objects, about 3 KB a text) does not grow with the number of texts,
+# and Ctrl-C is seen between batches instead of after tokenizing everything (tests/test_memory.py,
+# tests/test_processes.py). Batches are length-sorted within a chunk; results do not depend on it.
+_CHUNK_TEXTS = 2048
+_CHUNK_CHARS = 1 << 20
 
 
 def _default_threads() -> int:
@@ -43,7 +49,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nesting deeper than json can follow
         raise _core.ModelFormatError(f"{path}: cannot read JSON: {e}") from e
     if not isinstance(data, dict):
         raise _core.ModelFormatError(f"{path}: expected a JSON object")
@@ -143,31 +149,26 @@ class EmbeddingGemma:
         if self.format == "gguf":
             self._init_gguf(path, dense_dir, max_seq_length, truncate_dim)
             return
-        st_cfg = _read_json(path / "config_sentence_transformers.json") or {}
-        prompts = st_cfg.get("prompts")
-        if prompts is None:
-            prompts = dict(DEFAULT_PROMPTS)
-        if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
-            raise _core.ModelFormatError(f"{path / 'config_sentence_transformers.json'}: prompts must map str to str")
-        self.prompts: dict[str, str] = dict(prompts)
-        self.default_prompt_name: str | None = st_cfg.get("default_prompt_name")
-        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
-            raise _core.ModelFormatError(
-                f"{path / 'config_sentence_transformers.json'}: default_prompt_name "
-                f"{self.default_prompt_name!r} is not one of the prompts"
-            )
-        self.similarity_fn_name: str = st_cfg.get("similarity_fn_name") or "cosine"
+        self._read_st_config(path / "config_sentence_transformers.json", empty_means_default=False)
 
         self._tokenizer_dir = path if (path / "tokenizer.json").is_file() else self._transformer_dir()
         self.tokenizer = self._load_tokenizer(self._tokenizer_dir)
         self.tokenizer_source = str(self._tokenizer_dir / "tokenizer.json")
 
-        sbert = _read_json(self._transformer_dir() / "sentence_bert_config.json") or {}
-        tok_cfg = _read_json(self._tokenizer_dir / "tokenizer_config.json") or {}
-        default_len = sbert.get("max_seq_length")
-        if not isinstance(default_len, int) or default_len <= 0:
-            mml = tok_cfg.get("model_max_length")
-            default_len = mml if isinstance(mml, int) and 0 < mml < 10**7 else self._info["max_positions"]
+        # sentence-transformers' max_seq_length, else the tokenizer's (10**7 and more: transformers' "no limit")
+        default_len = self._info["max_positions"]
+        for file, key in ((self._transformer_dir() / "sentence_bert_config.json", "max_seq_length"),
+                          (self._tokenizer_dir / "tokenizer_config.json", "model_max_length")):
+            value = (_read_json(file) or {}).get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value >= 10**7:
+                continue
+            if value <= self._n_special:
+                raise _core.ModelFormatError(
+                    f"{file}: {key} = {value} leaves no room for text (the model adds {self._n_special} special "
+                    f"tokens); set it to at most {self._info['max_positions']}"
+                )
+            default_len = value
+            break
         self._max_seq_length = 0
         self.max_seq_length = min(default_len, self._info["max_positions"]) if max_seq_length is None else max_seq_length
         self.truncate_dim = truncate_dim
@@ -179,11 +180,8 @@ class EmbeddingGemma:
         wins; else the tokenizer is rebuilt from the GGUF's own metadata."""
         from ._gguf import tokenizer_from_gguf
 
-        st_cfg = (_read_json(dense_dir / "config_sentence_transformers.json") if dense_dir else None) or {}
-        prompts = st_cfg.get("prompts") or dict(DEFAULT_PROMPTS)
-        self.prompts = dict(prompts)
-        self.default_prompt_name = st_cfg.get("default_prompt_name")
-        self.similarity_fn_name = st_cfg.get("similarity_fn_name") or "cosine"
+        self._read_st_config(dense_dir / "config_sentence_transformers.json" if dense_dir else None,
+                             empty_means_default=True)
         beside = [d for d in (path.parent, dense_dir) if d is not None and (d / "tokenizer.json").is_file()]
         if beside:
             self._tokenizer_dir = beside[0]
@@ -201,6 +199,30 @@ class EmbeddingGemma:
         self._max_seq_length = 0
         self.max_seq_length = self._info["max_positions"] if max_seq_length is None else max_seq_length
         self.truncate_dim = truncate_dim
+
+    def _read_st_config(self, file: Path | None, empty_means_default: bool) -> None:
+        """prompts, default_prompt_name and similarity_fn_name from config_sentence_transformers.json, checked."""
+        st_cfg = (_read_json(file) if file is not None else None) or {}
+        prompts = st_cfg.get("prompts")
+        if prompts is None or (empty_means_default and not prompts):
+            prompts = dict(DEFAULT_PROMPTS)
+        if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+            raise _core.ModelFormatError(f"{file}: prompts must map str to str")
+        for k, v in prompts.items():
+            if not (_is_unicode(k) and _is_unicode(v)):
+                raise _core.ModelFormatError(
+                    f"{file}: prompt {k!r} contains a lone surrogate (an escape such as \\ud800), which is not "
+                    "Unicode text; fix the file"
+                )
+        default = st_cfg.get("default_prompt_name")
+        if default is not None and (not isinstance(default, str) or default not in prompts):
+            raise _core.ModelFormatError(f"{file}: default_prompt_name {default!r} is not one of the prompts")
+        similarity = st_cfg.get("similarity_fn_name")
+        if similarity is not None and not isinstance(similarity, str):
+            raise _core.ModelFormatError(f"{file}: similarity_fn_name must be a str, got {similarity!r}")
+        self.prompts: dict[str, str] = dict(prompts)
+        self.default_prompt_name: str | None = default
+        self.similarity_fn_name: str = similarity or "cosine"
 
     def _transformer_dir(self) -> Path:
         modules = _read_json_list(self.model_path / "modules.json")
@@ -225,19 +247,26 @@ class EmbeddingGemma:
             raise _core.ModelFormatError(f"{tok_path}: cannot load: {e}") from e
         cfg = _read_json(folder / "tokenizer_config.json") or {}
 
+        cfg_path = folder / "tokenizer_config.json"
+
         def token_id(key: str, default: str) -> int:
             tok_str = cfg.get(key, default)
             if isinstance(tok_str, dict):  # AddedToken serialised as a dict
                 tok_str = tok_str.get("content", default)
+            if not isinstance(tok_str, str) or not _is_unicode(tok_str):
+                raise _core.ModelFormatError(f"{cfg_path}: {key} must be a token string, got {tok_str!r}")
             tid = tok.token_to_id(tok_str)
             if tid is None:
-                raise _core.ModelFormatError(f"{tok_path}: has no token {tok_str!r} ({key})")
+                raise _core.ModelFormatError(f"{tok_path}: has no token {tok_str!r} ({key} in {cfg_path.name})")
             return tid
 
         self.bos_token_id = token_id("bos_token", "<bos>")
         self.eos_token_id = token_id("eos_token", "<eos>")
         add_bos = cfg.get("add_bos_token", True)
         add_eos = cfg.get("add_eos_token", True)
+        for key, value in (("add_bos_token", add_bos), ("add_eos_token", add_eos)):
+            if not isinstance(value, bool):
+                raise _core.ModelFormatError(f"{cfg_path}: {key} must be true or false, got {value!r}")
         # transformers rebuilds the post-processor from add_bos/add_eos; do the same when the file disagrees
         probe = tok.encode("a").ids
         has_bos = bool(probe) and probe[0] == self.bos_token_id
@@ -281,8 +310,8 @@ class EmbeddingGemma:
     def threads(self, value: int | None) -> None:
         if value is None:
             value = _default_threads()
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"threads must be a positive integer, got {value!r}")
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= 4096:
+            raise ValueError(f"threads must be a positive integer (at most 4096), got {value!r}")
         self._threads = int(value)
 
     @property
@@ -320,14 +349,19 @@ class EmbeddingGemma:
 
     # ------------------------------------------------------------------ tokenization
 
-    def _token_ids(self, texts: Sequence[str], truncate: bool) -> list[list[int]]:
-        """Token ids of each text with BOS/EOS; over-long texts keep BOS and EOS around their head."""
+    def _token_ids(self, texts: Sequence[str], truncate: bool, first: int = 0,
+                   too_long: list[int] | None = None) -> list[list[int]]:
+        """Token ids of each text with BOS/EOS; over-long texts keep BOS and EOS around their head.
+
+        Texts are numbered from ``first`` in messages; indices of truncated texts go to ``too_long``
+        when given (the caller warns), else one warning is given here."""
         encodings = self.tokenizer.encode_batch(list(texts))
         limit = self.max_seq_length
         out: list[list[int]] = []
-        too_long: list[int] = []
+        warn = too_long is None
+        too_long = [] if too_long is None else too_long
         vocab = self._info["vocab_size"]
-        for i, enc in enumerate(encodings):
+        for i, enc in enumerate(encodings, first):
             ids = enc.ids
             if ids and max(ids) >= vocab:
                 bad = next(t for t in ids if t >= vocab)
@@ -344,13 +378,16 @@ class EmbeddingGemma:
                 too_long.append(i)
                 ids = self._truncate_ids(ids, limit)
             out.append(ids)
-        if too_long:
-            warnings.warn(
-                f"{len(too_long)} text(s) longer than max_seq_length={limit} tokens were truncated "
-                f"(first: index {too_long[0]})",
-                stacklevel=4,
-            )
+        if warn and too_long:
+            self._warn_truncated(too_long, stacklevel=4)
         return out
+
+    def _warn_truncated(self, too_long: list[int], stacklevel: int) -> None:
+        warnings.warn(
+            f"{len(too_long)} text(s) longer than max_seq_length={self.max_seq_length} tokens were truncated "
+            f"(first: index {too_long[0]})",
+            stacklevel=stacklevel,
+        )
 
     def _truncate_ids(self, ids: list[int], limit: int, direction: str = "right") -> list[int]:
         # keep the special tokens the template adds (<bos> ... <eos>) and the first (right truncation)
@@ -419,12 +456,7 @@ class EmbeddingGemma:
         single = isinstance(sentences, str)
         texts = [sentences] if single else _as_text_list(sentences)
         out = self._encode_texts(
-            [_clean(t, i, text_prompt) for i, t in enumerate(texts)],
-            batch_size,
-            show_progress_bar,
-            normalize_embeddings,
-            truncate_dim,
-            truncate,
+            texts, text_prompt, batch_size, show_progress_bar, normalize_embeddings, truncate_dim, truncate
         )
         if precision != "float32":
             from .quantization import quantize_embeddings
@@ -486,66 +518,117 @@ class EmbeddingGemma:
     ) -> np.ndarray:
         """Embed already-tokenized inputs (each a full sequence, BOS and EOS included)."""
         seqs = [np.asarray(s) for s in token_ids]
+        vocab = self._info["vocab_size"]
         for i, s in enumerate(seqs):
             if s.ndim != 1 or (s.size and not np.issubdtype(s.dtype, np.integer)):
                 raise TypeError(f"token_ids[{i}] must be a 1-D sequence of integers")
             if not 1 <= s.size <= self._info["max_positions"]:
                 raise ValueError(f"token_ids[{i}] has {s.size} tokens; must be 1..{self._info['max_positions']}")
-        return self._run([s.astype(np.int64) for s in seqs], batch_size, None, normalize_embeddings, truncate_dim)
+            # before any cast: int64 / uint64 ids beyond int32 would wrap around to valid-looking ones
+            bad = np.flatnonzero((s < 0) | (s >= vocab))
+            if bad.size:
+                raise ValueError(
+                    f"token_ids[{i}][{bad[0]}] = {s[bad[0]]} is outside the vocabulary 0..{vocab - 1} of this model"
+                )
+        return self._run([s.astype(np.int32) for s in seqs], batch_size, None, normalize_embeddings, truncate_dim)
 
-    def _encode_texts(self, texts, batch_size, show_progress_bar, normalize, truncate_dim, truncate):
-        ids = self._token_ids(texts, truncate)
-        return self._run(ids, batch_size, show_progress_bar, normalize, truncate_dim)
+    def _encode_texts(self, texts, prompt, batch_size, show_progress_bar, normalize, truncate_dim, truncate):
+        """Streams the texts through tokenizer and engine a chunk at a time (see _CHUNK_TEXTS)."""
+        for i, t in enumerate(texts):  # every type error before any work
+            if not isinstance(t, str):
+                raise TypeError(f"text {i} is {type(t).__name__}, not str")
+        run = _Batcher(self, len(texts), batch_size, show_progress_bar, normalize, truncate_dim)
+        too_long: list[int] = []
+        n, start = len(texts), 0
+        with run:
+            while start < n:
+                stop, chars = start, 0
+                while stop < n and stop - start < run.chunk and chars < _CHUNK_CHARS:
+                    chars += len(texts[stop])
+                    stop += 1
+                if stop < n and stop - start > batch_size:  # whole batches, as one pass would make them
+                    stop = start + (stop - start) // batch_size * batch_size
+                part = [_clean(texts[i], i, prompt) for i in range(start, stop)]
+                run.add(self._token_ids(part, truncate, first=start, too_long=too_long), start)
+                start = stop
+        if too_long:
+            self._warn_truncated(too_long, stacklevel=4)
+        return run.out
 
     def _run(self, seqs, batch_size, show_progress_bar, normalize, truncate_dim) -> np.ndarray:
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        dim = self._check_dim(truncate_dim) if truncate_dim is not None else self.get_sentence_embedding_dimension()
-        n = len(seqs)
-        out = np.empty((n, dim), dtype=np.float32)
-        if n == 0:
-            return out
-        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=n)
-        order = np.argsort(-lengths, kind="stable")  # longest first, like sentence-transformers
-        batches: list[np.ndarray] = []
-        start = 0
-        while start < n:
-            stop, tokens = start, 0
-            while stop < n and stop - start < batch_size and (stop == start or tokens + lengths[order[stop]] <= _MAX_BATCH_TOKENS):
-                tokens += lengths[order[stop]]
-                stop += 1
-            batches.append(order[start:stop])
-            start = stop
-        if show_progress_bar is None:
-            show_progress_bar = logger.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
-        iterator: Iterable[np.ndarray] = batches
-        if show_progress_bar:
-            try:
-                from tqdm.auto import tqdm
-
-                iterator = tqdm(batches, desc="Batches", unit="batch")
-            except ImportError:
-                logger.warning("show_progress_bar needs tqdm: pip install tqdm")
-        for rows in iterator:
-            parts = [np.asarray(seqs[r], dtype=np.int32) for r in rows]
-            offsets = np.zeros(len(parts) + 1, dtype=np.int64)
-            np.cumsum([len(p) for p in parts], out=offsets[1:])
-            self._core.encode(
-                np.concatenate(parts),
-                offsets,
-                dim=dim,
-                normalize=bool(normalize),
-                threads=self._threads,
-                out=out,
-                rows=rows.astype(np.int64),
-            )
-        return out
+        run = _Batcher(self, len(seqs), batch_size, show_progress_bar, normalize, truncate_dim)
+        with run:
+            run.add(seqs, 0)
+        return run.out
 
     # ------------------------------------------------------------------ similarity
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosine similarity matrix between the rows of ``a`` and ``b`` (1-D inputs count as one row)."""
         return cos_sim(a, b)
+
+
+class _Batcher:
+    """Encodes token sequences into one output array, a group at a time: each group is sorted
+    longest first (as sentence-transformers does) and cut into batches of at most batch_size texts
+    and _MAX_BATCH_TOKENS tokens, each one engine call writing its rows in place."""
+
+    def __init__(self, model: EmbeddingGemma, n: int, batch_size, show_progress_bar, normalize, truncate_dim):
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.dim = model._check_dim(truncate_dim) if truncate_dim is not None else model.get_sentence_embedding_dimension()
+        self.out = np.empty((n, self.dim), dtype=np.float32)
+        self.model, self.batch_size, self.normalize = model, int(batch_size), bool(normalize)
+        self.chunk = max(self.batch_size, _CHUNK_TEXTS // self.batch_size * self.batch_size)
+        if show_progress_bar is None:
+            show_progress_bar = logger.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
+        self.bar = None
+        if show_progress_bar and n:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=-(-n // self.batch_size), desc="Batches", unit="batch")
+            except ImportError:
+                logger.warning("show_progress_bar needs tqdm: pip install tqdm")
+        self.done = 0
+
+    def __enter__(self) -> _Batcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:  # also on Ctrl-C: no bar left half drawn
+            self.bar.close()
+
+    def add(self, seqs: Sequence, first_row: int) -> None:
+        n = len(seqs)
+        if n == 0:
+            return
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=n)
+        order = np.argsort(-lengths, kind="stable")  # longest first, like sentence-transformers
+        batches: list[np.ndarray] = []
+        start = 0
+        while start < n:
+            stop, tokens = start, 0
+            while stop < n and stop - start < self.batch_size and (
+                stop == start or tokens + lengths[order[stop]] <= _MAX_BATCH_TOKENS
+            ):
+                tokens += lengths[order[stop]]
+                stop += 1
+            batches.append(order[start:stop])
+            start = stop
+        if self.bar is not None and self.done + len(batches) > self.bar.total:  # the token cap split batches
+            self.bar.total = self.done + len(batches)
+            self.bar.refresh()
+        core, threads = self.model._core, self.model._threads
+        for rows in batches:
+            parts = [np.asarray(seqs[r], dtype=np.int32) for r in rows]
+            offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+            np.cumsum([len(p) for p in parts], out=offsets[1:])
+            core.encode(np.concatenate(parts), offsets, dim=self.dim, normalize=self.normalize, threads=threads,
+                        out=self.out, rows=rows.astype(np.int64) + first_row)
+            self.done += 1
+            if self.bar is not None:
+                self.bar.update(1)
 
 
 def cos_sim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -559,11 +642,20 @@ def cos_sim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return an @ bn.T
 
 
+def _is_unicode(s: str) -> bool:
+    """False for a str holding a lone surrogate (json decodes the escape "\\ud800" into one)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _read_json_list(path: Path) -> list[dict[str, Any]]:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return []
     return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
 

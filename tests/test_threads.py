@@ -52,3 +52,28 @@ def test_concurrent_python_threads_share_one_model(golden_model):
     assert not errors
     for i in range(8):
         np.testing.assert_array_equal(results[i], expected)
+
+
+def test_streaming_in_chunks_is_invisible(golden_model):
+    """encode tokenizes and encodes 2048 texts at a time (embgemma.model._CHUNK_TEXTS): across chunk
+    boundaries every row is the text's own embedding, in input order, and the truncation warning is
+    given once, with the index in the whole input."""
+    import warnings
+
+    from embgemma import model as model_module
+
+    texts = [TEXTS[i % len(TEXTS)] + f" {i}" for i in range(2 * model_module._CHUNK_TEXTS + 5)]
+    long_at = model_module._CHUNK_TEXTS + 3  # in the second chunk
+    texts[long_at] = "word " * 2000
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        streamed = golden_model.encode(texts, batch_size=7)
+    assert [str(w.message) for w in caught if "truncated" in str(w.message)] == [
+        f"1 text(s) longer than max_seq_length={golden_model.max_seq_length} tokens were truncated "
+        f"(first: index {long_at})"
+    ]
+    picks = [0, 1, model_module._CHUNK_TEXTS - 1, model_module._CHUNK_TEXTS, long_at, len(texts) - 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        alone = golden_model.encode([texts[i] for i in picks], batch_size=1)
+    np.testing.assert_array_equal(streamed[picks], alone)
