@@ -448,3 +448,35 @@ def test_load_bounded(server):
     assert res["requests"] > 20
     if "libasan" not in os.environ.get("LD_PRELOAD", ""):  # ASan's quarantine grows memory on purpose
         assert res["rss_mb_second_half_max"] - res["rss_mb_first_half_max"] < 16, res["rss_samples"]
+
+
+def test_batcher_isolates_a_failing_request_and_budgets_tokens():
+    """An engine failure on one request's inputs fails that request only; batches respect the token budget."""
+    import asyncio
+
+    from embgemma.server.batcher import Batcher, EngineError
+
+    calls: list[int] = []
+
+    def encode(ids, offsets, *, dim, normalize, out):
+        calls.append(int(offsets[-1]))
+        if (ids == 666).any():
+            raise RuntimeError("poisoned")
+        for r in range(len(offsets) - 1):  # row r = its first id, everywhere
+            out[r] = ids[offsets[r]]
+
+    async def main():
+        b = Batcher(encode, max_batch_tokens=10, on_batch=None)
+        try:
+            seqs = lambda *firsts: [np.array([f, 1, 2], np.int32) for f in firsts]  # noqa: E731
+            jobs = [b.submit(seqs(1, 2), 4, True), b.submit(seqs(3, 666), 4, True), b.submit(seqs(5, 6, 7), 4, True)]
+            results = await asyncio.gather(*(j.future for j in jobs), return_exceptions=True)
+        finally:
+            b.close()
+        return results
+
+    ok1, bad, ok3 = asyncio.run(main())
+    assert isinstance(bad, EngineError) and "poisoned" in str(bad)
+    np.testing.assert_array_equal(ok1[:, 0], [1, 2])
+    np.testing.assert_array_equal(ok3[:, 0], [5, 6, 7])
+    assert max(calls) <= 10  # 3 tokens per input, budget 10: at most 3 inputs per engine call
