@@ -299,6 +299,15 @@ class EmbeddingServer:
                                              f"{self.config.max_client_batch_size}; split the request", name)
         return value
 
+    def _required_inputs(self, body: dict, name: str, empty_message: str) -> list:
+        if name not in body:
+            raise RequestError("validation", f"`{name}` is required: a string, an array of strings, or token-id "
+                                             "arrays", name)
+        items = self._inputs(body[name], name, tokens_ok=True)
+        if not items:
+            raise RequestError("empty", empty_message, name)
+        return items
+
     def _dim(self, body: dict, key: str) -> int | None:
         d = _opt(body, key, int, what="an integer")
         if d is None:
@@ -441,12 +450,7 @@ class EmbeddingServer:
         async def handle(request: Request) -> Response:
             body = await self._body(request)
             self._check_ready()
-            if "input" not in body:
-                raise RequestError("validation", "`input` is required: a string, an array of strings, or token-id "
-                                                 "arrays", "input")
-            items = self._inputs(body["input"], "input", tokens_ok=True)
-            if not items:
-                raise RequestError("empty", "`input` cannot be an empty array", "input")
+            items = self._required_inputs(body, "input", "`input` cannot be an empty array")
             for i, x in enumerate(items):
                 if x == "":
                     raise RequestError("validation", f"`input[{i}]` is an empty string, which the OpenAI API does not "
@@ -461,7 +465,8 @@ class EmbeddingServer:
                             truncate=_opt(body, "truncate", bool), dim=self._dim(body, "dimensions"))
             emb, tokens, headers = await self._embed(request, parsed, "openai")
             if fmt == "base64":
-                data = [{"object": "embedding", "index": i, "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")}
+                data = [{"object": "embedding", "index": i,
+                         "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")}
                         for i, v in enumerate(emb)]
             else:
                 data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(emb)]
@@ -484,12 +489,7 @@ class EmbeddingServer:
         async def handle(request: Request) -> Response:
             body = await self._body(request)
             self._check_ready()
-            if "inputs" not in body:
-                raise RequestError("validation", "`inputs` is required: a string, an array of strings, or token-id "
-                                                 "arrays", "inputs")
-            items = self._inputs(body["inputs"], "inputs", tokens_ok=True)
-            if not items:
-                raise RequestError("empty", "`inputs` cannot be empty", "inputs")
+            items = self._required_inputs(body, "inputs", "`inputs` cannot be empty")
             direction = _opt(body, "truncation_direction", str, "right").lower()
             if direction not in ("right", "left"):
                 raise RequestError("validation", f"`truncation_direction` must be 'Right' or 'Left', got "
