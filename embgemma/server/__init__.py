@@ -24,7 +24,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         f"the embgemma server needs the 'serve' extra ({e.name} is missing): pip install 'embgemma[serve]'"
     ) from e
 
-from .app import PROMPT_ROUTES, EmbeddingServer, RequestError, ServerConfig, create_app
+from .app import EmbeddingServer, RequestError, ServerConfig, create_app
 
 __all__ = ["EmbeddingServer", "RequestError", "ServerConfig", "create_app", "run"]
 
