@@ -537,7 +537,7 @@ class EmbeddingGemma:
         for i, t in enumerate(texts):  # every type error before any work
             if not isinstance(t, str):
                 raise TypeError(f"text {i} is {type(t).__name__}, not str")
-        run = _Batcher(self, len(texts), batch_size, show_progress_bar, normalize, truncate_dim)
+        run = _EncodeRun(self, len(texts), batch_size, show_progress_bar, normalize, truncate_dim)
         too_long: list[int] = []
         n, start = len(texts), 0
         with run:
@@ -556,7 +556,7 @@ class EmbeddingGemma:
         return run.out
 
     def _run(self, seqs, batch_size, show_progress_bar, normalize, truncate_dim) -> np.ndarray:
-        run = _Batcher(self, len(seqs), batch_size, show_progress_bar, normalize, truncate_dim)
+        run = _EncodeRun(self, len(seqs), batch_size, show_progress_bar, normalize, truncate_dim)
         with run:
             run.add(seqs, 0)
         return run.out
@@ -568,7 +568,7 @@ class EmbeddingGemma:
         return cos_sim(a, b)
 
 
-class _Batcher:
+class _EncodeRun:
     """Encodes token sequences into one output array, a group at a time: each group is sorted
     longest first (as sentence-transformers does) and cut into batches of at most batch_size texts
     and _MAX_BATCH_TOKENS tokens, each one engine call writing its rows in place."""
@@ -592,7 +592,7 @@ class _Batcher:
                 logger.warning("show_progress_bar needs tqdm: pip install tqdm")
         self.done = 0
 
-    def __enter__(self) -> _Batcher:
+    def __enter__(self) -> _EncodeRun:
         return self
 
     def __exit__(self, *exc) -> None:

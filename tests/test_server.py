@@ -480,3 +480,20 @@ def test_batcher_isolates_a_failing_request_and_budgets_tokens():
     np.testing.assert_array_equal(ok1[:, 0], [1, 2])
     np.testing.assert_array_equal(ok3[:, 0], [5, 6, 7])
     assert max(calls) <= 10  # 3 tokens per input, budget 10: at most 3 inputs per engine call
+
+
+def test_out_of_vocabulary_text_is_refused_before_truncation():
+    """A text whose tokenizer ids pass the model's vocabulary is refused even when truncation would cut
+    the offending token: the same rule as EmbeddingGemma.encode (checked before truncating)."""
+    from starlette.testclient import TestClient
+
+    from embgemma.server import EmbeddingServer, ServerConfig
+
+    model = EmbeddingGemma(GOLDEN_DIR, threads=1)
+    model._info = {**model._info, "vocab_size": 100}  # the tokenizer knows '~' (id 124); this "model" does not
+    with pytest.raises(ValueError, match="no embedding"):
+        model.encode("a" * 300 + "~")
+    with TestClient(EmbeddingServer(ServerConfig(model=str(GOLDEN_DIR)), model).app) as c:
+        r = c.post("/embed", json={"inputs": ["ok", "a" * 300 + "~"], "truncate": True})
+        assert r.status_code == 422 and "`inputs[1]` has the token id 124" in r.json()["error"], r.text
+        assert c.post("/embed", json={"inputs": ["ok"]}).status_code == 200

@@ -33,10 +33,7 @@ from .metrics import Metrics
 logger = logging.getLogger("embgemma.server")
 access_logger = logging.getLogger("embgemma.server.access")
 
-#: The embedding routes, by API. Aliases share their API's default prompt.
-ROUTES = {"/v1/embeddings": "openai", "/embeddings": "openai", "/embed": "tei", "/api/embed": "ollama",
-          "/api/embeddings": "ollama"}
-#: Keys of ``ServerConfig.route_prompts``.
+#: Keys of ``ServerConfig.route_prompts`` (aliases share their API's default prompt).
 PROMPT_ROUTES = ("/v1/embeddings", "/embed", "/api/embed")
 _API_ROUTE = {"openai": "/v1/embeddings", "tei": "/embed", "ollama": "/api/embed"}
 
@@ -164,21 +161,16 @@ class EmbeddingServer:
         self._on_load_error = on_load_error
         self._tok_pool = ThreadPoolExecutor(config.tokenizer_threads, thread_name_prefix="embgemma-tok")
         self.served_model_name = config.served_model_name or os.path.basename(str(config.model).rstrip("/")) or config.model
-        routes = [
-            Route("/v1/embeddings", self.openai_embeddings, methods=["POST"]),
-            Route("/embeddings", self.openai_embeddings, methods=["POST"]),
-            Route("/embed", self.tei_embed, methods=["POST"]),
-            Route("/api/embed", self.ollama_embed, methods=["POST"]),
-            Route("/api/embeddings", self.ollama_embeddings_legacy, methods=["POST"]),
-            Route("/prompts/{prompt}/v1/embeddings", self.openai_embeddings, methods=["POST"]),
-            Route("/prompts/{prompt}/embed", self.tei_embed, methods=["POST"]),
-            Route("/prompts/{prompt}/api/embed", self.ollama_embed, methods=["POST"]),
-            Route("/v1/models", self.openai_models, methods=["GET"]),
-            Route("/health", self.health, methods=["GET"]),
-            Route("/", self.health, methods=["GET"]),
-            Route("/info", self.info, methods=["GET"]),
-            Route("/metrics", self.metrics_route, methods=["GET"]),
-        ]
+        embed = {"/v1/embeddings": self.openai_embeddings, "/embeddings": self.openai_embeddings,
+                 "/embed": self.tei_embed, "/api/embed": self.ollama_embed,
+                 "/api/embeddings": self.ollama_embeddings_legacy}
+        self.embed_routes = sorted(embed)
+        routes = [Route(path, handler, methods=["POST"]) for path, handler in embed.items()]
+        # the same routes under a prompt: /prompts/query/v1/embeddings, ...
+        routes += [Route("/prompts/{prompt}" + path, embed[path], methods=["POST"]) for path in PROMPT_ROUTES]
+        routes += [Route(path, handler, methods=["GET"]) for path, handler in (
+            ("/v1/models", self.openai_models), ("/health", self.health), ("/", self.health), ("/info", self.info),
+            ("/metrics", self.metrics_route))]
         self.app = AccessLog(Starlette(routes=routes, lifespan=self._lifespan))
 
     # ------------------------------------------------------------------ lifecycle
@@ -342,34 +334,25 @@ class EmbeddingServer:
         m = self.model
         limit, vocab = m.max_seq_length, m.info["vocab_size"]
         texts = [(i, x) for i, x in enumerate(items) if isinstance(x, str)]
-        try:
-            cleaned = [_clean(x, i, prompt) for i, x in texts]
-        except ValueError as e:  # a lone surrogate
-            raise RequestError("validation", str(e).replace("text ", f"{name}[", 1).replace(" contains", "] contains", 1),
-                               name) from None
-        encs = m.tokenizer.encode_batch(cleaned) if cleaned else []
+        # no lone surrogates reach here (orjson refuses them), so _clean only forms prompt + text
+        encs = m.tokenizer.encode_batch([_clean(x, i, prompt) for i, x in texts]) if texts else []
         ids_of: dict[int, list[int]] = {i: e.ids for (i, _), e in zip(texts, encs)}
         out: list[np.ndarray] = []
         for i, x in enumerate(items):
-            if isinstance(x, str):
-                ids = ids_of[i]
-            else:
-                bad = next((t for t in x if not 0 <= t < vocab), None)
-                if bad is not None:
-                    raise RequestError("validation", f"`{name}[{i}]` holds the token id {bad}, outside this model's "
-                                                     f"vocabulary 0..{vocab - 1}", f"{name}[{i}]")
-                ids = list(x)
-                if not (ids[0] == m.bos_token_id and ids[-1] == m.eos_token_id and len(ids) > 1):
-                    ids = [m.bos_token_id, *ids, m.eos_token_id]
+            ids = ids_of[i] if isinstance(x, str) else x
+            # before truncation, which could cut the offending token out of sight
+            if ids and (min(ids) < 0 or max(ids) >= vocab):
+                bad = next(t for t in ids if not 0 <= t < vocab)
+                raise RequestError("validation", f"`{name}[{i}]` has the token id {bad}, outside this model's "
+                                                 f"vocabulary 0..{vocab - 1}", f"{name}[{i}]")
+            if not isinstance(x, str) and not (len(ids) > 1 and ids[0] == m.bos_token_id and ids[-1] == m.eos_token_id):
+                ids = [m.bos_token_id, *ids, m.eos_token_id]
             if len(ids) > limit:
                 if not truncate:
                     raise RequestError("validation", f"`{name}[{i}]` has {len(ids)} tokens, more than the model's "
                                                      f"maximum of {limit}; shorten it or send truncate=true",
                                        f"{name}[{i}]")
                 ids = m._truncate_ids(ids, limit, direction)
-            elif isinstance(x, str) and ids and max(ids) >= vocab:
-                raise RequestError("validation", f"`{name}[{i}]` contains a token this model has no embedding for "
-                                                 f"(vocab_size={vocab})", f"{name}[{i}]")
             out.append(np.asarray(ids, dtype=np.int32))
         return out
 
@@ -574,7 +557,7 @@ class EmbeddingServer:
             "max_batch_tokens": c.max_batch_tokens, "max_client_batch_size": c.max_client_batch_size,
             "max_request_tokens": c.max_request_tokens, "max_concurrent_requests": c.max_concurrent_requests,
             "payload_limit": c.payload_limit, "auto_truncate": c.auto_truncate,
-            "routes": sorted(ROUTES), "prompt_routes": "/prompts/{prompt_name}/(v1/embeddings|embed|api/embed)",
+            "routes": self.embed_routes, "prompt_routes": "/prompts/{prompt_name}/(v1/embeddings|embed|api/embed)",
         }
         if m is not None:
             body.update({
