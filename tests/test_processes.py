@@ -27,7 +27,10 @@ CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.
 INTERRUPT_BOUND_S = 2.0  # Ctrl-C to KeyboardInterrupt: the engine is interrupted between batches
 
 _CTRL_C_CHILD = textwrap.dedent("""
-    import json, time
+    import json, signal, time
+    # Ctrl-C as in a terminal, even when this run inherited SIGINT ignored (a job started in the
+    # background by a non-interactive shell does)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from embgemma import EmbeddingGemma
     GOLDEN = {golden!r}
     say = lambda **kw: print(json.dumps(kw), flush=True)
