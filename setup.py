@@ -31,6 +31,8 @@ SOURCES = [
     "csrc/dispatch.c",
     "csrc/kernels_scalar.c",
     "csrc/kernels_avx2.c",
+    "csrc/kernels_avxvnni.c",
+    "csrc/kernels_avx512.c",
     "csrc/testing.c",
 ]
 

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <math.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "internal.h"
@@ -17,38 +19,94 @@ static double now_seconds(void) {
 
 #ifdef EG_HAVE_X86
 #include <cpuid.h>
-static int cpu_has_avx2_fma(void) {
-    unsigned a, b, c, d;
+#include <pthread.h>
+
+/* CPU features: the instructions (CPUID) and the OS-enabled register state (XGETBV). */
+enum { F_AVX2 = 1, F_FMA = 2, F_AVXVNNI = 4, F_AVX512 = 8 /* F+BW+DQ+VL */, F_AVX512VNNI = 16, F_AVX512BF16 = 32 };
+
+static unsigned cpu_features(void) {
+    unsigned a, b, c, d, f = 0;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
-    if (!(fma && osxsave && avx)) return 0;
+    const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    if (!(osxsave && avx)) return 0;
     unsigned xlo, xhi;
     __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
-    if ((xlo & 6) != 6) return 0; /* XMM and YMM state enabled by the OS */
-    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    if ((xlo & 6) != 6 || __get_cpuid_max(0, NULL) < 7) return 0; /* XMM and YMM state */
     __cpuid_count(7, 0, a, b, c, d);
-    return (b >> 5) & 1;
+    const unsigned ebx7 = b, ecx7 = c;
+    __cpuid_count(7, 1, a, b, c, d);
+    const unsigned eax71 = a;
+    if ((ebx7 >> 5) & 1) f |= F_AVX2;
+    if (fma) f |= F_FMA;
+    if ((eax71 >> 4) & 1) f |= F_AVXVNNI;
+    const int zmm_state = (xlo & 0xE0) == 0xE0; /* opmask, upper ZMM0-15, ZMM16-31 */
+    const unsigned avx512 = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31); /* F, DQ, BW, VL */
+    if (zmm_state && (ebx7 & avx512) == avx512) {
+        f |= F_AVX512;
+        if ((ecx7 >> 11) & 1) f |= F_AVX512VNNI;
+        if ((eax71 >> 5) & 1) f |= F_AVX512BF16;
+    }
+    return f;
+}
+
+static int isa_on_cpu(eg_isa isa) {
+    const unsigned f = cpu_features(), base = F_AVX2 | F_FMA;
+    switch (isa) {
+    case EG_ISA_AVX2: return (f & base) == base;
+    case EG_ISA_AVXVNNI: return (f & (base | F_AVXVNNI)) == (base | F_AVXVNNI);
+    case EG_ISA_AVX512: return (f & (base | F_AVX512 | F_AVX512VNNI)) == (base | F_AVX512 | F_AVX512VNNI);
+    default: return 0;
+    }
+}
+
+/* The tables of the ISAs above AVX2 are AVX2's with some kernels replaced, composed once. */
+static eg_kernels table_avxvnni, table_avx512;
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+static void make_tables(void) {
+    table_avxvnni = eg_kernels_avx2;
+    eg_kernels_avxvnni_fill(&table_avxvnni);
+    table_avx512 = eg_kernels_avx2;
+    eg_kernels_avx512_fill(&table_avx512);
 }
 #endif
 
-static const char *const isa_names[EG_ISA_COUNT] = {"scalar", "avx2"};
+const char *eg_cpu_features(void) {
+#ifdef EG_HAVE_X86
+    static const char *const names[] = {"avx2", "fma", "avx_vnni", "avx512f/bw/dq/vl", "avx512_vnni", "avx512_bf16"};
+    static __thread char buf[128];
+    const unsigned f = cpu_features();
+    buf[0] = 0;
+    for (int i = 0; i < 6; i++)
+        if (f & (1u << i)) {
+            if (buf[0]) strcat(buf, " ");
+            strcat(buf, names[i]);
+        }
+    return buf;
+#else
+    return "";
+#endif
+}
+
+static const char *const isa_names[EG_ISA_COUNT] = {"scalar", "avx2", "avxvnni", "avx512"};
 
 const char *eg_isa_name(eg_isa isa) { return (unsigned)isa < EG_ISA_COUNT ? isa_names[isa] : "unknown"; }
 
 int eg_isa_compiled(eg_isa isa) {
     if (isa == EG_ISA_SCALAR) return 1;
 #ifdef EG_HAVE_X86
-    if (isa == EG_ISA_AVX2) return 1;
+    if ((unsigned)isa < EG_ISA_COUNT) return 1;
 #endif
     return 0;
 }
 
 int eg_isa_supported(eg_isa isa) {
     if (!eg_isa_compiled(isa)) return 0;
+    if (isa == EG_ISA_SCALAR) return 1;
 #ifdef EG_HAVE_X86
-    if (isa == EG_ISA_AVX2) return cpu_has_avx2_fma();
+    return isa_on_cpu(isa);
+#else
+    return 0;
 #endif
-    return isa == EG_ISA_SCALAR;
 }
 
 eg_isa eg_isa_best(void) {
@@ -59,28 +117,145 @@ eg_isa eg_isa_best(void) {
 
 const eg_kernels *eg_kernels_for(eg_isa isa) {
 #ifdef EG_HAVE_X86
+    pthread_once(&tables_once, make_tables);
     if (isa == EG_ISA_AVX2) return &eg_kernels_avx2;
+    if (isa == EG_ISA_AVXVNNI) return &table_avxvnni;
+    if (isa == EG_ISA_AVX512) return &table_avx512;
 #endif
     (void)isa;
     return &eg_kernels_scalar;
 }
 
+/* ---------------------------------------------------------------- self-check */
+
+/* One GEMM of type t on the fixed problem with kernels k: x [M, K] . W [N, K]^T into y. N spans
+ * three panels (the last partial), M a full tile and a remainder on every ISA. */
+enum { SC_M = 15, SC_N = 37, SC_K = 96 };
+static void selfcheck_gemm(const eg_kernels *k, const float *x, const eg_matrix *w, float *y) {
+    uint8_t xq[SC_M * SC_K];
+    float xs[SC_M * (SC_K / EG_QBLOCK)];
+    int32_t xz[SC_M];
+    const int64_t ldxs = eg_quantize_for(w, x, SC_K, SC_M, xq, SC_K, xs, xz);
+    eg_gemm_panels(k, x, SC_K, xq, SC_K, xs, xz, ldxs ? ldxs : 1, SC_M, w, 0, w->n_panels, y, SC_N);
+}
+
+int eg_isa_selfcheck(eg_isa isa, char *why, size_t whylen) {
+    if (why && whylen) why[0] = 0;
+    if (!eg_isa_supported(isa)) {
+        if (why) snprintf(why, whylen, "not supported on this CPU");
+        return 0;
+    }
+    if (isa == EG_ISA_SCALAR) return 1;
+    const char *force = getenv("EMBGEMMA_SELFCHECK_FAIL");
+    if (force && strcmp(force, eg_isa_name(isa)) == 0) {
+        if (why) snprintf(why, whylen, "failed (forced by EMBGEMMA_SELFCHECK_FAIL)");
+        return 0;
+    }
+    const eg_kernels *k = eg_kernels_for(isa), *ref = &eg_kernels_scalar;
+    float y[SC_M * SC_N], yr[SC_M * SC_N];
+    uint32_t st = 12345u;
+    float xl[SC_M * SC_K], wl[SC_N * SC_K];
+    for (int i = 0; i < SC_M * SC_K; i++) {
+        st = st * 1664525u + 1013904223u;
+        xl[i] = (float)((int32_t)(st >> 8) - (1 << 23)) / (float)(1 << 23) * (i % 7 == 0 ? 4.0f : 1.0f);
+    }
+    for (int i = 0; i < SC_N * SC_K; i++) {
+        st = st * 1664525u + 1013904223u;
+        wl[i] = (float)((int32_t)(st >> 8) - (1 << 23)) / (float)(1 << 23) * 0.1f;
+    }
+    static const eg_wtype types[] = {EG_W_F32, EG_W_BF16, EG_W_I8, EG_W_Q8_0, EG_W_Q4_0};
+    static const char *const tnames[] = {"float32 GEMM", "bfloat16 GEMM", "int8 GEMM", "Q8_0 GEMM", "Q4_0 GEMM"};
+    char err[128];
+    for (int ti = 0; ti < 5; ti++) {
+        eg_matrix w;
+        if (eg_matrix_alloc(&w, SC_N, SC_K, types[ti], err, sizeof err) != EG_OK) {
+            if (why) snprintf(why, whylen, "self-check could not allocate: %s", err);
+            return 0;
+        }
+        for (int r = 0; r < SC_N; r++) eg_matrix_pack_row(&w, r, wl + r * SC_K);
+        selfcheck_gemm(k, xl, &w, y);
+        selfcheck_gemm(ref, xl, &w, yr);
+        eg_matrix_free(&w);
+        const int exact = eg_wtype_is_int(types[ti]);
+        for (int i = 0; i < SC_M * SC_N; i++) {
+            /* integer types: bit for bit; float: FMA chains against separate roundings */
+            const float tol = exact ? 0.0f : 1e-5f * (1.0f + fabsf(yr[i]));
+            if (!(fabsf(y[i] - yr[i]) <= tol)) {
+                if (why)
+                    snprintf(why, whylen, "%s: y[%d][%d] = %.9g, scalar twin %.9g", tnames[ti], i / SC_N, i % SC_N,
+                             (double)y[i], (double)yr[i]);
+                return 0;
+            }
+        }
+    }
+    /* row operations */
+    float a[SC_K], b[SC_K], ar[SC_K], br[SC_K];
+    for (int op = 0; op < 4; op++) {
+        for (int i = 0; i < SC_K; i++) {
+            a[i] = ar[i] = xl[i];
+            b[i] = br[i] = wl[i] * 10.0f;
+        }
+        float s1 = 0.0f, s2 = 0.0f;
+        switch (op) {
+        case 0: k->axpy(0.75f, a, b, SC_K - 3); ref->axpy(0.75f, ar, br, SC_K - 3); break;
+        case 1: k->scale(1.25f, b, SC_K - 3); ref->scale(1.25f, br, SC_K - 3); break;
+        case 2: k->gelu_gate(b, a, SC_K - 3); ref->gelu_gate(br, ar, SC_K - 3); break;
+        default: s1 = k->exp_sub(b, 1.0f, SC_K - 3); s2 = ref->exp_sub(br, 1.0f, SC_K - 3); break;
+        }
+        int bad = fabsf(s1 - s2) > 1e-5f * (1.0f + fabsf(s2));
+        for (int i = 0; i < SC_K && !bad; i++) bad = !(fabsf(b[i] - br[i]) <= 1e-5f * (1.0f + fabsf(br[i])));
+        if (bad) {
+            static const char *const on[] = {"axpy", "scale", "gelu_gate", "exp_sub"};
+            if (why) snprintf(why, whylen, "%s disagrees with its scalar twin", on[op]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* name: NULL/"" => EMBGEMMA_ISA or the best supported. */
-eg_status eg_isa_choose(const char *name, eg_isa *out, char *err, size_t errlen) {
+eg_status eg_isa_choose(const char *name, eg_isa *out, char *note, size_t notelen, char *err, size_t errlen) {
     if (!name || !*name) name = getenv("EMBGEMMA_ISA");
+    eg_isa want = EG_ISA_COUNT;
+    int forced = 0;
     if (!name || !*name || strcmp(name, "auto") == 0) {
-        *out = eg_isa_best();
-        return EG_OK;
-    }
-    for (int i = 0; i < EG_ISA_COUNT; i++) {
-        if (strcmp(name, isa_names[i]) != 0) continue;
-        if (!eg_isa_supported((eg_isa)i))
+        want = eg_isa_best();
+    } else {
+        for (int i = 0; i < EG_ISA_COUNT; i++)
+            if (strcmp(name, isa_names[i]) == 0) want = (eg_isa)i;
+        if (want == EG_ISA_COUNT)
+            return eg_fail(err, errlen, EG_ERR_INVALID_ARG,
+                           "unknown ISA \"%.32s\": use auto, scalar, avx2, avxvnni or avx512", name);
+        if (!eg_isa_supported(want))
             return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "ISA \"%s\" is not %s on this machine", name,
-                           eg_isa_compiled((eg_isa)i) ? "supported by the CPU" : "compiled in");
-        *out = (eg_isa)i;
-        return EG_OK;
+                           eg_isa_compiled(want) ? "supported by the CPU" : "compiled in");
+        forced = 1;
     }
-    return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "unknown ISA \"%.32s\": use auto, scalar or avx2", name);
+    size_t used = 0;
+    if (note && notelen) note[0] = 0;
+#define NOTE(...)                                                                                   \
+    do {                                                                                            \
+        if (note && used < notelen) {                                                               \
+            int n_ = snprintf(note + used, notelen - used, __VA_ARGS__);                            \
+            if (n_ > 0) used += (size_t)n_ < notelen - used ? (size_t)n_ : notelen - used - 1;       \
+        }                                                                                           \
+    } while (0)
+    NOTE("%s (%s)", eg_isa_name(want), forced ? "asked for" : "best for this CPU");
+    for (int i = (int)want; i > 0; i--) {
+        if (!eg_isa_supported((eg_isa)i)) continue;
+        char why[200];
+        if (eg_isa_selfcheck((eg_isa)i, why, sizeof why)) {
+            if (i != (int)want) NOTE("; fell back to %s", eg_isa_name((eg_isa)i));
+            NOTE("; self-check against the scalar kernels passed");
+            *out = (eg_isa)i;
+            return EG_OK;
+        }
+        NOTE("; %s self-check %s", eg_isa_name((eg_isa)i), why);
+    }
+    NOTE("; fell back to scalar");
+#undef NOTE
+    *out = EG_ISA_SCALAR;
+    return EG_OK;
 }
 
 int eg_openmp_enabled(void) {

@@ -30,6 +30,8 @@ typedef enum {
 typedef enum {
     EG_ISA_SCALAR = 0,    /* plain C: the specification of every kernel        */
     EG_ISA_AVX2 = 1,      /* x86-64 AVX2 + FMA                                 */
+    EG_ISA_AVXVNNI = 2,   /* AVX2 + FMA + AVX-VNNI (vpdpbusd on ymm)           */
+    EG_ISA_AVX512 = 3,    /* AVX-512 F/BW/DQ/VL + AVX512_VNNI (zmm)            */
     EG_ISA_COUNT
 } eg_isa;
 
@@ -49,7 +51,7 @@ typedef enum {
 } eg_weights;
 
 typedef struct {
-    const char *isa;          /* NULL or "" (auto; EMBGEMMA_ISA applies), "scalar", "avx2" */
+    const char *isa;          /* NULL or "" (auto; EMBGEMMA_ISA applies), "scalar", "avx2", "avxvnni", "avx512" */
     eg_weights mlp_weights;   /* gate/up and down projections (60% of the weights) */
     eg_weights attn_weights;  /* q/k/v and o projections                           */
     /* GGUF only. A GGUF without the Dense tensors cannot give the model's
@@ -83,6 +85,7 @@ typedef struct {
     eg_weights mlp_weights;    /* as held in memory and multiplied               */
     eg_weights attn_weights;
     int64_t weight_bytes;      /* memory held by the packed layer and Dense matrices */
+    const char *isa_note;      /* why isa was chosen: the self-check's verdicts, any fallback */
 } eg_model_info;
 
 /* Load a model: a sentence-transformers folder, or a GGUF file (llama.cpp's
@@ -138,6 +141,17 @@ const char *eg_isa_name(eg_isa isa);
 int eg_isa_compiled(eg_isa isa);
 int eg_isa_supported(eg_isa isa);
 eg_isa eg_isa_best(void);
+/* The CPU features dispatch looks at, space-separated ("avx2 fma avx512f ..."). */
+const char *eg_cpu_features(void);
+/* Runs every kernel of `isa` once against its scalar twin on a small fixed problem (well under a
+ * millisecond): 1 when they agree (integer kernels bit for bit, float ones to rounding), else 0
+ * with the first disagreement in why. EMBGEMMA_SELFCHECK_FAIL=<isa> makes that ISA fail (tests). */
+int eg_isa_selfcheck(eg_isa isa, char *why, size_t whylen);
+/* The ISA for a model: `name` (NULL/"": EMBGEMMA_ISA, else the best the CPU has), then the
+ * self-check; an ISA that fails it gives way to the next lower one that passes. note says what
+ * was chosen and why. */
+eg_status eg_isa_choose(const char *name, eg_isa *out, char *note, size_t notelen, char *err, size_t errlen);
+
 int eg_openmp_enabled(void);
 int eg_default_threads(void);
 /* 1 in a process forked after it (or an ancestor) ran an OpenMP team: GNU libgomp cannot start

@@ -184,21 +184,29 @@ typedef enum { EG_W_F32 = 0, EG_W_BF16, EG_W_I8, EG_W_Q8_0, EG_W_Q4_0 } eg_wtype
  *                                          run 0,8,1,9,..,7,15 (one 32-bit lane
  *                                          holds columns j and j+8, unpacked by a
  *                                          shift and a mask)
- *   I8:   int8     [n_panels, k2, 16, 2]  k2 = ceil(k/2): W[p*16 + j][2*kp + e] at
- *                                          ((p*k2 + kp)*16 + j)*2 + e, odd k padded
- *                                          with 0; W[r] ~= scale[r] * q[r]
- *   Q8_0: int8    [n_panels, k2, 16, 2]  as I8, but one scale per output row and
+ *   I8:   int8     [n_panels, k4, 16, 4]  k4 = ceil(k/4): W[p*16 + j][4*kq + e] at
+ *                                          ((p*k4 + kq)*16 + j)*4 + e, k padded with 0;
+ *                                          |q| <= EG_I8_WMAX, W[r] ~= scale[r] * q[r];
+ *                                          wsum[r] = sum_k q[r][k] (zero-point term)
+ *   Q8_0: int8     [n_panels, k4, 16, 4]  as I8, but one scale per output row and
  *                                          block of 32 k: scale [n_panels, k/32, 16],
- *                                          W[r][kk] ~= scale[p][kk/32][j] * q[r][kk]
- *   Q4_0: uint8   [n_panels, k/4, 32]    byte b of 4-k group g holds the I8-layout
- *                                          element b of k-pair 2g in its low nibble
- *                                          and of k-pair 2g+1 in its high nibble,
- *                                          stored as q + 8 (q in -8..7); scales as Q8_0
+ *                                          W[r][kk] ~= scale[p][kk/32][j] * q[r][kk];
+ *                                          wsum [n_panels, k/32, 16] holds the block's
+ *                                          sum of q times the activations' zero point
+ *   Q4_0: uint8    [n_panels, k/8, 64]    byte b of 8-k group g holds the I8-layout
+ *                                          element b of k-quad 2g in its low nibble
+ *                                          and of k-quad 2g+1 in its high nibble,
+ *                                          stored as q + 8 (q in -8..7); scales and
+ *                                          wsum as Q8_0
+ * The integer kernels multiply these int8 weights by uint8 activations (u8 x s8,
+ * what vpmaddubsw / vpdpbusd / SDOT-style instructions take), 4 k at a time.
  * Q8_0 / Q4_0 need k % 32 == 0 and hold exactly what ggml's blocks hold.
  */
 typedef struct {
     void *data;                /* see above                                      */
     float *scale;              /* I8: [n_panels * 16] per output row; Q8_0 / Q4_0: [n_panels, k/32, 16] */
+    int32_t *wsum;             /* I8: [n_panels * 16] sum of each row's q; Q8_0 / Q4_0: [n_panels, k/32, 16]
+                                  zero point x each block's sum of q                */
     int64_t n, k;
     int64_t n_panels;          /* ceil(n / 16)                                   */
     eg_wtype type;
@@ -235,17 +243,28 @@ void eg_quantize_q4_0(const float *x, int64_t n, int8_t *q, float *d);
 void eg_matrix_free(eg_matrix *m);
 int64_t eg_matrix_bytes(const eg_matrix *m);                        /* panels plus scales */
 uint16_t eg_f32_to_bf16(float f);                                  /* round to nearest even */
-/* Largest |q| for int16 activations against int8 weights with k columns, so
- * that no int32 sum can overflow: 2 * qmax * 127 * ceil(k/2) < 2^31 (8191 cap). */
-int eg_act_qmax(int64_t k);
-/* Dynamic per-row quantization of x [m, k] to int16 q [m, ldq] (ldq >= k rounded
- * up to even; the pad column is 0): q = round(x * qmax / amax), scale[i] = amax / qmax. */
-void eg_quantize_rows(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, int16_t *q, int64_t ldq,
-                      float *scale);
-/* The same per block of 32 (for Q8_0 / Q4_0 weights, k % 32 == 0): scale [m, ldxs] one per
- * row and block, |q| <= 32767 (a block's int32 sum stays below 2^28 with |w| <= 128). */
-void eg_quantize_blocks(const float *x, int64_t ldx, int64_t m, int64_t k, int16_t *q, int64_t ldq, float *scale,
-                        int64_t ldxs);
+/* u8 x s8 products: a pair of them is summed into int16 by vpmaddubsw (AVX2 without VNNI), so
+ * 2 * amax * wmax must stay <= 32767: no saturation can happen, by construction, and every
+ * ISA gives the scalar twin's exact int32 sums.
+ *   I8 ("int8"): 8-bit weights per output row (|q| <= 127), activations per token
+ *     asymmetric in 0..127 (7 bits over [min, max], zero point in 0..127).
+ *   Q8_0: ggml's 8-bit blocks; activations per block of 32, symmetric, |q| <= 63, + 64.
+ *   Q4_0: ggml's 4-bit blocks; activations per block of 32, symmetric, |q| <= 127, + 128. */
+#define EG_I8_WMAX 127
+#define EG_I8_AMAX 127
+#define EG_Q8_AQMAX 63
+#define EG_Q4_AQMAX 127
+/* ldq of quantized activations: k rounded up to a multiple of 4 */
+static inline int64_t eg_ldq(int64_t k) { return (k + 3) & ~(int64_t)3; }
+/* Per-token asymmetric quantization of x [m, k] (I8 weights): q [m, ldq] in 0..EG_I8_AMAX,
+ * x ~= scale[i] * (q - zp[i]); the pad columns hold zp. A row with NaN or inf gets a NaN
+ * scale (the pass then reports it). */
+void eg_quantize_rows_u8(const float *x, int64_t ldx, int64_t m, int64_t k, uint8_t *q, int64_t ldq, float *scale,
+                         int32_t *zp);
+/* The same per block of 32 (Q8_0 / Q4_0 weights, k % 32 == 0), symmetric: q = round(x / s) + qmax + 1,
+ * |round(x / s)| <= qmax, scale [m, ldxs] one per row and block. */
+void eg_quantize_blocks_u8(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
+                           float *scale, int64_t ldxs);
 
 typedef struct {
     float *attn_norm;          /* [D]  1 + input_layernorm                       */
@@ -275,14 +294,14 @@ typedef struct {
     /* the same for a BF16 w: weights widened exactly to float, float accumulation */
     void (*gemm_bf16)(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
                       float *y, int64_t ldy);
-    /* the same for an I8 w and int16 activations xq [m, ldq] with row scales xs [m]:
-     * y[i][j] = (float)(sum_k xq[i][k] * q[j][k]) * (xs[i] * w->scale[j]), the sum exact in int32 */
-    void (*gemm_i8)(const int16_t *xq, int64_t ldq, const float *xs, int64_t m, const eg_matrix *w, int64_t p0,
-                    int64_t p1, float *y, int64_t ldy);
+    /* the same for an I8 w and uint8 activations xq [m, ldq] with row scales xs [m] and zero points xz [m]:
+     * y[i][j] = (float)(sum_k xq[i][k] * q[j][k] - xz[i] * wsum[j]) * (xs[i] * w->scale[j]), exact in int32 */
+    void (*gemm_i8)(const uint8_t *xq, int64_t ldq, const float *xs, const int32_t *xz, int64_t m,
+                    const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy);
     /* the same for a Q8_0 / Q4_0 w and activations quantized per block of 32, xs [m, ldxs]:
-     * y[i][j] = sum over blocks b, in order, of fmaf((float)isum_b, xs[i][b] * w->scale[p][b][j], acc),
+     * y[i][j] = sum over blocks b, in order, of fmaf((float)(isum_b - w->wsum[p][b][j]), xs[i][b] * w->scale[p][b][j], acc),
      * isum_b = sum_{k in b} xq[i][k] * q[j][k] exact in int32 */
-    void (*gemm_q)(const int16_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m, const eg_matrix *w,
+    void (*gemm_q)(const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m, const eg_matrix *w,
                    int64_t p0, int64_t p1, float *y, int64_t ldy);
     void (*axpy)(float a, const float *x, float *y, int64_t n); /* y += a x */
     void (*scale)(float a, float *y, int64_t n);                /* y *= a   */
@@ -298,26 +317,27 @@ typedef struct {
 
 /* Runs panels p0..p1 of w on the kernel for its type; xq / xs (ldq, ldxs) are the
  * integer kernels' quantized rows of x and are ignored for the float types. */
-static inline void eg_gemm_panels(const eg_kernels *k, const float *x, int64_t ldx, const int16_t *xq, int64_t ldq,
-                                  const float *xs, int64_t ldxs, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
-                                  float *y, int64_t ldy) {
+static inline void eg_gemm_panels(const eg_kernels *k, const float *x, int64_t ldx, const uint8_t *xq, int64_t ldq,
+                                  const float *xs, const int32_t *xz, int64_t ldxs, int64_t m, const eg_matrix *w,
+                                  int64_t p0, int64_t p1, float *y, int64_t ldy) {
     if (w->type == EG_W_F32) k->gemm(x, ldx, m, w, p0, p1, y, ldy);
     else if (w->type == EG_W_BF16) k->gemm_bf16(x, ldx, m, w, p0, p1, y, ldy);
-    else if (w->type == EG_W_I8) k->gemm_i8(xq, ldq, xs, m, w, p0, p1, y, ldy);
+    else if (w->type == EG_W_I8) k->gemm_i8(xq, ldq, xs, xz, m, w, p0, p1, y, ldy);
     else k->gemm_q(xq, ldq, xs, ldxs, m, w, p0, p1, y, ldy);
 }
 
-/* Quantizes the m rows of x the way w's kernel reads them (nothing for float w);
- * returns ldxs, the stride of xs. */
-int64_t eg_quantize_for(const eg_matrix *w, const float *x, int64_t ldx, int64_t m, int16_t *xq, int64_t ldq,
-                        float *xs);
+/* Quantizes the m rows of x the way w's kernel reads them (nothing for float w): xq [m, ldq],
+ * xs [m, ldxs], xz [m] (I8 only); returns ldxs, the stride of xs. */
+int64_t eg_quantize_for(const eg_matrix *w, const float *x, int64_t ldx, int64_t m, uint8_t *xq, int64_t ldq,
+                        float *xs, int32_t *xz);
 
 extern const eg_kernels eg_kernels_scalar;
 const eg_kernels *eg_kernels_for(eg_isa isa);
-eg_status eg_isa_choose(const char *name, eg_isa *out, char *err, size_t errlen);
 #if defined(__x86_64__) || defined(_M_X64)
 #define EG_HAVE_X86 1
 extern const eg_kernels eg_kernels_avx2;
+void eg_kernels_avxvnni_fill(eg_kernels *k); /* AVX2's table with the AVX-VNNI integer GEMMs */
+void eg_kernels_avx512_fill(eg_kernels *k);  /* AVX2's table with the zmm GEMMs              */
 #endif
 
 struct eg_model {
@@ -340,6 +360,7 @@ struct eg_model {
     int has_int_weights;       /* some layer matrix is I8 / Q8_0 / Q4_0: scratch for quantized x */
     eg_tensor_set files;       /* mappings kept for the embedding table          */
     char dtype_name[8];
+    char isa_note[320];        /* eg_model_info.isa_note                         */
 };
 
 /* ---------------------------------------------------------------- forward */

@@ -31,36 +31,34 @@ static void gemm_float_scalar(const float *x, int64_t ldx, int64_t m, const eg_m
     }
 }
 
-static void gemm_i8_scalar(const int16_t *xq, int64_t ldq, const float *xs, int64_t m, const eg_matrix *w,
-                           int64_t p0, int64_t p1, float *y, int64_t ldy) {
-    const int64_t k2 = (w->k + 1) / 2;
+/* Weight (column j, input kk) of an I8 / Q8_0 / Q4_0 panel as its integer q. */
+static inline int32_t panel_q(const eg_matrix *w, const uint8_t *panel, int64_t kk, int64_t j) {
+    const int64_t idx = j * 4 + (kk & 3);
+    if (w->type != EG_W_Q4_0) return ((const int8_t *)panel)[(kk / 4) * EG_PANEL * 4 + idx];
+    const uint8_t byte = panel[(kk / 8) * EG_PANEL * 4 + idx];
+    return (int32_t)((kk / 4) & 1 ? byte >> 4 : byte & 0x0F) - 8;
+}
+
+static void gemm_i8_scalar(const uint8_t *xq, int64_t ldq, const float *xs, const int32_t *xz, int64_t m,
+                           const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
+    const int64_t k = w->k;
     for (int64_t p = p0; p < p1; p++) {
-        const int8_t *panel = (const int8_t *)w->data + p * k2 * EG_PANEL * 2;
+        const uint8_t *panel = (const uint8_t *)w->data + p * eg_ldq(k) * EG_PANEL;
         int64_t cols = w->n - p * EG_PANEL;
         if (cols > EG_PANEL) cols = EG_PANEL;
         for (int64_t i = 0; i < m; i++) {
-            const int16_t *qi = xq + i * ldq;
+            const uint8_t *qi = xq + i * ldq;
             for (int64_t j = 0; j < cols; j++) {
                 int32_t acc = 0;
-                for (int64_t kp = 0; kp < k2; kp++) {
-                    const int8_t *wp = panel + (kp * EG_PANEL + j) * 2;
-                    acc += (int32_t)qi[2 * kp] * wp[0] + (int32_t)qi[2 * kp + 1] * wp[1];
-                }
-                y[i * ldy + p * EG_PANEL + j] = (float)acc * (xs[i] * w->scale[p * EG_PANEL + j]);
+                for (int64_t kk = 0; kk < k; kk++) acc += (int32_t)qi[kk] * panel_q(w, panel, kk, j);
+                const int64_t r = p * EG_PANEL + j;
+                y[i * ldy + r] = (float)(acc - xz[i] * w->wsum[r]) * (xs[i] * w->scale[r]);
             }
         }
     }
 }
 
-/* Weight (column j, input kk) of a Q8_0 / Q4_0 panel as its integer q. */
-static inline int32_t panel_q(const eg_matrix *w, const uint8_t *panel, int64_t kk, int64_t j) {
-    const int64_t kp = kk / 2, idx = j * 2 + (kk & 1);
-    if (w->type == EG_W_Q8_0) return ((const int8_t *)panel)[kp * EG_PANEL * 2 + idx];
-    const uint8_t byte = panel[(kp / 2) * EG_PANEL * 2 + idx];
-    return (int32_t)((kp & 1 ? byte >> 4 : byte & 0x0F)) - 8;
-}
-
-static void gemm_q_scalar(const int16_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
+static void gemm_q_scalar(const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
                           const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
     const int64_t k = w->k, nb = k / EG_QBLOCK;
     const int64_t pbytes = w->type == EG_W_Q8_0 ? k * EG_PANEL : k / 2 * EG_PANEL;
@@ -69,14 +67,15 @@ static void gemm_q_scalar(const int16_t *xq, int64_t ldq, const float *xs, int64
         int64_t cols = w->n - p * EG_PANEL;
         if (cols > EG_PANEL) cols = EG_PANEL;
         for (int64_t i = 0; i < m; i++) {
-            const int16_t *qi = xq + i * ldq;
+            const uint8_t *qi = xq + i * ldq;
             for (int64_t j = 0; j < cols; j++) {
                 float acc = 0.0f;
                 for (int64_t b = 0; b < nb; b++) {
                     int32_t isum = 0;
                     for (int64_t kk = b * EG_QBLOCK; kk < (b + 1) * EG_QBLOCK; kk++)
                         isum += (int32_t)qi[kk] * panel_q(w, panel, kk, j);
-                    acc = fmaf((float)isum, xs[i * ldxs + b] * w->scale[(p * nb + b) * EG_PANEL + j], acc);
+                    const int64_t sb = (p * nb + b) * EG_PANEL + j;
+                    acc = fmaf((float)(isum - w->wsum[sb]), xs[i * ldxs + b] * w->scale[sb], acc);
                 }
                 y[i * ldy + p * EG_PANEL + j] = acc;
             }

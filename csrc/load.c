@@ -632,11 +632,14 @@ eg_status eg_model_load(const char *path, const eg_load_opts *opts, eg_model **o
             return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "unknown weights mode %d", (int)w);
     }
     eg_isa isa;
-    eg_status s = eg_isa_choose(opts->isa, &isa, err, errlen);
+    char note[sizeof ((eg_model *)0)->isa_note];
+    eg_status s = eg_isa_choose(opts->isa, &isa, note, sizeof note, err, errlen);
     if (s) return s;
     eg_model *m = calloc(1, sizeof *m);
     if (!m) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
     m->k = eg_kernels_for(isa);
+    memcpy(m->isa_note, note, sizeof note);
+    m->info.isa_note = m->isa_note;
     s = eg_is_gguf(path) ? load_gguf(m, path, opts, isa, err, errlen) : load_folder(m, path, opts, isa, err, errlen);
     if (s) {
         eg_model_free(m);

@@ -113,6 +113,12 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
         raise_status(s, err);
         return -1;
     }
+    const char *note = eg_model_get_info(m)->isa_note;
+    if (note && strstr(note, "fell back") &&
+        PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "embgemma kernels: %s", note) < 0) {
+        eg_model_free(m);
+        return -1;
+    }
     self->model = m;
     return 0;
 }
@@ -267,14 +273,16 @@ static PyObject *Model_get_info(ModelObject *self, void *closure) {
     (void)closure;
     if (!check_loaded(self)) return NULL;
     const eg_model_info *i = eg_model_get_info(self->model);
-    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:O,s:s,s:s,s:s,s:s,s:L,s:s}", "hidden_size", i->hidden,
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:O,s:s,s:s,s:s,s:s,s:L,s:s,s:s}",
+                         "hidden_size", i->hidden,
                          "num_hidden_layers", i->n_layers, "num_attention_heads", i->n_heads, "num_key_value_heads",
                          i->n_kv_heads, "head_dim", i->head_dim, "intermediate_size", i->intermediate, "vocab_size",
                          i->vocab, "max_positions", i->max_positions, "sliding_window", i->sliding_window,
                          "window_radius", i->window_radius, "n_dense", i->n_dense, "output_dim", i->out_dim,
                          "normalize", i->normalize ? Py_True : Py_False, "isa", eg_isa_name(i->isa), "weight_dtype",
                          i->weight_dtype, "mlp_weights", eg_weights_name(i->mlp_weights), "attn_weights",
-                         eg_weights_name(i->attn_weights), "weight_bytes", i->weight_bytes, "format", i->format);
+                         eg_weights_name(i->attn_weights), "weight_bytes", i->weight_bytes, "format", i->format,
+                         "isa_note", i->isa_note ? i->isa_note : "");
 }
 
 static PyMethodDef Model_methods[] = {
@@ -308,22 +316,41 @@ static PyTypeObject ModelType = {
 static PyObject *build_info(PyObject *mod, PyObject *noargs) {
     (void)mod;
     (void)noargs;
-    PyObject *compiled = PyList_New(0), *supported = PyList_New(0);
-    if (!compiled || !supported) goto fail;
+    PyObject *compiled = PyList_New(0), *supported = PyList_New(0), *checks = PyDict_New();
+    if (!compiled || !supported || !checks) goto fail;
     for (int i = 0; i < EG_ISA_COUNT; i++) {
         PyObject *name = PyUnicode_FromString(eg_isa_name((eg_isa)i));
         if (!name) goto fail;
         int bad = (eg_isa_compiled((eg_isa)i) && PyList_Append(compiled, name)) ||
                   (eg_isa_supported((eg_isa)i) && PyList_Append(supported, name));
+        if (!bad && eg_isa_supported((eg_isa)i)) { /* the load-time self-check's verdict */
+            char why[200];
+            int ok;
+            Py_BEGIN_ALLOW_THREADS
+            ok = eg_isa_selfcheck((eg_isa)i, why, sizeof why);
+            Py_END_ALLOW_THREADS
+            PyObject *v = PyUnicode_DecodeUTF8(ok ? "passed" : why, (Py_ssize_t)strlen(ok ? "passed" : why), "replace");
+            bad = !v || PyDict_SetItem(checks, name, v) < 0;
+            Py_XDECREF(v);
+        }
         Py_DECREF(name);
         if (bad) goto fail;
     }
-    return Py_BuildValue("{s:s,s:N,s:N,s:s,s:O,s:i}", "version", EG_VERSION, "compiled_isas", compiled,
-                         "supported_isas", supported, "best_isa", eg_isa_name(eg_isa_best()), "openmp",
-                         eg_openmp_enabled() ? Py_True : Py_False, "omp_num_procs", eg_default_threads());
+    char note[320], err[256];
+    eg_isa chosen;
+    if (eg_isa_choose(NULL, &chosen, note, sizeof note, err, sizeof err) != EG_OK) {
+        snprintf(note, sizeof note, "%s", err);
+        chosen = EG_ISA_SCALAR;
+    }
+    return Py_BuildValue("{s:s,s:N,s:N,s:s,s:s,s:s,s:N,s:s,s:O,s:i}", "version", EG_VERSION, "compiled_isas", compiled,
+                         "supported_isas", supported, "best_isa", eg_isa_name(eg_isa_best()), "chosen_isa",
+                         eg_isa_name(chosen), "isa_note", note, "selfcheck", checks, "cpu_features",
+                         eg_cpu_features(), "openmp", eg_openmp_enabled() ? Py_True : Py_False, "omp_num_procs",
+                         eg_default_threads());
 fail:
     Py_XDECREF(compiled);
     Py_XDECREF(supported);
+    Py_XDECREF(checks);
     return NULL;
 }
 

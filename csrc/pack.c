@@ -13,8 +13,8 @@ static int64_t panel_bytes(const eg_matrix *m) {
     switch (m->type) {
     case EG_W_BF16: return m->k * EG_PANEL * 2;
     case EG_W_I8:
-    case EG_W_Q8_0: return (m->k + 1) / 2 * EG_PANEL * 2;
-    case EG_W_Q4_0: return m->k / 4 * EG_PANEL * 2;
+    case EG_W_Q8_0: return eg_ldq(m->k) * EG_PANEL;
+    case EG_W_Q4_0: return m->k / 2 * EG_PANEL;
     default: return m->k * EG_PANEL * 4;
     }
 }
@@ -26,7 +26,7 @@ static int64_t scale_count(const eg_matrix *m) {
 }
 
 int64_t eg_matrix_bytes(const eg_matrix *m) {
-    return m->n_panels * panel_bytes(m) + scale_count(m) * (int64_t)sizeof(float);
+    return m->n_panels * panel_bytes(m) + scale_count(m) * (int64_t)(sizeof(float) + sizeof(int32_t));
 }
 
 eg_status eg_matrix_alloc(eg_matrix *m, int64_t n, int64_t k, eg_wtype type, char *err, size_t errlen) {
@@ -43,8 +43,11 @@ eg_status eg_matrix_alloc(eg_matrix *m, int64_t n, int64_t k, eg_wtype type, cha
     if (posix_memalign(&m->data, 64, bytes ? bytes : 64) != 0) m->data = NULL;
     if (m->data) memset(m->data, 0, bytes);
     const int64_t ns = scale_count(m);
-    if (m->data && ns) m->scale = calloc((size_t)ns, sizeof(float));
-    if (!m->data || (ns && !m->scale)) {
+    if (m->data && ns) {
+        m->scale = calloc((size_t)ns, sizeof(float));
+        m->wsum = calloc((size_t)ns, sizeof(int32_t));
+    }
+    if (!m->data || (ns && (!m->scale || !m->wsum))) {
         eg_matrix_free(m);
         return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory packing a %lld x %lld matrix", (long long)n,
                        (long long)k);
@@ -55,8 +58,10 @@ eg_status eg_matrix_alloc(eg_matrix *m, int64_t n, int64_t k, eg_wtype type, cha
 void eg_matrix_free(eg_matrix *m) {
     free(m->data);
     free(m->scale);
+    free(m->wsum);
     m->data = NULL;
     m->scale = NULL;
+    m->wsum = NULL;
 }
 
 uint16_t eg_f32_to_bf16(float f) {
@@ -67,20 +72,31 @@ uint16_t eg_f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
+/* Byte offset of W[r][kk] in an I8 / Q8_0 panel set (k4 quads of 16 x 4). */
+static inline int64_t i8_offset(const eg_matrix *m, int64_t r, int64_t kk) {
+    const int64_t p = r / EG_PANEL, j = r % EG_PANEL, k4 = eg_ldq(m->k) / 4;
+    return ((p * k4 + kk / 4) * EG_PANEL + j) * 4 + (kk & 3);
+}
+
 /* Block b (k values b*32 .. b*32+31) of row r of a Q8_0 / Q4_0 matrix. */
 static void pack_block(eg_matrix *m, int64_t r, int64_t b, const int8_t *q, float d) {
     const int64_t p = r / EG_PANEL, j = r % EG_PANEL, k = m->k, nb = k / EG_QBLOCK;
-    m->scale[(p * nb + b) * EG_PANEL + j] = d;
+    const int32_t zp = (m->type == EG_W_Q8_0 ? EG_Q8_AQMAX : EG_Q4_AQMAX) + 1;
+    int32_t sum = 0;
     for (int e = 0; e < EG_QBLOCK; e++) {
-        const int64_t kk = b * EG_QBLOCK + e, kp = kk / 2, idx = j * 2 + (kk & 1); /* I8-layout position */
+        const int64_t kk = b * EG_QBLOCK + e;
+        sum += q[e];
         if (m->type == EG_W_Q8_0) {
-            ((int8_t *)m->data)[(p * (k / 2) + kp) * EG_PANEL * 2 + idx] = q[e];
-        } else {
-            uint8_t *byte = (uint8_t *)m->data + (p * (k / 4) + kp / 2) * EG_PANEL * 2 + idx;
+            ((int8_t *)m->data)[i8_offset(m, r, kk)] = q[e];
+        } else { /* quads 2g and 2g+1 share the bytes of 8-k group g */
+            const int64_t kq = kk / 4;
+            uint8_t *byte = (uint8_t *)m->data + (p * (k / 8) + kq / 2) * EG_PANEL * 4 + j * 4 + (kk & 3);
             const uint8_t nib = (uint8_t)(q[e] + 8) & 0x0F;
-            *byte = kp & 1 ? (uint8_t)((*byte & 0x0F) | (nib << 4)) : (uint8_t)((*byte & 0xF0) | nib);
+            *byte = kq & 1 ? (uint8_t)((*byte & 0x0F) | (nib << 4)) : (uint8_t)((*byte & 0xF0) | nib);
         }
     }
+    m->scale[(p * nb + b) * EG_PANEL + j] = d;
+    m->wsum[(p * nb + b) * EG_PANEL + j] = zp * sum;
 }
 
 void eg_matrix_pack_row(eg_matrix *m, int64_t r, const float *src) {
@@ -93,14 +109,16 @@ void eg_matrix_pack_row(eg_matrix *m, int64_t r, const float *src) {
     } else if (m->type == EG_W_I8) { /* symmetric, one scale per output row */
         float amax = 0.0f;
         for (int64_t kk = 0; kk < k; kk++) amax = fmaxf(amax, fabsf(src[kk]));
-        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        int8_t *dst = (int8_t *)m->data + p * ((k + 1) / 2) * EG_PANEL * 2 + j * 2;
+        const float inv = amax > 0.0f ? (float)EG_I8_WMAX / amax : 0.0f;
+        int32_t sum = 0;
         for (int64_t kk = 0; kk < k; kk++) {
             float q = nearbyintf(src[kk] * inv);
-            q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
-            dst[(kk / 2) * EG_PANEL * 2 + (kk & 1)] = (int8_t)q;
+            q = q > (float)EG_I8_WMAX ? (float)EG_I8_WMAX : q < -(float)EG_I8_WMAX ? -(float)EG_I8_WMAX : q;
+            ((int8_t *)m->data)[i8_offset(m, r, kk)] = (int8_t)q;
+            sum += (int32_t)q;
         }
-        m->scale[r] = amax / 127.0f;
+        m->scale[r] = amax / (float)EG_I8_WMAX;
+        m->wsum[r] = sum;
     } else { /* Q8_0 / Q4_0: ggml's quantizer, then the block layout */
         int8_t q[EG_QBLOCK];
         float d;
@@ -157,49 +175,86 @@ void eg_quantize_q4_0(const float *x, int64_t n, int8_t *q, float *d) {
     }
 }
 
-int eg_act_qmax(int64_t k) {
-    const int64_t k2 = (k + 1) / 2, lim = (int64_t)2147483647 / (254 * (k2 > 0 ? k2 : 1));
-    return (int)(lim < 8191 ? lim : 8191);
+/* Round to nearest, ties to even, for |v| < 2^22: the float adder does it, and the loop
+ * vectorizes on any x86-64, unlike nearbyintf (compilers keep (v + c) - c as written
+ * unless told -ffast-math, which this build never is). */
+static inline float round_even(float v) {
+    const float c = 12582912.0f; /* 1.5 * 2^23 */
+    return (v + c) - c;
 }
 
-void eg_quantize_rows(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, int16_t *q, int64_t ldq,
-                      float *scale) {
+void eg_quantize_rows_u8(const float *x, int64_t ldx, int64_t m, int64_t k, uint8_t *q, int64_t ldq, float *scale,
+                         int32_t *zp) {
     for (int64_t i = 0; i < m; i++) {
         const float *xi = x + i * ldx;
-        int16_t *qi = q + i * ldq;
-        float amax = 0.0f;
-        for (int64_t kk = 0; kk < k; kk++) amax = fmaxf(amax, fabsf(xi[kk])); /* fmaxf drops NaN: checked below */
-        int finite = isfinite(amax);
-        for (int64_t kk = 0; kk < k && finite; kk++) finite = !isnan(xi[kk]);
-        if (!finite) { /* let the NaN reach the output, where the pass reports it */
-            memset(qi, 0, (size_t)((k + 1) & ~(int64_t)1) * sizeof *qi);
+        uint8_t *qi = q + i * ldq;
+        float mn = 0.0f, mx = 0.0f; /* the range always holds 0, so 0 is exact */
+        int nan = 0;
+        for (int64_t kk = 0; kk < k; kk++) {
+            const float v = xi[kk];
+            mn = v < mn ? v : mn;
+            mx = v > mx ? v : mx;
+            nan |= v != v;
+        }
+        const float range = mx - mn;
+        if (nan || !(range < INFINITY)) { /* let the NaN reach the output, where the pass reports it */
+            memset(qi, 0, (size_t)ldq);
             scale[i] = NAN;
+            zp[i] = 0;
             continue;
         }
-        const float inv = amax > 0.0f ? (float)qmax / amax : 0.0f;
-        for (int64_t kk = 0; kk < k; kk++) qi[kk] = (int16_t)nearbyintf(xi[kk] * inv); /* |x * inv| <= qmax */
-        if (k & 1) qi[k] = 0;
-        scale[i] = amax / (float)qmax;
+        const float inv = range > 0.0f ? (float)EG_I8_AMAX / range : 0.0f;
+        const float z = round_even(-mn * inv); /* 0..AMAX */
+        for (int64_t kk = 0; kk < k; kk++) {
+            float v = round_even(xi[kk] * inv) + z;
+            v = v < 0.0f ? 0.0f : v > (float)EG_I8_AMAX ? (float)EG_I8_AMAX : v;
+            qi[kk] = (uint8_t)(int)v;
+        }
+        for (int64_t kk = k; kk < ldq; kk++) qi[kk] = (uint8_t)(int)z;
+        scale[i] = range / (float)EG_I8_AMAX;
+        zp[i] = (int32_t)z;
     }
 }
 
-void eg_quantize_blocks(const float *x, int64_t ldx, int64_t m, int64_t k, int16_t *q, int64_t ldq, float *scale,
-                        int64_t ldxs) {
+void eg_quantize_blocks_u8(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
+                           float *scale, int64_t ldxs) {
+    const float fq = (float)qmax, z = (float)(qmax + 1);
     for (int64_t i = 0; i < m; i++)
-        for (int64_t b = 0; b < k / EG_QBLOCK; b++)
-            eg_quantize_rows(x + i * ldx + b * EG_QBLOCK, ldx, 1, EG_QBLOCK, 32767, q + i * ldq + b * EG_QBLOCK, ldq,
-                             scale + i * ldxs + b);
+        for (int64_t b = 0; b < k / EG_QBLOCK; b++) {
+            const float *xb = x + i * ldx + b * EG_QBLOCK;
+            uint8_t *qb = q + i * ldq + b * EG_QBLOCK;
+            float amax = 0.0f;
+            int nan = 0;
+            for (int e = 0; e < EG_QBLOCK; e++) {
+                const float a = fabsf(xb[e]);
+                amax = a > amax ? a : amax;
+                nan |= a != a;
+            }
+            if (nan || !(amax < INFINITY)) {
+                memset(qb, qmax + 1, EG_QBLOCK);
+                scale[i * ldxs + b] = NAN;
+                continue;
+            }
+            const float inv = amax > 0.0f ? fq / amax : 0.0f;
+            for (int e = 0; e < EG_QBLOCK; e++) {
+                float v = round_even(xb[e] * inv); /* |v| <= qmax */
+                v = v < -fq ? -fq : v > fq ? fq : v;
+                qb[e] = (uint8_t)(int)(v + z);
+            }
+            scale[i * ldxs + b] = amax / fq;
+        }
 }
 
-int64_t eg_quantize_for(const eg_matrix *w, const float *x, int64_t ldx, int64_t m, int16_t *xq, int64_t ldq,
-                        float *xs) {
+int64_t eg_quantize_for(const eg_matrix *w, const float *x, int64_t ldx, int64_t m, uint8_t *xq, int64_t ldq,
+                        float *xs, int32_t *xz) {
     if (w->type == EG_W_I8) {
-        eg_quantize_rows(x, ldx, m, w->k, eg_act_qmax(w->k), xq, ldq, xs);
+        eg_quantize_rows_u8(x, ldx, m, w->k, xq, ldq, xs, xz);
         return 1;
     }
     if (eg_wtype_is_block(w->type)) {
-        eg_quantize_blocks(x, ldx, m, w->k, xq, ldq, xs, w->k / EG_QBLOCK);
-        return w->k / EG_QBLOCK;
+        const int64_t nb = w->k / EG_QBLOCK;
+        eg_quantize_blocks_u8(x, ldx, m, w->k, w->type == EG_W_Q8_0 ? EG_Q8_AQMAX : EG_Q4_AQMAX, xq, ldq, xs, nb);
+        return nb;
     }
     return 0;
 }

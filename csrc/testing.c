@@ -24,26 +24,31 @@ eg_status eg_test_gemm(eg_isa isa, eg_weights weights, const float *x, int64_t l
     eg_status s = eg_matrix_alloc(&mat, n, k, type, err, errlen);
     if (s) return s;
     for (int64_t r = 0; r < n; r++) eg_matrix_pack_row(&mat, r, w + r * k);
-    const int64_t ldq = (k + 1) & ~(int64_t)1;
-    int16_t *xq = NULL;
+    const int64_t ldq = eg_ldq(k);
+    uint8_t *xq = NULL;
     float *xs = NULL;
+    int32_t *xz = NULL;
     const int64_t ldxs = type == EG_W_I8 ? 1 : k / EG_QBLOCK;
     if (eg_wtype_is_int(type)) {
-        xq = malloc((size_t)((m ? m : 1) * ldq) * sizeof *xq);
+        xq = malloc((size_t)((m ? m : 1) * ldq));
         xs = malloc((size_t)((m ? m : 1) * ldxs) * sizeof *xs);
-        if (!xq || !xs) {
+        xz = malloc((size_t)(m ? m : 1) * sizeof *xz);
+        if (!xq || !xs || !xz) {
             free(xq);
             free(xs);
+            free(xz);
             eg_matrix_free(&mat);
             return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
         }
-        eg_quantize_for(&mat, x, ldx, m, xq, ldq, xs);
+        eg_quantize_for(&mat, x, ldx, m, xq, ldq, xs, xz);
     }
     /* two panel ranges, as the threaded driver would split them */
     const int64_t ranges[3] = {0, mat.n_panels / 2, mat.n_panels};
-    for (int i = 0; i < 2; i++) eg_gemm_panels(kt, x, ldx, xq, ldq, xs, ldxs, m, &mat, ranges[i], ranges[i + 1], y, ldy);
+    for (int i = 0; i < 2; i++)
+        eg_gemm_panels(kt, x, ldx, xq, ldq, xs, xz, ldxs, m, &mat, ranges[i], ranges[i + 1], y, ldy);
     free(xq);
     free(xs);
+    free(xz);
     eg_matrix_free(&mat);
     return EG_OK;
 }

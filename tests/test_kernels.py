@@ -113,24 +113,23 @@ def _bf16(a: np.ndarray) -> np.ndarray:
     return u.astype(np.uint32).view(np.float32)
 
 
-def _act_qmax(k: int) -> int:
-    return min(8191, (2**31 - 1) // (254 * ((k + 1) // 2)))
-
-
 def _int8_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The int8 GEMM's specification in NumPy, bit for bit: weights per output row to int8,
-    activations per row to int16 (|q| <= qmax), exact integer sums, one float32 rescale."""
+    """The int8 GEMM's specification in NumPy, bit for bit: weights per output row to int8
+    (|q| <= 127), activations per row to uint8 0..127 over [min(x, 0), max(x, 0)] with a zero
+    point, exact integer sums, the zero-point term, one float32 rescale."""
     f32 = np.float32
     amax_w = np.abs(w).max(1).astype(f32)
     inv_w = np.where(amax_w > 0, f32(127) / np.where(amax_w > 0, amax_w, f32(1)), f32(0)).astype(f32)
     qw = np.clip(np.rint(w * inv_w[:, None]), -127, 127).astype(np.int64)
     sw = (amax_w / f32(127)).astype(f32)
-    qmax = _act_qmax(x.shape[1])
-    amax_x = np.abs(x).max(1).astype(f32)
-    inv_x = np.where(amax_x > 0, f32(qmax) / np.where(amax_x > 0, amax_x, f32(1)), f32(0)).astype(f32)
-    qx = np.rint(x * inv_x[:, None]).astype(np.int64)
-    sx = (amax_x / f32(qmax)).astype(f32)
-    acc = qx @ qw.T
+    mn = np.minimum(x.min(1), f32(0)).astype(f32)
+    mx = np.maximum(x.max(1), f32(0)).astype(f32)
+    rng_ = (mx - mn).astype(f32)
+    inv_x = np.where(rng_ > 0, f32(127) / np.where(rng_ > 0, rng_, f32(1)), f32(0)).astype(f32)
+    z = np.rint((-mn * inv_x).astype(f32))
+    qx = np.clip(np.rint((x * inv_x[:, None]).astype(f32)) + z[:, None], 0, 127).astype(np.int64)
+    sx = (rng_ / f32(127)).astype(f32)
+    acc = qx @ qw.T - z.astype(np.int64)[:, None] * qw.sum(1)[None, :]
     assert np.abs(acc).max(initial=0) < 2**31
     return acc.astype(f32) * (sx[:, None] * sw[None, :]).astype(f32)
 
@@ -172,8 +171,9 @@ def test_int8_gemm_matches_its_specification_bitwise(isa, m, n, k):
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_int8_sums_never_overflow_at_the_bound(isa):
-    """Worst case for the int32 accumulators: every product at its maximum with one sign."""
-    k = 5001  # odd and long: qmax drops below 8191 so the sum stays under 2^31
+    """Worst case for the int16 pair sums of vpmaddubsw (AVX2) and the int32 accumulators:
+    every product at its maximum (127 x 127) with one sign."""
+    k = 5001  # odd and long
     x = np.ones((3, k), dtype=np.float32)
     w = np.ones((17, k), dtype=np.float32)
     y = np.zeros((3, 17), dtype=np.float32)
@@ -182,21 +182,36 @@ def test_int8_sums_never_overflow_at_the_bound(isa):
     np.testing.assert_allclose(y, k, rtol=1e-6)
 
 
-def test_int8_and_bf16_twins_agree():
-    """AVX2 against scalar on the same packed panels: int8 bit for bit, bf16 within float rounding."""
-    if "avx2" not in ISAS:
-        pytest.skip("no AVX2 on this machine")
+@pytest.mark.parametrize("isa", [i for i in ISAS if i != "scalar"])
+def test_int8_and_bf16_twins_agree(isa):
+    """Each ISA against scalar on the same packed panels: int8 bit for bit, bf16 within float rounding."""
     rng = np.random.default_rng(5)
     x = _strided(rng, 29, 771, pad=5)
+    x[3, 7] = -50.0  # a negative outlier: the zero point moves up
     w = rng.standard_normal((45, 771)).astype(np.float32)
     out = {}
-    for isa in ("scalar", "avx2"):
+    for i in ("scalar", isa):
         for wt in ("bfloat16", "int8"):
-            out[isa, wt] = np.zeros((29, 45), dtype=np.float32)
-            _core._test_gemm(isa, x, w, out[isa, wt], wt)
-    np.testing.assert_array_equal(out["avx2", "int8"], out["scalar", "int8"])
+            out[i, wt] = np.zeros((29, 45), dtype=np.float32)
+            _core._test_gemm(i, x, w, out[i, wt], wt)
+    np.testing.assert_array_equal(out[isa, "int8"], out["scalar", "int8"])
     wr = _bf16(w)
-    assert np.all(np.abs(out["avx2", "bfloat16"] - out["scalar", "bfloat16"]) <= 2 * _bound(x, wr))
+    assert np.all(np.abs(out[isa, "bfloat16"] - out["scalar", "bfloat16"]) <= 2 * _bound(x, wr))
+
+
+@pytest.mark.parametrize("isa", [i for i in ISAS if i != "scalar"])
+def test_float_gemm_isas_agree_bitwise(isa):
+    """Every vector ISA runs the same FMA chain per output: AVX-512 equals AVX2 bit for bit."""
+    if isa == "avx2":
+        pytest.skip("the reference itself")
+    rng = np.random.default_rng(8)
+    x = _strided(rng, 37, 300, pad=2)
+    w = rng.standard_normal((53, 300)).astype(np.float32)
+    for wt in ("float32", "bfloat16"):
+        a, b = np.zeros((37, 53), np.float32), np.zeros((37, 53), np.float32)
+        _core._test_gemm("avx2", x, w, a, wt)
+        _core._test_gemm(isa, x, w, b, wt)
+        np.testing.assert_array_equal(a, b)
 
 
 # ---------------------------------------------------------------- ggml Q8_0 / Q4_0 blocks
@@ -223,16 +238,17 @@ def _ggml_blocks(w: np.ndarray, qtype: str) -> tuple[np.ndarray, np.ndarray]:
     return q, d
 
 
-def _block_reference(x: np.ndarray, q: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """The block kernels' specification: activations per 32 to int16 (|q| <= 32767), exact int32
-    block sums, each block folded in as float32 (isum * (sx * d)), accumulated in float64 here."""
+def _block_reference(x: np.ndarray, q: np.ndarray, d: np.ndarray, qmax: int) -> np.ndarray:
+    """The block kernels' specification: activations per 32, symmetric, |q| <= qmax (63 against
+    Q8_0 weights, 127 against Q4_0: 2 * |a| * |w| <= 32767 either way), exact int32 block sums,
+    each block folded in as float32 (isum * (sx * d)), accumulated in float64 here."""
     f32 = np.float32
     m, k = x.shape
     xb = x.reshape(m, k // 32, 32)
     amax = np.abs(xb).max(2).astype(f32)
-    inv = np.where(amax > 0, f32(32767) / np.where(amax > 0, amax, f32(1)), f32(0)).astype(f32)
-    qx = np.rint(xb * inv[:, :, None]).astype(np.int64)
-    sx = (amax / f32(32767)).astype(f32)
+    inv = np.where(amax > 0, f32(qmax) / np.where(amax > 0, amax, f32(1)), f32(0)).astype(f32)
+    qx = np.clip(np.rint((xb * inv[:, :, None]).astype(f32)), -qmax, qmax).astype(np.int64)
+    sx = (amax / f32(qmax)).astype(f32)
     isum = np.einsum("mbk,nbk->mnb", qx, q.reshape(q.shape[0], k // 32, 32))
     assert np.abs(isum).max(initial=0) < 2**28
     scale = (sx[:, None, :] * d[None, :, :]).astype(f32)
@@ -253,7 +269,7 @@ def test_block_gemm_matches_ggml_blocks(isa, qtype, m, n, k):
     y = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 2 : 2 + n]
     _core._test_gemm(isa, x, w, y, qtype.lower())
     q, d = _ggml_blocks(w, qtype)
-    ref = _block_reference(np.ascontiguousarray(x), q, d)
+    ref = _block_reference(np.ascontiguousarray(x), q, d, 63 if qtype == "Q8_0" else 127)
     nb = k // 32
     tol = (nb + 2) * EPS * np.abs(ref).max(initial=0) + 1e-30
     assert np.all(np.abs(y - ref) <= tol)
@@ -261,21 +277,24 @@ def test_block_gemm_matches_ggml_blocks(isa, qtype, m, n, k):
     # the weights are ggml's blocks exactly, so the result is that of the dequantized matrix
     wq = (q.reshape(n, nb, 32) * d[:, :, None]).reshape(n, k)
     exact = x.astype(np.float64) @ wq.T
-    assert np.all(np.abs(y - exact) <= 1e-4 * np.abs(x).max() * np.abs(wq).sum(1)[None, :] + 1e-30)
+    # per block, the activation step is amax / qmax: at most half of it lost per element
+    xb = np.abs(np.ascontiguousarray(x)).reshape(m, -1, 32).max(2)
+    step = xb / (63 if qtype == "Q8_0" else 127)
+    bound = 0.5 * np.einsum("mb,nb->mn", step, np.abs(wq).reshape(n, -1, 32).sum(2))
+    assert np.all(np.abs(y - exact) <= bound + 1e-4 * np.abs(exact) + 1e-30)
 
 
-def test_block_twins_agree_bitwise():
-    if "avx2" not in ISAS:
-        pytest.skip("no AVX2 on this machine")
+@pytest.mark.parametrize("isa", [i for i in ISAS if i != "scalar"])
+def test_block_twins_agree_bitwise(isa):
     rng = np.random.default_rng(9)
     x = _strided(rng, 31, 800, pad=3)
     w = rng.standard_normal((45, 800)).astype(np.float32)
     for wt in ("q8_0", "q4_0"):
         out = {}
-        for isa in ("scalar", "avx2"):
-            out[isa] = np.zeros((31, 45), dtype=np.float32)
-            _core._test_gemm(isa, x, w, out[isa], wt)
-        np.testing.assert_array_equal(out["avx2"], out["scalar"])
+        for i in ("scalar", isa):
+            out[i] = np.zeros((31, 45), dtype=np.float32)
+            _core._test_gemm(i, x, w, out[i], wt)
+        np.testing.assert_array_equal(out[isa], out["scalar"])
 
 
 def test_block_types_need_whole_blocks():

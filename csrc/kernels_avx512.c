@@ -1,0 +1,280 @@
+/* kernels_avx512.c - x86-64 AVX-512 (F, BW, DQ, VL) + AVX512_VNNI kernels: the GEMMs on zmm.
+ * A packed panel is 16 columns wide, so one zmm holds a panel's k-row (F32, BF16 widened) or
+ * its k-quad of int8 (I8, Q8_0, Q4_0 unpacked), and each micro-kernel runs two panels at
+ * once: every broadcast of x feeds two multiply-adds. The float kernels do the same FMA chain
+ * per output as kernels_avx2.c (bit-identical results); the integer ones use vpdpbusd (u8 x
+ * s8, 4 products per int32 lane, exact) on the layouts of kernels_scalar.c. The row operations
+ * (axpy, GELU, exp) stay on the AVX2 kernels (dispatch.c). Compiled with target attributes;
+ * nothing here runs unless dispatch.c has seen the CPU features and the OS-enabled ZMM state.
+ * No allocation, no threads, no Python.
+ */
+#include "internal.h"
+
+#ifdef EG_HAVE_X86
+#include <immintrin.h>
+#include <string.h>
+
+#define EG_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+#define AI static inline __attribute__((always_inline)) EG_AVX512
+#define MRF 12 /* float rows per micro-kernel: 24 accumulators + 2 weight rows + 1 broadcast     */
+#define MRI 12 /* I8 rows: the same budget                                                       */
+#define MRQ 6  /* Q8_0 / Q4_0 rows: 12 int32 + 12 float accumulators + 4 weight quads + 1 broadcast */
+
+static inline __mmask16 col_mask(int64_t cols) { return cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1); }
+
+/* Rows of the 1 or 2 panels' results, masked to the columns that exist. */
+AI void store_tile(int mr, int np, __m512 v[][2], float *y, int64_t ldy, __mmask16 m0, __mmask16 m1) {
+    for (int r = 0; r < MRF; r++) {
+        if (r >= mr) break;
+        _mm512_mask_storeu_ps(y + r * ldy, m0, v[r][0]);
+        if (np == 2) _mm512_mask_storeu_ps(y + r * ldy + EG_PANEL, m1, v[r][1]);
+    }
+}
+
+/* The number of panels (1 or 2) starting at p, and their column masks. */
+static inline int panel_pair(const eg_matrix *w, int64_t p, int64_t p1, __mmask16 *m0, __mmask16 *m1) {
+    const int np = p + 1 < p1 ? 2 : 1;
+    *m0 = col_mask(w->n - p * EG_PANEL);
+    *m1 = np == 2 ? col_mask(w->n - (p + 1) * EG_PANEL) : 0;
+    return np;
+}
+
+/* Runs MICRO(mr) for full tiles of `full` rows, then once for the m % full rows left. */
+#define ROW_TILES(full, MICRO)                                                                                         \
+    do {                                                                                                               \
+        int64_t i = 0;                                                                                                 \
+        for (; i + (full) <= m; i += (full)) MICRO(full);                                                              \
+        switch (m - i) {                                                                                               \
+        case 11: MICRO(11); break;                                                                                     \
+        case 10: MICRO(10); break;                                                                                     \
+        case 9: MICRO(9); break;                                                                                       \
+        case 8: MICRO(8); break;                                                                                       \
+        case 7: MICRO(7); break;                                                                                       \
+        case 6: MICRO(6); break;                                                                                       \
+        case 5: MICRO(5); break;                                                                                       \
+        case 4: MICRO(4); break;                                                                                       \
+        case 3: MICRO(3); break;                                                                                       \
+        case 2: MICRO(2); break;                                                                                       \
+        case 1: MICRO(1); break;                                                                                       \
+        default: break;                                                                                                \
+        }                                                                                                              \
+    } while (0)
+
+/* ---------------------------------------------------------------- float GEMM (F32, BF16) */
+
+/* A panel's k-row as 16 floats. A BF16 k-row's 32-bit lane holds columns j and j+8: a shift
+ * and a mask widen both exactly, as in kernels_avx2.c. */
+AI __m512 panel_row(int bf16, const void *panel, int64_t kk) {
+    if (!bf16) return _mm512_loadu_ps((const float *)panel + kk * EG_PANEL);
+    const __m256i raw = _mm256_loadu_si256((const __m256i *)((const uint16_t *)panel + kk * EG_PANEL));
+    const __m256 lo = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+    const __m256 hi = _mm256_castsi256_ps(_mm256_and_si256(raw, _mm256_set1_epi32((int)0xffff0000u)));
+    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+}
+
+/* y[0..mr, 1 or 2 panels] = x . panels: one FMA chain over kk per output, as on AVX2. */
+AI void micro_f(int mr, int np, int bf16, const float *x, int64_t ldx, const void *pa, const void *pb, int64_t k,
+                float *y, int64_t ldy, __mmask16 m0, __mmask16 m1) {
+    __m512 c[MRF][2];
+    for (int r = 0; r < MRF; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+    for (int64_t kk = 0; kk < k; kk++) {
+        const __m512 b0 = panel_row(bf16, pa, kk);
+        const __m512 b1 = np == 2 ? panel_row(bf16, pb, kk) : b0;
+        for (int r = 0; r < MRF; r++) {
+            if (r >= mr) break;
+            const __m512 a = _mm512_set1_ps(x[r * ldx + kk]);
+            c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
+            if (np == 2) c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
+        }
+    }
+    store_tile(mr, np, c, y, ldy, m0, m1);
+}
+
+AI void gemm_float(int bf16, const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
+                   float *y, int64_t ldy) {
+    const int64_t k = w->k, pbytes = k * EG_PANEL * (bf16 ? 2 : 4);
+    for (int64_t p = p0; p < p1; p += 2) {
+        __mmask16 m0, m1;
+        const int np = panel_pair(w, p, p1, &m0, &m1);
+        const uint8_t *pa = (const uint8_t *)w->data + p * pbytes, *pb = pa + pbytes;
+        float *yp = y + p * EG_PANEL;
+#define MICRO(mr)                                                                                              \
+    (np == 2 ? micro_f(mr, 2, bf16, x + i * ldx, ldx, pa, pb, k, yp + i * ldy, ldy, m0, m1)                    \
+             : micro_f(mr, 1, bf16, x + i * ldx, ldx, pa, pb, k, yp + i * ldy, ldy, m0, m1))
+        ROW_TILES(MRF, MICRO);
+#undef MICRO
+    }
+}
+
+static EG_AVX512 void gemm_avx512(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
+                                  float *y, int64_t ldy) {
+    gemm_float(0, x, ldx, m, w, p0, p1, y, ldy);
+}
+
+static EG_AVX512 void gemm_bf16_avx512(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0,
+                                       int64_t p1, float *y, int64_t ldy) {
+    gemm_float(1, x, ldx, m, w, p0, p1, y, ldy);
+}
+
+/* ---------------------------------------------------------------- I8 */
+
+AI __m512i bcast4(const uint8_t *p) { /* 4 activation bytes to every lane */
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* int32 sums over k-quads with vpdpbusd, then (sum - zp * wsum) * (xs * ws) at the store. */
+AI void micro_i8(int mr, int np, const uint8_t *xq, int64_t ldq, const float *xs, const int32_t *xz,
+                 const uint8_t *pa, const uint8_t *pb, const float *ws, const int32_t *wsum, int64_t k4, float *y,
+                 int64_t ldy, __mmask16 m0, __mmask16 m1) {
+    __m512i c[MRI][2];
+    for (int r = 0; r < MRI; r++) c[r][0] = c[r][1] = _mm512_setzero_si512();
+    for (int64_t kq = 0; kq < k4; kq++) {
+        const __m512i b0 = _mm512_loadu_si512((const void *)(pa + kq * 64));
+        const __m512i b1 = np == 2 ? _mm512_loadu_si512((const void *)(pb + kq * 64)) : b0;
+        for (int r = 0; r < MRI; r++) {
+            if (r >= mr) break;
+            const __m512i a = bcast4(xq + r * ldq + 4 * kq);
+            c[r][0] = _mm512_dpbusd_epi32(c[r][0], a, b0);
+            if (np == 2) c[r][1] = _mm512_dpbusd_epi32(c[r][1], a, b1);
+        }
+    }
+    __m512 v[MRI][2];
+    for (int h = 0; h < np; h++) {
+        const __m512i s = _mm512_loadu_si512((const void *)(wsum + h * EG_PANEL));
+        const __m512 wv = _mm512_loadu_ps(ws + h * EG_PANEL);
+        for (int r = 0; r < MRI; r++) {
+            if (r >= mr) break;
+            const __m512i t = _mm512_sub_epi32(c[r][h], _mm512_mullo_epi32(_mm512_set1_epi32(xz[r]), s));
+            v[r][h] = _mm512_mul_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(_mm512_set1_ps(xs[r]), wv));
+        }
+    }
+    store_tile(mr, np, v, y, ldy, m0, m1);
+}
+
+static EG_AVX512 void gemm_i8_avx512(const uint8_t *xq, int64_t ldq, const float *xs, const int32_t *xz, int64_t m,
+                                     const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
+    const int64_t k4 = eg_ldq(w->k) / 4;
+    for (int64_t p = p0; p < p1; p += 2) {
+        __mmask16 m0, m1;
+        const int np = panel_pair(w, p, p1, &m0, &m1);
+        const uint8_t *pa = (const uint8_t *)w->data + p * k4 * 64, *pb = pa + k4 * 64;
+        const float *ws = w->scale + p * EG_PANEL;
+        const int32_t *wsum = w->wsum + p * EG_PANEL;
+        float *yp = y + p * EG_PANEL;
+#define MICRO(mr)                                                                                                   \
+    (np == 2 ? micro_i8(mr, 2, xq + i * ldq, ldq, xs + i, xz + i, pa, pb, ws, wsum, k4, yp + i * ldy, ldy, m0, m1) \
+             : micro_i8(mr, 1, xq + i * ldq, ldq, xs + i, xz + i, pa, pb, ws, wsum, k4, yp + i * ldy, ldy, m0, m1))
+        ROW_TILES(MRI, MICRO);
+#undef MICRO
+    }
+}
+
+/* ---------------------------------------------------------------- Q8_0 / Q4_0 */
+
+/* Quads 2g and 2g+1 of block b of a panel as int8 (a Q4_0 group holds them as low / high nibbles). */
+AI void panel_quads(int q4, const uint8_t *panel, int64_t b, int g, __m512i *q0, __m512i *q1) {
+    if (q4) {
+        const __m512i v = _mm512_loadu_si512((const void *)(panel + (b * 4 + g) * 64));
+        const __m512i lo4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+        *q0 = _mm512_sub_epi8(_mm512_and_si512(v, lo4), eight);
+        *q1 = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), lo4), eight);
+    } else {
+        *q0 = _mm512_loadu_si512((const void *)(panel + (b * 8 + 2 * g) * 64));
+        *q1 = _mm512_loadu_si512((const void *)(panel + (b * 8 + 2 * g + 1) * 64));
+    }
+}
+
+/* Per block of 32 k: exact int32 sums, then one FMA per output folds (sum - zp * wsum) in with
+ * both scales, in block order, as the scalar twin does. */
+AI void micro_q(int mr, int np, int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs,
+                const uint8_t *pa, const uint8_t *pb, const float *wsa, const float *wsb, const int32_t *zsa,
+                const int32_t *zsb, int64_t nb, float *y, int64_t ldy, __mmask16 m0, __mmask16 m1) {
+    __m512 f[MRF][2];
+    for (int r = 0; r < MRQ; r++) f[r][0] = f[r][1] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i c[MRQ][2];
+        for (int r = 0; r < MRQ; r++) c[r][0] = c[r][1] = _mm512_setzero_si512();
+        for (int g = 0; g < EG_QBLOCK / 8; g++) {
+            __m512i a0[2], a1[2];
+            panel_quads(q4, pa, b, g, &a0[0], &a0[1]);
+            if (np == 2) panel_quads(q4, pb, b, g, &a1[0], &a1[1]);
+            for (int h = 0; h < 2; h++) {
+                const int64_t kk = b * EG_QBLOCK + g * 8 + h * 4;
+                for (int r = 0; r < MRQ; r++) {
+                    if (r >= mr) break;
+                    const __m512i a = bcast4(xq + r * ldq + kk);
+                    c[r][0] = _mm512_dpbusd_epi32(c[r][0], a, a0[h]);
+                    if (np == 2) c[r][1] = _mm512_dpbusd_epi32(c[r][1], a, a1[h]);
+                }
+            }
+        }
+        for (int h = 0; h < np; h++) {
+            const __m512i z = _mm512_loadu_si512((const void *)((h ? zsb : zsa) + b * EG_PANEL));
+            const __m512 wv = _mm512_loadu_ps((h ? wsb : wsa) + b * EG_PANEL);
+            for (int r = 0; r < MRQ; r++) {
+                if (r >= mr) break;
+                const __m512 s = _mm512_mul_ps(_mm512_set1_ps(xs[r * ldxs + b]), wv);
+                f[r][h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c[r][h], z)), s, f[r][h]);
+            }
+        }
+    }
+    store_tile(mr, np, f, y, ldy, m0, m1);
+}
+
+AI void gemm_q_rows(int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
+                    const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
+    const int64_t nb = w->k / EG_QBLOCK, pbytes = q4 ? w->k / 2 * EG_PANEL : w->k * EG_PANEL;
+    for (int64_t p = p0; p < p1; p += 2) {
+        __mmask16 m0, m1;
+        const int np = panel_pair(w, p, p1, &m0, &m1);
+        const uint8_t *pa = (const uint8_t *)w->data + p * pbytes, *pb = pa + pbytes;
+        const float *wsa = w->scale + p * nb * EG_PANEL, *wsb = wsa + nb * EG_PANEL;
+        const int32_t *zsa = w->wsum + p * nb * EG_PANEL, *zsb = zsa + nb * EG_PANEL;
+        float *yp = y + p * EG_PANEL;
+        int64_t i = 0;
+#define MICRO(mr)                                                                                                 \
+    (np == 2 ? micro_q(mr, 2, q4, xq + i * ldq, ldq, xs + i * ldxs, ldxs, pa, pb, wsa, wsb, zsa, zsb, nb,        \
+                       yp + i * ldy, ldy, m0, m1)                                                                 \
+             : micro_q(mr, 1, q4, xq + i * ldq, ldq, xs + i * ldxs, ldxs, pa, pb, wsa, wsb, zsa, zsb, nb,        \
+                       yp + i * ldy, ldy, m0, m1))
+        for (; i + MRQ <= m; i += MRQ) MICRO(MRQ);
+        switch (m - i) {
+        case 5: MICRO(5); break;
+        case 4: MICRO(4); break;
+        case 3: MICRO(3); break;
+        case 2: MICRO(2); break;
+        case 1: MICRO(1); break;
+        default: break;
+        }
+#undef MICRO
+    }
+}
+
+static EG_AVX512 void gemm_q_avx512(const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
+                                    const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
+    if (w->type == EG_W_Q4_0) gemm_q_rows(1, xq, ldq, xs, ldxs, m, w, p0, p1, y, ldy);
+    else gemm_q_rows(0, xq, ldq, xs, ldxs, m, w, p0, p1, y, ldy);
+}
+
+/* ---------------------------------------------------------------- FMA peak */
+
+static EG_AVX512 double fma_loop_avx512(int64_t iters, float *sink) {
+    __m512 c[12];
+    for (int j = 0; j < 12; j++) c[j] = _mm512_set1_ps((float)j);
+    const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+    for (int64_t i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) c[j] = _mm512_fmadd_ps(c[j], a, b);
+    for (int j = 0; j < 12; j++) *sink += _mm512_reduce_add_ps(c[j]);
+    return (double)iters * 12 * 16 * 2;
+}
+
+void eg_kernels_avx512_fill(eg_kernels *k) {
+    k->gemm = gemm_avx512;
+    k->gemm_bf16 = gemm_bf16_avx512;
+    k->gemm_i8 = gemm_i8_avx512;
+    k->gemm_q = gemm_q_avx512;
+    k->fma_loop = fma_loop_avx512;
+}
+#endif
