@@ -134,9 +134,8 @@ enum { SC_M = 15, SC_N = 37, SC_K = 96 };
 static void selfcheck_gemm(const eg_kernels *k, const float *x, const eg_matrix *w, float *y) {
     uint8_t xq[SC_M * SC_K];
     float xs[SC_M * (SC_K / EG_QBLOCK)];
-    int32_t xz[SC_M];
-    const int64_t ldxs = eg_quantize_for(w, x, SC_K, SC_M, xq, SC_K, xs, xz);
-    eg_gemm_panels(k, x, SC_K, xq, SC_K, xs, xz, ldxs ? ldxs : 1, SC_M, w, 0, w->n_panels, y, SC_N);
+    const int64_t ldxs = eg_quantize_for(k, w, x, SC_K, SC_M, xq, SC_K, xs);
+    eg_gemm_panels(k, x, SC_K, xq, SC_K, xs, ldxs ? ldxs : 1, SC_M, w, 0, w->n_panels, y, SC_N);
 }
 
 int eg_isa_selfcheck(eg_isa isa, char *why, size_t whylen) {
@@ -172,6 +171,7 @@ int eg_isa_selfcheck(eg_isa isa, char *why, size_t whylen) {
             if (why) snprintf(why, whylen, "self-check could not allocate: %s", err);
             return 0;
         }
+        eg_matrix_ranges(&w, k->pairs16); /* the data this ISA will see */
         for (int r = 0; r < SC_N; r++) eg_matrix_pack_row(&w, r, wl + r * SC_K);
         selfcheck_gemm(k, xl, &w, y);
         selfcheck_gemm(ref, xl, &w, yr);
@@ -252,7 +252,7 @@ eg_status eg_isa_choose(const char *name, eg_isa *out, char *note, size_t notele
         }
         NOTE("; %s self-check %s", eg_isa_name((eg_isa)i), why);
     }
-    NOTE("; fell back to scalar");
+    if (want != EG_ISA_SCALAR) NOTE("; fell back to scalar");
 #undef NOTE
     *out = EG_ISA_SCALAR;
     return EG_OK;

@@ -160,11 +160,12 @@ int eg_forked_single_threaded(void);
 
 /* Testing hooks (csrc/testing.c): run one kernel of `isa` on caller buffers.
  * eg_test_gemm: y[m, n] = x[m, k] . w[n, k]^T with row strides ldx / ldy, w
- * packed (rounded / quantized) as `weights` the way the loader does.
+ * packed (rounded / quantized) as `weights` the way the loader does; integer types use the value
+ * ranges of an ISA that sums int16 pairs (pairs16 = 1, AVX2) or not (0), or -1: `isa`'s own.
  * eg_test_vec: op 1 -> y += a x; op 2 -> y *= a; op 3 -> y = gelu_tanh(y) * x;
  * op 4 -> y = exp(y - a) (0 where y is -inf), *result = sum(y). */
-eg_status eg_test_gemm(eg_isa isa, eg_weights weights, const float *x, int64_t ldx, int64_t m, const float *w, int64_t n, int64_t k,
-                       float *y, int64_t ldy, char *err, size_t errlen);
+eg_status eg_test_gemm(eg_isa isa, eg_weights weights, int pairs16, const float *x, int64_t ldx, int64_t m, const float *w,
+                       int64_t n, int64_t k, float *y, int64_t ldy, char *err, size_t errlen);
 /* eg_test_parse: the "safetensors" header or "gguf" parser, or ("config") every reader of a model
  * folder's JSON files (config.json, modules.json, Pooling / Dense configs, the shard index), on bytes
  * in memory (fuzzing). */

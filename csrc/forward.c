@@ -31,8 +31,7 @@ typedef struct {
     float *head;     /* [S, 2*Wmax]     pooled vector and Dense outputs        */
     float *pool;     /* [threads, 4D]   per-thread pooling sums (D doubles) + a row */
     uint8_t *xq;     /* [T, Kmax]       integer weights: activations quantized (u8) */
-    float *xs;       /* [T, Kmax/32]    their scales (one per row, or per 32 inputs) */
-    int32_t *xz;     /* [T]             their zero points (I8: one per row)        */
+    float *xs;       /* [T, Kmax/32]    their scales, one per row and 32 inputs    */
 } scratch;
 
 /* ---------------------------------------------------------------- row ops */
@@ -60,26 +59,26 @@ static void rope(float *v, const float *cos_row, const float *sin_row, int64_t h
  * For an integer w the rows of x are first quantized into xq / xs (each row by
  * the thread that owns it), then every task reads them. */
 static void gemm(const eg_model *md, const float *x, int64_t ldx, int64_t m, const eg_matrix *w, float *y,
-                 int64_t ldy, int nt, uint8_t *xq, float *xs, int32_t *xz) {
+                 int64_t ldy, int nt, uint8_t *xq, float *xs) {
     const int64_t mb = (m + GEMM_MB - 1) / GEMM_MB, pb = (w->n_panels + GEMM_PB - 1) / GEMM_PB;
     const int64_t tasks = mb * pb, ldq = eg_ldq(w->k);
     const eg_kernels *k = md->k;
     const int q = eg_wtype_is_int(w->type); /* xq / xs exist only then */
-    const int64_t ldxs = w->type == EG_W_I8 ? 1 : w->k / EG_QBLOCK;
+    const int64_t ldxs = eg_ldq(w->k) / EG_QBLOCK;
 #pragma omp parallel num_threads(nt) if (nt > 1 && tasks > 1)
     {
         if (q) {
 #pragma omp for schedule(static)
             for (int64_t i = 0; i < m; i++)
-                eg_quantize_for(w, x + i * ldx, ldx, 1, xq + i * ldq, ldq, xs + i * ldxs, xz + i);
+                eg_quantize_for(k, w, x + i * ldx, ldx, 1, xq + i * ldq, ldq, xs + i * ldxs);
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < tasks; t++) {
             int64_t pi = t % pb, mi = t / pb;
             int64_t r0 = mi * GEMM_MB, r1 = r0 + GEMM_MB < m ? r0 + GEMM_MB : m;
             int64_t p0 = pi * GEMM_PB, p1 = p0 + GEMM_PB < w->n_panels ? p0 + GEMM_PB : w->n_panels;
-            eg_gemm_panels(k, x + r0 * ldx, ldx, q ? xq + r0 * ldq : NULL, ldq, q ? xs + r0 * ldxs : NULL,
-                           q ? xz + r0 : NULL, ldxs, r1 - r0, w, p0, p1, y + r0 * ldy, ldy);
+            eg_gemm_panels(k, x + r0 * ldx, ldx, q ? xq + r0 * ldq : NULL, ldq, q ? xs + r0 * ldxs : NULL, ldxs,
+                           r1 - r0, w, p0, p1, y + r0 * ldy, ldy);
         }
     }
 }
@@ -201,12 +200,11 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     const int64_t chunk = T < MLP_CHUNK ? T : MLP_CHUNK;
     const int64_t tile = tile_floats(c);
     const int i8 = md->has_int_weights;
-    const int64_t kq = eg_ldq(imax(imax(D, QD), I)); /* widest k of a layer matrix, a multiple of 4 */
+    const int64_t kq = eg_ldq(imax(imax(D, QD), I)); /* widest k of a layer matrix, in whole blocks */
     const size_t sizes[] = {
         (size_t)(T * D), (size_t)(T * D), (size_t)(T * QKV), (size_t)(T * QD),
         (size_t)(T * D), (size_t)(chunk * 2 * I), (size_t)(nt * tile), (size_t)(S * 2 * wmax),
-        (size_t)(nt * 4 * D), (size_t)(i8 ? (T * kq + 3) / 4 : 0), (size_t)(i8 ? T * (kq / EG_QBLOCK + 1) : 0),
-        (size_t)(i8 ? T : 0),
+        (size_t)(nt * 4 * D), (size_t)(i8 ? (T * kq + 3) / 4 : 0), (size_t)(i8 ? T * (kq / EG_QBLOCK) : 0),
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (sizes[i] + 15) & ~(size_t)15;
@@ -215,15 +213,13 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
         return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory: %zu MiB of scratch for %lld tokens",
                        (total * sizeof(float)) >> 20, (long long)T);
     scratch sc;
-    float *xq_f, *xz_f;
-    float **fields[] = {&sc.x,   &sc.xn,   &sc.qkv, &sc.att, &sc.tmp, &sc.gu,
-                        &sc.att_tile, &sc.head, &sc.pool, &xq_f, &sc.xs, &xz_f};
+    float *xq_f;
+    float **fields[] = {&sc.x, &sc.xn, &sc.qkv, &sc.att, &sc.tmp, &sc.gu, &sc.att_tile, &sc.head, &sc.pool, &xq_f, &sc.xs};
     for (size_t i = 0, off = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         *fields[i] = arena + off;
         off += (sizes[i] + 15) & ~(size_t)15;
     }
     sc.xq = (uint8_t *)xq_f;
-    sc.xz = (int32_t *)xz_f;
 
     /* token -> position within its sequence (for RoPE) */
     int32_t *pos = malloc((size_t)T * sizeof *pos);
@@ -267,7 +263,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
         /* 2. attention block: a = rms(x); q,k,v = a W^T; q/k norm; RoPE */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t t = 0; t < T; t++) rmsnorm(sc.x + t * D, L->attn_norm, sc.xn + t * D, D, eps);
-        gemm(md, sc.xn, D, T, &L->qkv, sc.qkv, QKV, nt, sc.xq, sc.xs, sc.xz);
+        gemm(md, sc.xn, D, T, &L->qkv, sc.qkv, QKV, nt, sc.xq, sc.xs);
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t t = 0; t < T; t++) {
             float *q = sc.qkv + t * QKV;
@@ -290,7 +286,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
             attention_tile(md, sc.qkv, QKV, offsets[s] - offsets[0], len, q0, q1, g, glob,
                            sc.att_tile + (int64_t)EG_THREAD_ID() * tile, sc.att, QD);
         }
-        gemm(md, sc.att, QD, T, &L->o, sc.tmp, D, nt, sc.xq, sc.xs, sc.xz);
+        gemm(md, sc.att, QD, T, &L->o, sc.tmp, D, nt, sc.xq, sc.xs);
         /* x += rms(attn_out) (post-norm before the residual add), then m = rms(x) */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t t = 0; t < T; t++) {
@@ -303,10 +299,10 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
         /* 3. MLP: down(gelu(gate m) * up m), in token chunks */
         for (int64_t t0 = 0; t0 < T; t0 += chunk) {
             const int64_t n = T - t0 < chunk ? T - t0 : chunk;
-            gemm(md, sc.xn + t0 * D, D, n, &L->gate_up, sc.gu, 2 * I, nt, sc.xq, sc.xs, sc.xz);
+            gemm(md, sc.xn + t0 * D, D, n, &L->gate_up, sc.gu, 2 * I, nt, sc.xq, sc.xs);
 #pragma omp parallel for schedule(static) num_threads(nt)
             for (int64_t t = 0; t < n; t++) md->k->gelu_gate(sc.gu + t * 2 * I, sc.gu + t * 2 * I + I, I);
-            gemm(md, sc.gu, 2 * I, n, &L->down, sc.tmp + t0 * D, D, nt, sc.xq, sc.xs, sc.xz);
+            gemm(md, sc.gu, 2 * I, n, &L->down, sc.tmp + t0 * D, D, nt, sc.xq, sc.xs);
         }
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t t = 0; t < T; t++) {
@@ -336,7 +332,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     int64_t width = D;
     for (int i = 0; i < md->n_dense; i++) {
         const eg_dense *dn = &md->dense[i];
-        gemm(md, cur, wmax, S, &dn->w, nxt, wmax, nt, NULL, NULL, NULL);
+        gemm(md, cur, wmax, S, &dn->w, nxt, wmax, nt, NULL, NULL);
         if (dn->bias)
             for (int64_t s = 0; s < S; s++)
                 for (int64_t j = 0; j < dn->w.n; j++) nxt[s * wmax + j] += dn->bias[j];

@@ -184,29 +184,28 @@ typedef enum { EG_W_F32 = 0, EG_W_BF16, EG_W_I8, EG_W_Q8_0, EG_W_Q4_0 } eg_wtype
  *                                          run 0,8,1,9,..,7,15 (one 32-bit lane
  *                                          holds columns j and j+8, unpacked by a
  *                                          shift and a mask)
- *   I8:   int8     [n_panels, k4, 16, 4]  k4 = ceil(k/4): W[p*16 + j][4*kq + e] at
- *                                          ((p*k4 + kq)*16 + j)*4 + e, k padded with 0;
- *                                          |q| <= EG_I8_WMAX, W[r] ~= scale[r] * q[r];
- *                                          wsum[r] = sum_k q[r][k] (zero-point term)
- *   Q8_0: int8     [n_panels, k4, 16, 4]  as I8, but one scale per output row and
- *                                          block of 32 k: scale [n_panels, k/32, 16],
- *                                          W[r][kk] ~= scale[p][kk/32][j] * q[r][kk];
- *                                          wsum [n_panels, k/32, 16] holds the block's
- *                                          sum of q times the activations' zero point
+ *   I8:   int8     [n_panels, kb/4, 16, 4] kb = k rounded up to a multiple of 32:
+ *                                          W[p*16 + j][4*kq + e] at ((p*kb/4 + kq)*16 + j)*4 + e,
+ *                                          padded with 0; |q| <= 127 with a float32 scale per
+ *                                          output row and block of 32 k: scale [n_panels, kb/32, 16]
+ *   Q8_0: int8     [n_panels, k/4, 16, 4]  as I8, but ggml's scale per row and block of 32 k:
+ *                                          W[r][kk] ~= scale[p][kk/32][j] * q[r][kk]
  *   Q4_0: uint8    [n_panels, k/8, 64]    byte b of 8-k group g holds the I8-layout
  *                                          element b of k-quad 2g in its low nibble
  *                                          and of k-quad 2g+1 in its high nibble,
- *                                          stored as q + 8 (q in -8..7); scales and
- *                                          wsum as Q8_0
- * The integer kernels multiply these int8 weights by uint8 activations (u8 x s8,
- * what vpmaddubsw / vpdpbusd / SDOT-style instructions take), 4 k at a time.
+ *                                          stored as q + 8 (q in -8..7); scales as Q8_0
+ * All three also keep wsum [n_panels, kb/32, 16]: each block's sum of q times the
+ * activations' zero point. The integer kernels multiply these int8 weights by uint8
+ * activations quantized per block of 32 (u8 x s8: what vpmaddubsw / vpdpbusd take), 4 k
+ * at a time, and fold each block's exact int32 sum into a float accumulator.
  * Q8_0 / Q4_0 need k % 32 == 0 and hold exactly what ggml's blocks hold.
  */
 typedef struct {
     void *data;                /* see above                                      */
     float *scale;              /* I8: [n_panels * 16] per output row; Q8_0 / Q4_0: [n_panels, k/32, 16] */
-    int32_t *wsum;             /* I8: [n_panels * 16] sum of each row's q; Q8_0 / Q4_0: [n_panels, k/32, 16]
-                                  zero point x each block's sum of q                */
+    int32_t *wsum;             /* [n_panels, kb/32, 16] zero point x each block's sum of q */
+    int aqmax;                 /* integer types: activations are quantized to |a| <= aqmax, + aqmax + 1 */
+    int wqmax;                 /* I8: weights are quantized to |q| <= wqmax                              */
     int64_t n, k;
     int64_t n_panels;          /* ceil(n / 16)                                   */
     eg_wtype type;
@@ -243,26 +242,25 @@ void eg_quantize_q4_0(const float *x, int64_t n, int8_t *q, float *d);
 void eg_matrix_free(eg_matrix *m);
 int64_t eg_matrix_bytes(const eg_matrix *m);                        /* panels plus scales */
 uint16_t eg_f32_to_bf16(float f);                                  /* round to nearest even */
-/* u8 x s8 products: a pair of them is summed into int16 by vpmaddubsw (AVX2 without VNNI), so
- * 2 * amax * wmax must stay <= 32767: no saturation can happen, by construction, and every
- * ISA gives the scalar twin's exact int32 sums.
- *   I8 ("int8"): 8-bit weights per output row (|q| <= 127), activations per token
- *     asymmetric in 0..127 (7 bits over [min, max], zero point in 0..127).
- *   Q8_0: ggml's 8-bit blocks; activations per block of 32, symmetric, |q| <= 63, + 64.
- *   Q4_0: ggml's 4-bit blocks; activations per block of 32, symmetric, |q| <= 127, + 128. */
-#define EG_I8_WMAX 127
-#define EG_I8_AMAX 127
-#define EG_Q8_AQMAX 63
-#define EG_Q4_AQMAX 127
-/* ldq of quantized activations: k rounded up to a multiple of 4 */
-static inline int64_t eg_ldq(int64_t k) { return (k + 3) & ~(int64_t)3; }
-/* Per-token asymmetric quantization of x [m, k] (I8 weights): q [m, ldq] in 0..EG_I8_AMAX,
- * x ~= scale[i] * (q - zp[i]); the pad columns hold zp. A row with NaN or inf gets a NaN
- * scale (the pass then reports it). */
-void eg_quantize_rows_u8(const float *x, int64_t ldx, int64_t m, int64_t k, uint8_t *q, int64_t ldq, float *scale,
-                         int32_t *zp);
-/* The same per block of 32 (Q8_0 / Q4_0 weights, k % 32 == 0), symmetric: q = round(x / s) + qmax + 1,
- * |round(x / s)| <= qmax, scale [m, ldxs] one per row and block. */
+/* Activations for the integer kernels: per row and block of 32 k, symmetric, |a| <= aqmax,
+ * stored as a + aqmax + 1 in a uint8 (u8 x s8 products). AVX2 without VNNI sums pairs of
+ * products into int16 (vpmaddubsw), so there 2 * (2 aqmax + 1) * wqmax must stay <= 32767;
+ * kernels that sum into int32 directly (scalar, vpdpbusd) have no such limit. The loader packs
+ * for the ISA it chose (eg_matrix_ranges), so every ISA's sums are exact and equal the scalar
+ * twin's on the same packed data:
+ *                   int16 pair sums (AVX2)          int32 sums (scalar, VNNI)
+ *   I8 (ours)       |w| <= 63,  |a| <= 127          |w| <= 127, |a| <= 127
+ *   Q8_0 (file)     |w| <= 127, |a| <= 63           |w| <= 127, |a| <= 127
+ *   Q4_0 (file)     |w| <= 8,   |a| <= 127          the same
+ * Measured on the real model (worst cosine against float32): 7-bit weights with 8-bit
+ * activations beat 8-bit weights with 7-bit activations for I8 (0.99905 vs 0.99875), so I8
+ * gives up the weight bit; a Q8_0 file's weights are what they are. */
+void eg_matrix_ranges(eg_matrix *m, int pairs16); /* sets wqmax / aqmax; before packing */
+/* Quantized activations' row stride and weights' padded k: k rounded up to whole blocks of 32 */
+static inline int64_t eg_ldq(int64_t k) { return (k + EG_QBLOCK - 1) & ~(int64_t)(EG_QBLOCK - 1); }
+/* x [m, k] per block of 32 into q [m, ldq] (pad columns hold the zero point) and scale [m, ldxs]:
+ * a = round(x / s), s = amax / qmax; a row block with NaN or inf gets a NaN scale (the pass then
+ * reports it). */
 void eg_quantize_blocks_u8(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
                            float *scale, int64_t ldxs);
 
@@ -294,15 +292,14 @@ typedef struct {
     /* the same for a BF16 w: weights widened exactly to float, float accumulation */
     void (*gemm_bf16)(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
                       float *y, int64_t ldy);
-    /* the same for an I8 w and uint8 activations xq [m, ldq] with row scales xs [m] and zero points xz [m]:
-     * y[i][j] = (float)(sum_k xq[i][k] * q[j][k] - xz[i] * wsum[j]) * (xs[i] * w->scale[j]), exact in int32 */
-    void (*gemm_i8)(const uint8_t *xq, int64_t ldq, const float *xs, const int32_t *xz, int64_t m,
-                    const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy);
-    /* the same for a Q8_0 / Q4_0 w and activations quantized per block of 32, xs [m, ldxs]:
+    /* the same for an I8 / Q8_0 / Q4_0 w and activations quantized per block of 32, xs [m, ldxs]:
      * y[i][j] = sum over blocks b, in order, of fmaf((float)(isum_b - w->wsum[p][b][j]), xs[i][b] * w->scale[p][b][j], acc),
      * isum_b = sum_{k in b} xq[i][k] * q[j][k] exact in int32 */
     void (*gemm_q)(const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m, const eg_matrix *w,
                    int64_t p0, int64_t p1, float *y, int64_t ldy);
+    /* the activations of an integer GEMM: eg_quantize_blocks_u8 (pack.c) is the twin, bit for bit */
+    void (*quantize)(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
+                     float *scale, int64_t ldxs);
     void (*axpy)(float a, const float *x, float *y, int64_t n); /* y += a x */
     void (*scale)(float a, float *y, int64_t n);                /* y *= a   */
     /* g[i] = gelu_tanh(g[i]) * up[i], gelu_tanh(x) = 0.5x(1 + tanh(u)) computed as x / (1 + exp(-2u)),
@@ -313,23 +310,24 @@ typedef struct {
     /* iters steps of 12 independent multiply-add chains on full vectors; returns
      * the floating-point operations done (for eg_fma_peak, not the engine) */
     double (*fma_loop)(int64_t iters, float *sink);
+    int pairs16; /* the integer GEMM sums pairs of products in int16 (vpmaddubsw): see eg_matrix_ranges */
 } eg_kernels;
 
 /* Runs panels p0..p1 of w on the kernel for its type; xq / xs (ldq, ldxs) are the
  * integer kernels' quantized rows of x and are ignored for the float types. */
 static inline void eg_gemm_panels(const eg_kernels *k, const float *x, int64_t ldx, const uint8_t *xq, int64_t ldq,
-                                  const float *xs, const int32_t *xz, int64_t ldxs, int64_t m, const eg_matrix *w,
-                                  int64_t p0, int64_t p1, float *y, int64_t ldy) {
+                                  const float *xs, int64_t ldxs, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
+                                  float *y, int64_t ldy) {
     if (w->type == EG_W_F32) k->gemm(x, ldx, m, w, p0, p1, y, ldy);
     else if (w->type == EG_W_BF16) k->gemm_bf16(x, ldx, m, w, p0, p1, y, ldy);
-    else if (w->type == EG_W_I8) k->gemm_i8(xq, ldq, xs, xz, m, w, p0, p1, y, ldy);
     else k->gemm_q(xq, ldq, xs, ldxs, m, w, p0, p1, y, ldy);
 }
 
+
 /* Quantizes the m rows of x the way w's kernel reads them (nothing for float w): xq [m, ldq],
- * xs [m, ldxs], xz [m] (I8 only); returns ldxs, the stride of xs. */
-int64_t eg_quantize_for(const eg_matrix *w, const float *x, int64_t ldx, int64_t m, uint8_t *xq, int64_t ldq,
-                        float *xs, int32_t *xz);
+ * xs [m, ldxs]; returns ldxs, the stride of xs (blocks per row). */
+int64_t eg_quantize_for(const eg_kernels *k, const eg_matrix *w, const float *x, int64_t ldx, int64_t m, uint8_t *xq,
+                        int64_t ldq, float *xs);
 
 extern const eg_kernels eg_kernels_scalar;
 const eg_kernels *eg_kernels_for(eg_isa isa);

@@ -95,7 +95,7 @@ static EG_AVX2 void gemm_bf16_avx2(const float *x, int64_t ldx, int64_t m, const
 }
 
 /* I8, Q8_0 and Q4_0 weights: u8 x s8 products, 4 k per int32 lane. Without VNNI a k-quad takes
- * vpmaddubsw (pairs into int16: 2 * |a| * |b| <= 32767 by construction, so no saturation) then
+ * vpmaddubsw (pairs into int16: 2 * |a| * |w| <= 32767 by construction, so no saturation) then
  * vpmaddwd against ones (int16 pairs into int32), then vpaddd. Written as one asm block so GCC
  * keeps each chain together (left alone it hoists every multiply of a k step before the adds and
  * runs out of the 16 ymm registers). */
@@ -116,6 +116,52 @@ static inline __attribute__((always_inline)) EG_AVX2 __m256i dot4_avx2(__m256i c
 #undef U8_NAME
 #undef U8_DOT4
 #undef U8_MR
+
+/* Activations per block of 32 to uint8 (eg_quantize_blocks_u8's twin, bit for bit): the same
+ * amax, division and multiply, vcvtps2dq rounding to nearest even as round_even does, the
+ * clamp, then two packs and a lane permute put the 32 bytes in order. A row's partial last
+ * block goes to the twin itself. */
+static EG_AVX2 void quantize_avx2(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
+                                  float *scale, int64_t ldxs) {
+    const int64_t full = k / EG_QBLOCK;
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i lo = _mm256_set1_epi32(-qmax), hi = _mm256_set1_epi32(qmax), z = _mm256_set1_epi32(qmax + 1);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const float fq = (float)qmax;
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t b = 0; b < full; b++) {
+            const float *xb = x + i * ldx + b * EG_QBLOCK;
+            uint8_t *qb = q + i * ldq + b * EG_QBLOCK;
+            __m256 v[4], nan = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
+            for (int j = 0; j < 4; j++) {
+                v[j] = _mm256_loadu_ps(xb + 8 * j);
+                nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[j], v[j], _CMP_UNORD_Q));
+                mx = _mm256_max_ps(mx, _mm256_and_ps(v[j], absmask));
+            }
+            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            const float amax = _mm_cvtss_f32(m4);
+            if (_mm256_movemask_ps(nan) || !(amax < INFINITY)) {
+                memset(qb, qmax + 1, EG_QBLOCK);
+                scale[i * ldxs + b] = NAN;
+                continue;
+            }
+            const __m256 inv = _mm256_set1_ps(amax > 0.0f ? fq / amax : 0.0f);
+            __m256i r[4];
+            for (int j = 0; j < 4; j++) {
+                const __m256i t = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], inv));
+                r[j] = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(t, lo), hi), z);
+            }
+            const __m256i p = _mm256_packus_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+            _mm256_storeu_si256((__m256i *)qb, _mm256_permutevar8x32_epi32(p, order));
+            scale[i * ldxs + b] = amax / fq;
+        }
+        if (full * EG_QBLOCK < k)
+            eg_quantize_blocks_u8(x + i * ldx + full * EG_QBLOCK, ldx, 1, k - full * EG_QBLOCK, qmax,
+                                  q + i * ldq + full * EG_QBLOCK, ldq, scale + i * ldxs + full, ldxs);
+    }
+}
 
 static EG_AVX2 inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -209,12 +255,13 @@ static EG_AVX2 double fma_loop_avx2(int64_t iters, float *sink) {
 const eg_kernels eg_kernels_avx2 = {
     .gemm = gemm_avx2,
     .gemm_bf16 = gemm_bf16_avx2,
-    .gemm_i8 = gemm_i8_avx2,
     .gemm_q = gemm_q_avx2,
+    .quantize = quantize_avx2,
     .axpy = axpy_avx2,
     .scale = scale_avx2,
     .gelu_gate = gelu_gate_avx2,
     .exp_sub = exp_sub_avx2,
     .fma_loop = fma_loop_avx2,
+    .pairs16 = 1, /* vpmaddubsw */
 };
 #endif

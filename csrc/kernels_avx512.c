@@ -17,7 +17,6 @@
 #define EG_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 #define AI static inline __attribute__((always_inline)) EG_AVX512
 #define MRF 12 /* float rows per micro-kernel: 24 accumulators + 2 weight rows + 1 broadcast     */
-#define MRI 12 /* I8 rows: the same budget                                                       */
 #define MRQ 6  /* Q8_0 / Q4_0 rows: 12 int32 + 12 float accumulators + 4 weight quads + 1 broadcast */
 
 static inline __mmask16 col_mask(int64_t cols) { return cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1); }
@@ -116,7 +115,7 @@ static EG_AVX512 void gemm_bf16_avx512(const float *x, int64_t ldx, int64_t m, c
     gemm_float(1, x, ldx, m, w, p0, p1, y, ldy);
 }
 
-/* ---------------------------------------------------------------- I8 */
+/* ---------------------------------------------------------------- I8 / Q8_0 / Q4_0 */
 
 AI __m512i bcast4(const uint8_t *p) { /* 4 activation bytes to every lane */
     int32_t v;
@@ -124,54 +123,6 @@ AI __m512i bcast4(const uint8_t *p) { /* 4 activation bytes to every lane */
     return _mm512_set1_epi32(v);
 }
 
-/* int32 sums over k-quads with vpdpbusd, then (sum - zp * wsum) * (xs * ws) at the store. */
-AI void micro_i8(int mr, int np, const uint8_t *xq, int64_t ldq, const float *xs, const int32_t *xz,
-                 const uint8_t *pa, const uint8_t *pb, const float *ws, const int32_t *wsum, int64_t k4, float *y,
-                 int64_t ldy, __mmask16 m0, __mmask16 m1) {
-    __m512i c[MRI][2];
-    for (int r = 0; r < MRI; r++) c[r][0] = c[r][1] = _mm512_setzero_si512();
-    for (int64_t kq = 0; kq < k4; kq++) {
-        const __m512i b0 = _mm512_loadu_si512((const void *)(pa + kq * 64));
-        const __m512i b1 = np == 2 ? _mm512_loadu_si512((const void *)(pb + kq * 64)) : b0;
-        for (int r = 0; r < MRI; r++) {
-            if (r >= mr) break;
-            const __m512i a = bcast4(xq + r * ldq + 4 * kq);
-            c[r][0] = _mm512_dpbusd_epi32(c[r][0], a, b0);
-            if (np == 2) c[r][1] = _mm512_dpbusd_epi32(c[r][1], a, b1);
-        }
-    }
-    __m512 v[MRI][2];
-    for (int h = 0; h < np; h++) {
-        const __m512i s = _mm512_loadu_si512((const void *)(wsum + h * EG_PANEL));
-        const __m512 wv = _mm512_loadu_ps(ws + h * EG_PANEL);
-        for (int r = 0; r < MRI; r++) {
-            if (r >= mr) break;
-            const __m512i t = _mm512_sub_epi32(c[r][h], _mm512_mullo_epi32(_mm512_set1_epi32(xz[r]), s));
-            v[r][h] = _mm512_mul_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(_mm512_set1_ps(xs[r]), wv));
-        }
-    }
-    store_tile(mr, np, v, y, ldy, m0, m1);
-}
-
-static EG_AVX512 void gemm_i8_avx512(const uint8_t *xq, int64_t ldq, const float *xs, const int32_t *xz, int64_t m,
-                                     const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
-    const int64_t k4 = eg_ldq(w->k) / 4;
-    for (int64_t p = p0; p < p1; p += 2) {
-        __mmask16 m0, m1;
-        const int np = panel_pair(w, p, p1, &m0, &m1);
-        const uint8_t *pa = (const uint8_t *)w->data + p * k4 * 64, *pb = pa + k4 * 64;
-        const float *ws = w->scale + p * EG_PANEL;
-        const int32_t *wsum = w->wsum + p * EG_PANEL;
-        float *yp = y + p * EG_PANEL;
-#define MICRO(mr)                                                                                                   \
-    (np == 2 ? micro_i8(mr, 2, xq + i * ldq, ldq, xs + i, xz + i, pa, pb, ws, wsum, k4, yp + i * ldy, ldy, m0, m1) \
-             : micro_i8(mr, 1, xq + i * ldq, ldq, xs + i, xz + i, pa, pb, ws, wsum, k4, yp + i * ldy, ldy, m0, m1))
-        ROW_TILES(MRI, MICRO);
-#undef MICRO
-    }
-}
-
-/* ---------------------------------------------------------------- Q8_0 / Q4_0 */
 
 /* Quads 2g and 2g+1 of block b of a panel as int8 (a Q4_0 group holds them as low / high nibbles). */
 AI void panel_quads(int q4, const uint8_t *panel, int64_t b, int g, __m512i *q0, __m512i *q1) {
@@ -225,7 +176,7 @@ AI void micro_q(int mr, int np, int q4, const uint8_t *xq, int64_t ldq, const fl
 
 AI void gemm_q_rows(int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
                     const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
-    const int64_t nb = w->k / EG_QBLOCK, pbytes = q4 ? w->k / 2 * EG_PANEL : w->k * EG_PANEL;
+    const int64_t nb = eg_ldq(w->k) / EG_QBLOCK, pbytes = q4 ? w->k / 2 * EG_PANEL : eg_ldq(w->k) * EG_PANEL;
     for (int64_t p = p0; p < p1; p += 2) {
         __mmask16 m0, m1;
         const int np = panel_pair(w, p, p1, &m0, &m1);
@@ -273,8 +224,8 @@ static EG_AVX512 double fma_loop_avx512(int64_t iters, float *sink) {
 void eg_kernels_avx512_fill(eg_kernels *k) {
     k->gemm = gemm_avx512;
     k->gemm_bf16 = gemm_bf16_avx512;
-    k->gemm_i8 = gemm_i8_avx512;
     k->gemm_q = gemm_q_avx512;
+    k->pairs16 = 0; /* vpdpbusd sums into int32 */
     k->fma_loop = fma_loop_avx512;
 }
 #endif

@@ -22,7 +22,7 @@ static inline __attribute__((always_inline)) EG_AVXVNNI __m256i dot4_avxvnni(__m
 #include "kernels_u8s8_ymm.h"
 
 void eg_kernels_avxvnni_fill(eg_kernels *k) {
-    k->gemm_i8 = gemm_i8_avxvnni;
     k->gemm_q = gemm_q_avxvnni;
+    k->pairs16 = 0; /* vpdpbusd sums into int32 */
 }
 #endif

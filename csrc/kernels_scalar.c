@@ -31,7 +31,7 @@ static void gemm_float_scalar(const float *x, int64_t ldx, int64_t m, const eg_m
     }
 }
 
-/* Weight (column j, input kk) of an I8 / Q8_0 / Q4_0 panel as its integer q. */
+/* Weight (column j, input kk) of an I8 / Q8_0 / Q4_0 panel as its integer q (0 in the padding). */
 static inline int32_t panel_q(const eg_matrix *w, const uint8_t *panel, int64_t kk, int64_t j) {
     const int64_t idx = j * 4 + (kk & 3);
     if (w->type != EG_W_Q4_0) return ((const int8_t *)panel)[(kk / 4) * EG_PANEL * 4 + idx];
@@ -39,29 +39,10 @@ static inline int32_t panel_q(const eg_matrix *w, const uint8_t *panel, int64_t 
     return (int32_t)((kk / 4) & 1 ? byte >> 4 : byte & 0x0F) - 8;
 }
 
-static void gemm_i8_scalar(const uint8_t *xq, int64_t ldq, const float *xs, const int32_t *xz, int64_t m,
-                           const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
-    const int64_t k = w->k;
-    for (int64_t p = p0; p < p1; p++) {
-        const uint8_t *panel = (const uint8_t *)w->data + p * eg_ldq(k) * EG_PANEL;
-        int64_t cols = w->n - p * EG_PANEL;
-        if (cols > EG_PANEL) cols = EG_PANEL;
-        for (int64_t i = 0; i < m; i++) {
-            const uint8_t *qi = xq + i * ldq;
-            for (int64_t j = 0; j < cols; j++) {
-                int32_t acc = 0;
-                for (int64_t kk = 0; kk < k; kk++) acc += (int32_t)qi[kk] * panel_q(w, panel, kk, j);
-                const int64_t r = p * EG_PANEL + j;
-                y[i * ldy + r] = (float)(acc - xz[i] * w->wsum[r]) * (xs[i] * w->scale[r]);
-            }
-        }
-    }
-}
-
 static void gemm_q_scalar(const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
                           const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
-    const int64_t k = w->k, nb = k / EG_QBLOCK;
-    const int64_t pbytes = w->type == EG_W_Q8_0 ? k * EG_PANEL : k / 2 * EG_PANEL;
+    const int64_t k = w->k, nb = eg_ldq(k) / EG_QBLOCK;
+    const int64_t pbytes = w->type == EG_W_Q4_0 ? k / 2 * EG_PANEL : eg_ldq(k) * EG_PANEL;
     for (int64_t p = p0; p < p1; p++) {
         const uint8_t *panel = (const uint8_t *)w->data + p * pbytes;
         int64_t cols = w->n - p * EG_PANEL;
@@ -122,11 +103,12 @@ static double fma_loop_scalar(int64_t iters, float *sink) {
 const eg_kernels eg_kernels_scalar = {
     .gemm = gemm_float_scalar, /* F32 and BF16 panels alike */
     .gemm_bf16 = gemm_float_scalar,
-    .gemm_i8 = gemm_i8_scalar,
     .gemm_q = gemm_q_scalar,
+    .quantize = eg_quantize_blocks_u8, /* pack.c */
     .axpy = axpy_scalar,
     .scale = scale_scalar,
     .gelu_gate = gelu_gate_scalar,
     .exp_sub = exp_sub_scalar,
     .fma_loop = fma_loop_scalar,
+    .pairs16 = 0, /* int32 sums: no int16 step to saturate */
 };

@@ -5,9 +5,9 @@
  *   U8_NAME(x)        the name of function x in its ISA (x##_avx2, ...)
  *   U8_DOT4(c, a, b)  c + (for each int32 lane) the 4 products u8 a x s8 b, exact
  *   U8_MR             rows of x per micro-kernel (accumulators: 2 per row)
- * Exactness: the quantizers in pack.c bound 2 * |a| * |b| by 32767, so even the
- * int16 pair sums of vpmaddubsw cannot saturate, and every ISA gives the scalar
- * twin's int32 sums bit for bit. A panel k-quad is 64 bytes: columns 0..7 (4 k
+ * Exactness: with the value ranges the loader packs for (eg_matrix_ranges), even
+ * the int16 pair sums of vpmaddubsw cannot saturate, and every ISA gives the
+ * scalar twin's int32 sums bit for bit. A panel k-quad is 64 bytes: columns 0..7 (4 k
  * each) in the first 32, columns 8..15 in the next. Sections in the order of
  * kernels_scalar.c. No allocation, no threads, no Python.
  */
@@ -36,75 +36,7 @@ U8_INLINE __m256i U8_NAME(load4)(const uint8_t *p) { /* 4 activation bytes, broa
     return _mm256_set1_epi32(v);
 }
 
-/* ---------------------------------------------------------------- I8 */
-
-/* y[0..mr, 0..cols) of one panel: int32 sums over k4 quads, then the zero-point term and
- * both scales fused into the store. Rows past mr read row 0 again (dropped at the store). */
-U8_INLINE void U8_NAME(micro_i8)(int mr, const uint8_t *xq, int64_t ldq, const float *xs, const int32_t *xz,
-                                 const int8_t *panel, const float *ws, const int32_t *wsum, int64_t k4, float *y,
-                                 int64_t ldy, int64_t cols) {
-    __m256i c[U8_MR][2];
-    const uint8_t *x[U8_MR];
-    for (int r = 0; r < U8_MR; r++) {
-        c[r][0] = c[r][1] = _mm256_setzero_si256();
-        x[r] = xq + (r < mr ? r : 0) * ldq;
-    }
-    for (int64_t kq = 0; kq < k4; kq++) {
-        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(panel + kq * 64));
-        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(panel + kq * 64 + 32));
-        for (int r = 0; r < U8_MR; r++) {
-            const __m256i a = U8_NAME(load4)(x[r] + 4 * kq);
-            c[r][0] = U8_DOT4(c[r][0], a, b0);
-            c[r][1] = U8_DOT4(c[r][1], a, b1);
-        }
-    }
-    const __m256i s0 = _mm256_loadu_si256((const __m256i *)wsum), s1 = _mm256_loadu_si256((const __m256i *)(wsum + 8));
-    const __m256 w0 = _mm256_loadu_ps(ws), w1 = _mm256_loadu_ps(ws + 8);
-    __m256 v[U8_MR][2];
-    for (int r = 0; r < U8_MR; r++) {
-        if (r >= mr) break;
-        const __m256i z = _mm256_set1_epi32(xz[r]);
-        const __m256 sa = _mm256_set1_ps(xs[r]);
-        v[r][0] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c[r][0], _mm256_mullo_epi32(z, s0))),
-                                _mm256_mul_ps(sa, w0));
-        v[r][1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c[r][1], _mm256_mullo_epi32(z, s1))),
-                                _mm256_mul_ps(sa, w1));
-    }
-    U8_NAME(store16)(mr, v, y, ldy, cols);
-}
-
-static U8_TGT void U8_NAME(gemm_i8)(const uint8_t *xq, int64_t ldq, const float *xs, const int32_t *xz, int64_t m,
-                                    const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
-    const int64_t k4 = eg_ldq(w->k) / 4;
-    for (int64_t p = p0; p < p1; p++) {
-        const int8_t *panel = (const int8_t *)w->data + p * k4 * 64;
-        const float *ws = w->scale + p * EG_PANEL;
-        const int32_t *wsum = w->wsum + p * EG_PANEL;
-        int64_t cols = w->n - p * EG_PANEL;
-        if (cols > EG_PANEL) cols = EG_PANEL;
-        float *yp = y + p * EG_PANEL;
-        int64_t i = 0;
-        for (; i + U8_MR <= m; i += U8_MR)
-            U8_NAME(micro_i8)(U8_MR, xq + i * ldq, ldq, xs + i, xz + i, panel, ws, wsum, k4, yp + i * ldy, ldy, cols);
-        switch (m - i) { /* constant mr: the row loops unroll */
-#define U8_TAIL(n) \
-    case n: U8_NAME(micro_i8)(n, xq + i * ldq, ldq, xs + i, xz + i, panel, ws, wsum, k4, yp + i * ldy, ldy, cols); break;
-#if U8_MR > 5
-        U8_TAIL(5)
-#endif
-#if U8_MR > 4
-        U8_TAIL(4)
-#endif
-        U8_TAIL(3)
-        U8_TAIL(2)
-        U8_TAIL(1)
-#undef U8_TAIL
-        default: break;
-        }
-    }
-}
-
-/* ---------------------------------------------------------------- Q8_0 / Q4_0 */
+/* ---------------------------------------------------------------- I8 / Q8_0 / Q4_0 */
 
 /* Per block of 32 k: 8 quads into exact int32 sums, then one FMA per row and column folds
  * (sum - zero-point term) in with both scales; float accumulators live across blocks. A Q4_0
@@ -165,7 +97,7 @@ U8_INLINE void U8_NAME(micro_q)(int mr, int q4, const uint8_t *xq, int64_t ldq, 
 
 U8_INLINE void U8_NAME(gemm_q_rows)(int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
                                     const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
-    const int64_t nb = w->k / EG_QBLOCK, pbytes = q4 ? w->k / 2 * EG_PANEL : w->k * EG_PANEL;
+    const int64_t nb = eg_ldq(w->k) / EG_QBLOCK, pbytes = q4 ? w->k / 2 * EG_PANEL : eg_ldq(w->k) * EG_PANEL;
     for (int64_t p = p0; p < p1; p++) {
         const uint8_t *panel = (const uint8_t *)w->data + p * pbytes;
         const float *ws = w->scale + p * nb * EG_PANEL;

@@ -61,6 +61,7 @@ typedef struct {
     char *err;
     size_t errlen;
     int dtype_mask;     /* bit per eg_dtype seen */
+    const eg_kernels *k; /* integer matrices are packed for these kernels' activation range */
 } finder;
 
 /* Finds `name` (with the file's prefix) and checks its dtype and shape. */
@@ -164,6 +165,7 @@ static eg_status load_stacked(finder *f, eg_matrix *m, int count, const char *co
     }
     if (type == (eg_wtype)-1) type = auto_type(t, count);
     eg_status s = eg_matrix_alloc(m, total, k, type, f->err, f->errlen);
+    if (s == EG_OK && f->k) eg_matrix_ranges(m, f->k->pairs16);
     for (int i = 0, row0 = 0; i < count && s == EG_OK; row0 += (int)rows[i], i++)
         s = pack_rows(m, row0, t[i], f->err, f->errlen);
     return s;
@@ -258,7 +260,7 @@ static eg_status load_dense(eg_model *m, const eg_pipeline *pl, int i, int64_t i
                        pl->dense_dir[i], (long long)pl->dense_in[i], (long long)in);
     eg_tensor_set set = {0};
     eg_status s = eg_st_open(path, &set, err, errlen);
-    finder f = {&set, "", st_layer_names, 0, err, errlen, 0};
+    finder f = {&set, "", st_layer_names, 0, err, errlen, 0, NULL};
     eg_tensor *w = NULL, *b = NULL;
     if (s == EG_OK) s = find_tensor(&f, "linear.weight", 2, pl->dense_out[i], in, &w);
     if (s == EG_OK && pl->dense_bias[i]) s = find_tensor(&f, "linear.bias", 1, pl->dense_out[i], 0, &b);
@@ -402,7 +404,7 @@ static eg_status load_folder(eg_model *m, const char *dir, const eg_load_opts *o
     if ((s = eg_config_read(path, &m->cfg, err, errlen))) goto done;
     if ((s = open_backbone(pl.transformer_dir, &m->files, err, errlen))) goto done;
     /* checkpoints saved from a wrapper carry a "model." prefix */
-    finder f = {&m->files, "", st_layer_names, 0, err, errlen, 0};
+    finder f = {&m->files, "", st_layer_names, 0, err, errlen, 0, m->k};
     if (!eg_st_find(&m->files, "embed_tokens.weight") && eg_st_find(&m->files, "model.embed_tokens.weight"))
         f.prefix = "model.";
     if ((s = load_backbone(m, &f, "embed_tokens.weight", "norm.weight", opts))) goto done;
@@ -557,7 +559,7 @@ static eg_status load_gguf(eg_model *m, const char *path, const eg_load_opts *op
         goto done;
     }
     m->cfg.vocab = emb->shape[0];
-    finder f = {&m->files, "", gguf_layer_names, 1, err, errlen, 0};
+    finder f = {&m->files, "", gguf_layer_names, 1, err, errlen, 0, m->k};
     /* llama.cpp names the final norm output_norm; Ollama's gemma3 layout norm */
     const char *norm = eg_st_find(&m->files, "output_norm.weight") ? "output_norm.weight" : "norm.weight";
     /* Dense: llama.cpp dense_2 / dense_3, Ollama dense.0 / dense.1 */

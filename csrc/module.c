@@ -381,14 +381,17 @@ static int row_matrix(PyObject *o, const char *what, int writeable, int64_t *row
     return 1;
 }
 
-/* _test_gemm(isa, x, w, y, weights="float32"): y = x . w^T with the kernel of `isa`, w packed as
- * `weights` (rows may be strided/unaligned). */
+/* _test_gemm(isa, x, w, y, weights="float32", pairs16=-1): y = x . w^T with the kernel of `isa`, w
+ * packed as `weights` (rows may be strided/unaligned); integer types with the value ranges of an ISA
+ * that sums int16 pairs (1) or not (0), or -1: as the loader does for `isa`. */
 static PyObject *test_gemm(PyObject *mod, PyObject *args) {
     const char *isa_name, *wname = "float32";
     PyObject *x, *w, *y;
     eg_isa isa;
+    int pairs16 = -1;
     int64_t m, k, ldx, n, kw, ldw, my, ny, ldy;
-    if (!PyArg_ParseTuple(args, "sOOO|s", &isa_name, &x, &w, &y, &wname) || !isa_from_name(isa_name, &isa)) return NULL;
+    if (!PyArg_ParseTuple(args, "sOOO|si", &isa_name, &x, &w, &y, &wname, &pairs16) || !isa_from_name(isa_name, &isa))
+        return NULL;
     eg_weights wt;
     if (!weights_from_name("weights", wname, 0, &wt)) return NULL;
     if (!row_matrix(x, "x", 0, &m, &k, &ldx) || !row_matrix(w, "w", 0, &n, &kw, &ldw) ||
@@ -399,8 +402,9 @@ static PyObject *test_gemm(PyObject *mod, PyObject *args) {
         return NULL;
     }
     char err[256] = "";
-    eg_status s = eg_test_gemm(isa, wt, PyArray_DATA((PyArrayObject *)x), ldx, m, PyArray_DATA((PyArrayObject *)w), n,
-                               k, PyArray_DATA((PyArrayObject *)y), ldy, err, sizeof err);
+    eg_status s = eg_test_gemm(isa, wt, pairs16, PyArray_DATA((PyArrayObject *)x), ldx, m,
+                               PyArray_DATA((PyArrayObject *)w), n, k, PyArray_DATA((PyArrayObject *)y), ldy, err,
+                               sizeof err);
     if (s != EG_OK) return raise_status(s, err);
     Py_RETURN_NONE;
 }

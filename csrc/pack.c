@@ -20,9 +20,13 @@ static int64_t panel_bytes(const eg_matrix *m) {
 }
 
 static int64_t scale_count(const eg_matrix *m) {
-    if (m->type == EG_W_I8) return m->n_panels * EG_PANEL;
-    if (eg_wtype_is_block(m->type)) return m->n_panels * (m->k / EG_QBLOCK) * EG_PANEL;
+    if (eg_wtype_is_int(m->type)) return m->n_panels * (eg_ldq(m->k) / EG_QBLOCK) * EG_PANEL;
     return 0;
+}
+
+void eg_matrix_ranges(eg_matrix *m, int pairs16) {
+    m->wqmax = m->type == EG_W_Q4_0 ? 8 : pairs16 && m->type == EG_W_I8 ? 63 : 127;
+    m->aqmax = pairs16 && m->type == EG_W_Q8_0 ? 63 : 127;
 }
 
 int64_t eg_matrix_bytes(const eg_matrix *m) {
@@ -38,6 +42,7 @@ eg_status eg_matrix_alloc(eg_matrix *m, int64_t n, int64_t k, eg_wtype type, cha
     m->n = n;
     m->k = k;
     m->type = type;
+    eg_matrix_ranges(m, 1); /* safe on every ISA; the loader widens them where the kernels allow */
     m->n_panels = (n + EG_PANEL - 1) / EG_PANEL;
     size_t bytes = (size_t)(m->n_panels * panel_bytes(m));
     if (posix_memalign(&m->data, 64, bytes ? bytes : 64) != 0) m->data = NULL;
@@ -74,19 +79,21 @@ uint16_t eg_f32_to_bf16(float f) {
 
 /* Byte offset of W[r][kk] in an I8 / Q8_0 panel set (k4 quads of 16 x 4). */
 static inline int64_t i8_offset(const eg_matrix *m, int64_t r, int64_t kk) {
-    const int64_t p = r / EG_PANEL, j = r % EG_PANEL, k4 = eg_ldq(m->k) / 4;
+    const int64_t p = r / EG_PANEL, j = r % EG_PANEL, k4 = eg_ldq(m->k) / 4; /* padded to whole blocks */
     return ((p * k4 + kk / 4) * EG_PANEL + j) * 4 + (kk & 3);
 }
 
-/* Block b (k values b*32 .. b*32+31) of row r of a Q8_0 / Q4_0 matrix. */
+/* Block b (k values b*32 .. b*32+31, fewer in an I8 row's last block) of row r of an integer
+ * matrix, with its scale d. */
 static void pack_block(eg_matrix *m, int64_t r, int64_t b, const int8_t *q, float d) {
-    const int64_t p = r / EG_PANEL, j = r % EG_PANEL, k = m->k, nb = k / EG_QBLOCK;
-    const int32_t zp = (m->type == EG_W_Q8_0 ? EG_Q8_AQMAX : EG_Q4_AQMAX) + 1;
+    const int64_t p = r / EG_PANEL, j = r % EG_PANEL, k = m->k, nb = eg_ldq(k) / EG_QBLOCK;
+    const int len = k - b * EG_QBLOCK < EG_QBLOCK ? (int)(k - b * EG_QBLOCK) : EG_QBLOCK;
+    const int32_t zp = m->aqmax + 1;
     int32_t sum = 0;
-    for (int e = 0; e < EG_QBLOCK; e++) {
+    for (int e = 0; e < len; e++) {
         const int64_t kk = b * EG_QBLOCK + e;
         sum += q[e];
-        if (m->type == EG_W_Q8_0) {
+        if (m->type != EG_W_Q4_0) {
             ((int8_t *)m->data)[i8_offset(m, r, kk)] = q[e];
         } else { /* quads 2g and 2g+1 share the bytes of 8-k group g */
             const int64_t kq = kk / 4;
@@ -106,19 +113,20 @@ void eg_matrix_pack_row(eg_matrix *m, int64_t r, const float *src) {
     } else if (m->type == EG_W_BF16) {
         uint16_t *dst = (uint16_t *)m->data + p * k * EG_PANEL + (j < 8 ? 2 * j : 2 * (j - 8) + 1);
         for (int64_t kk = 0; kk < k; kk++) dst[kk * EG_PANEL] = eg_f32_to_bf16(src[kk]);
-    } else if (m->type == EG_W_I8) { /* symmetric, one scale per output row */
-        float amax = 0.0f;
-        for (int64_t kk = 0; kk < k; kk++) amax = fmaxf(amax, fabsf(src[kk]));
-        const float inv = amax > 0.0f ? (float)EG_I8_WMAX / amax : 0.0f;
-        int32_t sum = 0;
-        for (int64_t kk = 0; kk < k; kk++) {
-            float q = nearbyintf(src[kk] * inv);
-            q = q > (float)EG_I8_WMAX ? (float)EG_I8_WMAX : q < -(float)EG_I8_WMAX ? -(float)EG_I8_WMAX : q;
-            ((int8_t *)m->data)[i8_offset(m, r, kk)] = (int8_t)q;
-            sum += (int32_t)q;
+    } else if (m->type == EG_W_I8) { /* symmetric, a float32 scale per row and block of 32 k */
+        for (int64_t b = 0; b * EG_QBLOCK < k; b++) {
+            const int64_t len = k - b * EG_QBLOCK < EG_QBLOCK ? k - b * EG_QBLOCK : EG_QBLOCK;
+            const float *xb = src + b * EG_QBLOCK;
+            float amax = 0.0f;
+            for (int64_t e = 0; e < len; e++) amax = fmaxf(amax, fabsf(xb[e]));
+            const float wq = (float)m->wqmax, inv = amax > 0.0f ? wq / amax : 0.0f;
+            int8_t q[EG_QBLOCK];
+            for (int64_t e = 0; e < len; e++) {
+                const float v = nearbyintf(xb[e] * inv);
+                q[e] = (int8_t)(v > wq ? wq : v < -wq ? -wq : v);
+            }
+            pack_block(m, r, b, q, amax / wq);
         }
-        m->scale[r] = amax / (float)EG_I8_WMAX;
-        m->wsum[r] = sum;
     } else { /* Q8_0 / Q4_0: ggml's quantizer, then the block layout */
         int8_t q[EG_QBLOCK];
         float d;
@@ -183,61 +191,30 @@ static inline float round_even(float v) {
     return (v + c) - c;
 }
 
-void eg_quantize_rows_u8(const float *x, int64_t ldx, int64_t m, int64_t k, uint8_t *q, int64_t ldq, float *scale,
-                         int32_t *zp) {
-    for (int64_t i = 0; i < m; i++) {
-        const float *xi = x + i * ldx;
-        uint8_t *qi = q + i * ldq;
-        float mn = 0.0f, mx = 0.0f; /* the range always holds 0, so 0 is exact */
-        int nan = 0;
-        for (int64_t kk = 0; kk < k; kk++) {
-            const float v = xi[kk];
-            mn = v < mn ? v : mn;
-            mx = v > mx ? v : mx;
-            nan |= v != v;
-        }
-        const float range = mx - mn;
-        if (nan || !(range < INFINITY)) { /* let the NaN reach the output, where the pass reports it */
-            memset(qi, 0, (size_t)ldq);
-            scale[i] = NAN;
-            zp[i] = 0;
-            continue;
-        }
-        const float inv = range > 0.0f ? (float)EG_I8_AMAX / range : 0.0f;
-        const float z = round_even(-mn * inv); /* 0..AMAX */
-        for (int64_t kk = 0; kk < k; kk++) {
-            float v = round_even(xi[kk] * inv) + z;
-            v = v < 0.0f ? 0.0f : v > (float)EG_I8_AMAX ? (float)EG_I8_AMAX : v;
-            qi[kk] = (uint8_t)(int)v;
-        }
-        for (int64_t kk = k; kk < ldq; kk++) qi[kk] = (uint8_t)(int)z;
-        scale[i] = range / (float)EG_I8_AMAX;
-        zp[i] = (int32_t)z;
-    }
-}
-
 void eg_quantize_blocks_u8(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
                            float *scale, int64_t ldxs) {
     const float fq = (float)qmax, z = (float)(qmax + 1);
     for (int64_t i = 0; i < m; i++)
-        for (int64_t b = 0; b < k / EG_QBLOCK; b++) {
+        for (int64_t b = 0; b * EG_QBLOCK < k; b++) {
+            const int len = k - b * EG_QBLOCK < EG_QBLOCK ? (int)(k - b * EG_QBLOCK) : EG_QBLOCK;
             const float *xb = x + i * ldx + b * EG_QBLOCK;
             uint8_t *qb = q + i * ldq + b * EG_QBLOCK;
             float amax = 0.0f;
             int nan = 0;
-            for (int e = 0; e < EG_QBLOCK; e++) {
+            for (int e = 0; e < len; e++) {
                 const float a = fabsf(xb[e]);
                 amax = a > amax ? a : amax;
                 nan |= a != a;
             }
+            memset(qb + len, qmax + 1, (size_t)(EG_QBLOCK - len)); /* pad: zero after the zero point */
             if (nan || !(amax < INFINITY)) {
-                memset(qb, qmax + 1, EG_QBLOCK);
+                memset(qb, qmax + 1, (size_t)len);
                 scale[i * ldxs + b] = NAN;
                 continue;
             }
             const float inv = amax > 0.0f ? fq / amax : 0.0f;
-            for (int e = 0; e < EG_QBLOCK; e++) {
-                float v = round_even(xb[e] * inv); /* |v| <= qmax */
+            for (int e = 0; e < len; e++) {
+                float v = round_even(xb[e] * inv); /* |v| <= qmax, up to rounding of inv */
                 v = v < -fq ? -fq : v > fq ? fq : v;
                 qb[e] = (uint8_t)(int)(v + z);
             }
@@ -245,18 +222,12 @@ void eg_quantize_blocks_u8(const float *x, int64_t ldx, int64_t m, int64_t k, in
         }
 }
 
-int64_t eg_quantize_for(const eg_matrix *w, const float *x, int64_t ldx, int64_t m, uint8_t *xq, int64_t ldq,
-                        float *xs, int32_t *xz) {
-    if (w->type == EG_W_I8) {
-        eg_quantize_rows_u8(x, ldx, m, w->k, xq, ldq, xs, xz);
-        return 1;
-    }
-    if (eg_wtype_is_block(w->type)) {
-        const int64_t nb = w->k / EG_QBLOCK;
-        eg_quantize_blocks_u8(x, ldx, m, w->k, w->type == EG_W_Q8_0 ? EG_Q8_AQMAX : EG_Q4_AQMAX, xq, ldq, xs, nb);
-        return nb;
-    }
-    return 0;
+int64_t eg_quantize_for(const eg_kernels *k, const eg_matrix *w, const float *x, int64_t ldx, int64_t m, uint8_t *xq,
+                        int64_t ldq, float *xs) {
+    if (!eg_wtype_is_int(w->type)) return 0;
+    const int64_t nb = eg_ldq(w->k) / EG_QBLOCK;
+    k->quantize(x, ldx, m, w->k, w->aqmax, xq, ldq, xs, nb);
+    return nb;
 }
 
 /* ---------------------------------------------------------------- file rows */

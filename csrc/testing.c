@@ -12,8 +12,8 @@ static const eg_kernels *kernels_or_null(eg_isa isa) {
     return eg_isa_supported(isa) ? eg_kernels_for(isa) : NULL;
 }
 
-eg_status eg_test_gemm(eg_isa isa, eg_weights weights, const float *x, int64_t ldx, int64_t m, const float *w, int64_t n, int64_t k,
-                       float *y, int64_t ldy, char *err, size_t errlen) {
+eg_status eg_test_gemm(eg_isa isa, eg_weights weights, int pairs16, const float *x, int64_t ldx, int64_t m, const float *w,
+                       int64_t n, int64_t k, float *y, int64_t ldy, char *err, size_t errlen) {
     const eg_kernels *kt = kernels_or_null(isa);
     if (!kt) return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "ISA %s is not supported here", eg_isa_name(isa));
     if (m < 0 || n < 1 || k < 1 || ldx < k || ldy < n)
@@ -23,32 +23,35 @@ eg_status eg_test_gemm(eg_isa isa, eg_weights weights, const float *x, int64_t l
     eg_matrix mat;
     eg_status s = eg_matrix_alloc(&mat, n, k, type, err, errlen);
     if (s) return s;
+    if (pairs16 < 0) pairs16 = kt->pairs16;
+    if (kt->pairs16 && !pairs16) {
+        eg_matrix_free(&mat);
+        return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "ISA %s sums int16 pairs: pack with its ranges",
+                       eg_isa_name(isa));
+    }
+    eg_matrix_ranges(&mat, pairs16);
     for (int64_t r = 0; r < n; r++) eg_matrix_pack_row(&mat, r, w + r * k);
     const int64_t ldq = eg_ldq(k);
     uint8_t *xq = NULL;
     float *xs = NULL;
-    int32_t *xz = NULL;
-    const int64_t ldxs = type == EG_W_I8 ? 1 : k / EG_QBLOCK;
+    const int64_t ldxs = ldq / EG_QBLOCK;
     if (eg_wtype_is_int(type)) {
         xq = malloc((size_t)((m ? m : 1) * ldq));
         xs = malloc((size_t)((m ? m : 1) * ldxs) * sizeof *xs);
-        xz = malloc((size_t)(m ? m : 1) * sizeof *xz);
-        if (!xq || !xs || !xz) {
+        if (!xq || !xs) {
             free(xq);
             free(xs);
-            free(xz);
             eg_matrix_free(&mat);
             return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
         }
-        eg_quantize_for(&mat, x, ldx, m, xq, ldq, xs, xz);
+        eg_quantize_for(kt, &mat, x, ldx, m, xq, ldq, xs);
     }
     /* two panel ranges, as the threaded driver would split them */
     const int64_t ranges[3] = {0, mat.n_panels / 2, mat.n_panels};
     for (int i = 0; i < 2; i++)
-        eg_gemm_panels(kt, x, ldx, xq, ldq, xs, xz, ldxs, m, &mat, ranges[i], ranges[i + 1], y, ldy);
+        eg_gemm_panels(kt, x, ldx, xq, ldq, xs, ldxs, m, &mat, ranges[i], ranges[i + 1], y, ldy);
     free(xq);
     free(xs);
-    free(xz);
     eg_matrix_free(&mat);
     return EG_OK;
 }

@@ -43,7 +43,8 @@ def test_precision_bars(full_plain_dir, plain_f32, dtype):
     assert model.dtype == dtype
     assert model._info["mlp_weights"] == dtype and model._info["attn_weights"] == dtype
     f32_bytes = plain_f32._info["weight_bytes"]
-    assert model._info["weight_bytes"] < (0.51 if dtype == "bfloat16" else 0.27) * f32_bytes + 20e6
+    # int8: 1 byte per weight + a float32 scale and an int32 zero-point sum per 32 (1.25 bytes)
+    assert model._info["weight_bytes"] < (0.51 if dtype == "bfloat16" else 0.33) * f32_bytes + 20e6
     for name, seqs in _cases(np.random.default_rng(3)).items():
         ref = plain_f32.encode_ids(seqs)
         got = model.encode_ids(seqs)
@@ -75,7 +76,14 @@ def test_precision_modes_are_deterministic_across_isas_and_threads(full_plain_di
     scalar = embgemma.EmbeddingGemma(full_plain_dir, dtype=dtype)
     assert scalar._info["isa"] == "scalar"
     cos = (scalar.encode_ids(seqs) * a).sum(1)
-    assert cos.min() > 0.99999  # same packed weights; only float summation order differs
+    if dtype == "bfloat16":
+        assert cos.min() > 0.99999  # same packed weights; only float summation order differs
+    elif model._info["isa"] != "avx2":
+        # same packed weights and integer sums; the float parts' summation order differs, and a
+        # last-bit difference can flip an activation's 8-bit rounding on this random model
+        assert cos.min() > 0.9999
+    else:  # AVX2 packs int8 with 7-bit weights (its int16 pair sums), scalar with 8-bit ones
+        assert cos.min() > 0.999
 
 
 @pytest.mark.parametrize("bad", ["float16", "fp16", "int4", ""])
