@@ -1,4 +1,4 @@
-"""Command line: ``python -m embgemma encode|info|models|serve`` (also installed as ``embgemma``)."""
+"""Command line: ``python -m embgemma encode|info|models|serve|bench`` (also installed as ``embgemma``)."""
 
 from __future__ import annotations
 
@@ -134,6 +134,41 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                log_level=args.log_level)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from embgemma.bench import DEFAULT_DTYPES, format_table, parse_dtypes, run_bench
+
+    try:
+        dtypes = parse_dtypes(args.dtypes) if args.dtypes is not None else list(DEFAULT_DTYPES)
+    except ValueError as e:
+        print(f"embgemma bench: {e}", file=sys.stderr)
+        return 2
+    if not args.seconds > 0 or args.seconds == float("inf"):
+        print(f"embgemma bench: --seconds must be a positive number, got {args.seconds}", file=sys.stderr)
+        return 2
+    if args.threads is not None and args.threads < 1:
+        print(f"embgemma bench: --threads must be a positive integer, got {args.threads}", file=sys.stderr)
+        return 2
+    try:
+        result = run_bench(args.model, dtypes, threads=args.threads, seconds=args.seconds,
+                           progress=not args.quiet, cache_folder=args.cache_folder)
+    except KeyboardInterrupt:
+        print("embgemma bench: interrupted", file=sys.stderr)
+        return 130
+    table = format_table(result)
+    print(table, file=sys.stderr if args.json == "-" else sys.stdout)
+    if args.json:
+        text = json.dumps(result, indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            with open(args.json, "w", encoding="utf-8") as f:
+                f.write(text)
+    if not any(r["status"] == "ok" for r in result["results"]):
+        print("embgemma bench: the model could not be loaded in any of the requested dtypes", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embgemma", description="EmbeddingGemma embeddings on the CPU.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -188,6 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-format", choices=("json", "text"), default="json")
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=_cmd_serve)
+
+    b = sub.add_parser("bench", help="time this machine: load, tokens/s and query latency for each dtype (~1 min)")
+    b.add_argument("--model", required=True,
+                   help="model folder, GGUF file, Ollama name (embeddinggemma:300m) or Hugging Face id")
+    b.add_argument("--dtypes", metavar="LIST",
+                   help="comma-separated weights modes to time: float32, bfloat16, int8, q8_0, q4_0, auto "
+                        "(default: float32,bfloat16,int8,q8_0,q4_0)")
+    b.add_argument("--threads", type=int, help="worker threads (default: all cores)")
+    b.add_argument("--seconds", type=float, default=60.0,
+                   help="total time to spend, split evenly between the dtypes (default 60)")
+    b.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE (- for stdout)")
+    b.add_argument("--cache-folder", help="Hugging Face cache to find hub ids in")
+    b.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
+    b.set_defaults(func=_cmd_bench)
     return p
 
 
