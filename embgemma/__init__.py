@@ -37,22 +37,23 @@ __all__ = [
 def build_info() -> dict[str, Any]:
     """How this copy of embgemma was built and what it will run on.
 
-    Keys: version, compiled_isas, supported_isas, chosen_isa (honours EMBGEMMA_ISA),
+    Keys: version, compiled_isas, supported_isas, chosen_isa (honours EMBGEMMA_ISA and the
+    load-time self-check), isa_note (why: what was asked for or found best, the self-check's
+    verdict, any fallback), selfcheck (each supported ISA's kernels against their scalar twins:
+    "passed" or the first disagreement), cpu_features (what dispatch saw: CPUID and OS state),
     openmp, default_threads.
     """
-    import os
-
     from .model import _default_threads
 
     info = _core.build_info()
-    chosen = os.environ.get("EMBGEMMA_ISA") or "auto"
-    if chosen == "auto":
-        chosen = info["best_isa"]
     return {
         "version": info["version"],
         "compiled_isas": info["compiled_isas"],
         "supported_isas": info["supported_isas"],
-        "chosen_isa": chosen,
+        "chosen_isa": info["chosen_isa"],
+        "isa_note": info["isa_note"],
+        "selfcheck": info["selfcheck"],
+        "cpu_features": info["cpu_features"],
         "openmp": info["openmp"],
         "default_threads": _default_threads(),
     }

@@ -187,7 +187,8 @@ def test_repr_and_info(golden_model):
 
 def test_build_info_and_version():
     info = embgemma.build_info()
-    assert set(info) == {"version", "compiled_isas", "supported_isas", "chosen_isa", "openmp", "default_threads"}
+    assert set(info) == {"version", "compiled_isas", "supported_isas", "chosen_isa", "isa_note", "selfcheck",
+                         "cpu_features", "openmp", "default_threads"}
     assert "scalar" in info["compiled_isas"] and "scalar" in info["supported_isas"]
     assert info["chosen_isa"] in info["supported_isas"]
     assert info["default_threads"] >= 1

@@ -1,0 +1,80 @@
+"""Kernel choice at load: CPU features, the self-check of every non-scalar ISA against its scalar
+twins, and the fallback to the next ISA (with a warning) when an ISA disagrees."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import embgemma
+from embgemma import EmbeddingGemma
+
+INFO = embgemma.build_info()
+ORDER = ["scalar", "avx2", "avxvnni", "avx512"]  # each ISA falls back to the one before it
+
+
+def test_isas_are_named_in_order_and_known():
+    assert INFO["compiled_isas"][0] == "scalar"
+    assert set(INFO["compiled_isas"]) <= set(ORDER)
+    assert set(INFO["supported_isas"]) <= set(INFO["compiled_isas"])
+    assert INFO["chosen_isa"] in INFO["supported_isas"]
+
+
+def test_every_supported_isa_passes_its_self_check_here():
+    """On every machine this suite runs on, the kernels it can execute agree with their twins."""
+    assert set(INFO["selfcheck"]) == set(INFO["supported_isas"])
+    assert all(v == "passed" for v in INFO["selfcheck"].values()), INFO["selfcheck"]
+    assert "self-check against the scalar kernels passed" in INFO["isa_note"] or INFO["chosen_isa"] == "scalar"
+
+
+def test_cpu_features_agree_with_supported_isas():
+    f = INFO["cpu_features"].split()
+    sup = INFO["supported_isas"]
+    assert ("avx2" in sup) == ("avx2" in f and "fma" in f)
+    assert ("avxvnni" in sup) == ("avx2" in f and "fma" in f and "avx_vnni" in f)
+    assert ("avx512" in sup) == ("avx512f/bw/dq/vl" in f and "avx512_vnni" in f and "avx2" in f)
+
+
+@pytest.mark.parametrize("isa", [i for i in INFO["supported_isas"] if i != "scalar"])
+def test_a_failing_self_check_falls_back_with_a_warning(isa, golden_dir, monkeypatch):
+    """Each ISA asked for (the best one is also what auto picks) gives way to the next one below."""
+    monkeypatch.setenv("EMBGEMMA_ISA", isa)
+    monkeypatch.setenv("EMBGEMMA_SELFCHECK_FAIL", isa)
+    below = [i for i in ORDER[: ORDER.index(isa)] if i in INFO["supported_isas"]][-1]
+    with pytest.warns(RuntimeWarning, match=f"{isa} \\(asked for\\); {isa} self-check failed.*fell back to {below}"):
+        m = EmbeddingGemma(golden_dir)
+    assert m.info["isa"] == below
+    assert embgemma.build_info()["selfcheck"][isa].startswith("failed")
+    # and the model computes what a healthy model of that ISA computes
+    monkeypatch.delenv("EMBGEMMA_SELFCHECK_FAIL")
+    monkeypatch.setenv("EMBGEMMA_ISA", below)
+    healthy = EmbeddingGemma(golden_dir)
+    texts = ["a short text", "another, somewhat longer text about planets"]
+    np.testing.assert_array_equal(m.encode(texts), healthy.encode(texts))
+
+
+def test_auto_falls_back_from_the_best_isa(golden_dir, monkeypatch):
+    best = INFO["supported_isas"][-1]
+    if best == "scalar":
+        pytest.skip("only the scalar kernels here")
+    monkeypatch.setenv("EMBGEMMA_SELFCHECK_FAIL", best)
+    with pytest.warns(RuntimeWarning, match="best for this CPU"):
+        m = EmbeddingGemma(golden_dir)
+    assert m.info["isa"] != best and "fell back" in m.info["isa_note"]
+    assert embgemma.build_info()["chosen_isa"] == m.info["isa"]
+
+
+def test_a_passing_check_warns_nothing(golden_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = EmbeddingGemma(golden_dir)
+    assert m.info["isa"] == INFO["chosen_isa"]
+    assert m.info["isa_note"].startswith(m.info["isa"])
+
+
+def test_unknown_isa_names_the_choices(golden_dir, monkeypatch):
+    monkeypatch.setenv("EMBGEMMA_ISA", "neon")
+    with pytest.raises(ValueError, match="auto, scalar, avx2, avxvnni or avx512"):
+        EmbeddingGemma(golden_dir)
