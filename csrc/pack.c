@@ -25,8 +25,8 @@ static int64_t scale_count(const eg_matrix *m) {
 }
 
 void eg_matrix_ranges(eg_matrix *m, int pairs16) {
-    m->wqmax = m->type == EG_W_Q4_0 ? 8 : pairs16 && m->type == EG_W_I8 ? 63 : 127;
-    m->aqmax = pairs16 && m->type == EG_W_Q8_0 ? 63 : 127;
+    m->wqmax = m->type == EG_W_Q4_0 ? 8 : 127;
+    m->aqmax = pairs16 && m->type != EG_W_Q4_0 ? 63 : 127;
 }
 
 int64_t eg_matrix_bytes(const eg_matrix *m) {

@@ -82,7 +82,7 @@ def test_precision_modes_are_deterministic_across_isas_and_threads(full_plain_di
         # same packed weights and integer sums; the float parts' summation order differs, and a
         # last-bit difference can flip an activation's 8-bit rounding on this random model
         assert cos.min() > 0.9999
-    else:  # AVX2 packs int8 with 7-bit weights (its int16 pair sums), scalar with 8-bit ones
+    else:  # AVX2 quantizes int8's activations to 7 bits (its int16 pair sums), scalar to 8
         assert cos.min() > 0.999
 
 
