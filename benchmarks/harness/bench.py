@@ -22,15 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import report, systems, workloads
+from . import cli, report, systems, workloads
 from .worker import _recv, _send
 
 HERE = Path(__file__).resolve().parent.parent  # benchmarks/
 REPO = HERE.parent
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 SEED = 0
-WORKLOAD_ORDER = ["fixed", "corpus", "long", "query"]
-ALIASES = {"a": "fixed", "b": "corpus", "c": "query", "d": "long"}
+WORKLOAD_ORDER = cli.WORKLOAD_ORDER
+ALIASES = cli.ALIASES
 LINEAR_FLOP_PER_TOKEN = 2 * 24 * (768 * 768 + 2 * 768 * 256 + 768 * 768 + 3 * 768 * 1152)  # 202.9 MFLOP
 ATTN_FLOP_PER_TOKEN_PER_KEY_PER_LAYER = 2 * 2 * 3 * 256  # QK^T and PV, 3 heads x 256: 3,072
 
@@ -45,7 +45,7 @@ def log(msg: str) -> None:
 
 PACKAGES = ["torch", "transformers", "sentence-transformers", "tokenizers", "huggingface-hub", "safetensors",
             "optimum", "optimum-onnx", "onnx", "onnxruntime", "optimum-intel", "openvino", "openvino-tokenizers",
-            "nncf", "llama-cpp-python", "gguf", "numpy", "scipy", "matplotlib", "psutil", "embgemma"]
+            "nncf", "llama-cpp-python", "gguf", "sentencepiece", "numpy", "scipy", "matplotlib", "psutil", "embgemma"]
 
 
 def versions() -> dict:
@@ -117,32 +117,135 @@ def _step(step: str, logdir: Path, **kw) -> None:
     log(f"prepare: {step} done in {time.perf_counter() - t0:.0f} s")
 
 
-def prepare(args, cache: Path, logdir: Path, needs: set[str], vers: dict) -> tuple[dict, dict]:
-    """Builds what `needs` asks for (subset of st, onnx, openvino, gguf); returns (paths, export info)."""
-    sys.path.insert(0, str(REPO / "tests"))
-    import refmodel
+RANDOM_WARNING = (
+    "NO REAL WEIGHTS: benchmarking the RANDOM-WEIGHT model of tests/refmodel.py. Speed, load time and memory "
+    "are representative, but the fidelity column (cosine to sentence-transformers float32) is then meaningless "
+    "for quality: it only compares runtimes on random weights, and the 0.99 fidelity bar of the ratios is "
+    "judged on them. Pass --model DIR or make ../shared/tools/get-real-weights work."
+)
 
-    tok_dir = Path(args.tokenizer)
-    tok_sha = hashlib.sha256((tok_dir / "tokenizer.json").read_bytes()).hexdigest()[:16]
-    build_src = inspect.getsource(refmodel.build)
-    arch = dict(refmodel.FULL, vocab_size=262144)
-    mkey = _h({"arch": arch, "seed": SEED, "tok": tok_sha, "src": hashlib.sha256(build_src.encode()).hexdigest(),
-               "v": [vers["torch"], vers["transformers"], vers["sentence-transformers"]], "fmt": 2})
-    mdir = cache / f"model-{mkey}"
-    paths = {"st": str(mdir / "st"), "tokenizer_json": str(tok_dir / "tokenizer.json"), "model_dir": str(mdir),
-             "model_key": mkey}
+
+def _loud(msg: str) -> None:
+    bar = "!" * 100
+    print(f"\n{bar}\n!! " + msg + f"\n{bar}\n", file=sys.stderr, flush=True)
+
+
+def _transformer_dir(folder: Path) -> Path:
+    """The folder of a sentence-transformers model's Transformer module (where config.json lives)."""
+    try:
+        for m in json.loads((folder / "modules.json").read_text()):
+            if str(m.get("type", "")).rsplit(".", 1)[-1] == "Transformer":
+                return folder / m.get("path", "")
+    except (OSError, ValueError):
+        pass
+    return folder
+
+
+def folder_key(folder: Path) -> tuple[str, dict]:
+    """Cache key of a model folder: a hash of its files' relative paths, sizes and mtimes."""
+    files = []
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(folder).parts):
+            st = f.stat()
+            files.append([f.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns])
+    total = sum(x[1] for x in files)
+    return _h({"files": files, "fmt": 3}), {"n_files": len(files), "bytes": total}
+
+
+def resolve_model(model_arg: str | None) -> dict:
+    """Which model to benchmark: {"kind": "real" | "folder" | "random", "path", "source", ...}.
+
+    --model DIR: that folder ("real" when it is the folder get-real-weights returns). No --model: the
+    real weights when ../shared/tools/get-real-weights succeeds (its last line is the folder), else
+    the random-weight model, with a loud warning. --model random: the random model, on purpose.
+    """
+    if model_arg == "random":
+        return {"kind": "random", "path": None, "source": "--model random"}
+    if model_arg:
+        p = Path(model_arg).expanduser().resolve()
+        real_default = Path(os.environ.get("EMBGEMMA_REAL_MODEL")
+                            or Path.home() / ".cache" / "embgemma-real" / "embeddinggemma-300m").resolve()
+        kind = "real" if p == real_default else "folder"
+        return {"kind": kind, "path": str(p), "source": "--model"}
+    tool = cli.GET_REAL_WEIGHTS
+    why = ""
+    if tool.is_file():
+        log(f"model: no --model given, asking {tool} for the real weights")
+        try:
+            r = subprocess.run([sys.executable, str(tool)], capture_output=True, text=True, timeout=3600,
+                               cwd=str(REPO))
+            lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
+            if r.returncode == 0 and lines and (Path(lines[-1]) / "modules.json").is_file():
+                return {"kind": "real", "path": str(Path(lines[-1]).resolve()), "source": str(tool)}
+            why = f"exit {r.returncode}: {(r.stderr or r.stdout).strip()[-300:]}"
+        except (OSError, subprocess.SubprocessError) as e:
+            why = f"{type(e).__name__}: {e}"
+    else:
+        why = f"{tool} not found"
+    _loud(RANDOM_WARNING + f" (get-real-weights: {why})")
+    return {"kind": "random", "path": None, "source": f"fallback ({why})", "warning": RANDOM_WARNING}
+
+
+def prepare(args, cache: Path, logdir: Path, needs: set[str], vers: dict, model: dict) -> tuple[dict, dict]:
+    """Builds what `needs` asks for (subset of st, onnx, openvino, gguf); returns (paths, export info).
+
+    `model` comes from resolve_model(): a folder is used in place and keyed by its files; the
+    random model is built once. Every export is keyed by the model's key and the exporter versions.
+    """
     info: dict = {}
     free = lambda: round(__import__("shutil").disk_usage(cache).free / 2**30, 1)  # noqa: E731
-    if not (mdir / "st" / "model.safetensors").exists():
-        log(f"building the model ({free()} GiB free on the cache disk)")
-        _step("build_model", logdir, out=str(mdir), tokenizer_dir=str(tok_dir), seed=SEED)
-    info["model"] = json.loads((mdir / "build.json").read_text())
+    if model["kind"] == "random":
+        sys.path.insert(0, str(REPO / "tests"))
+        import refmodel
+
+        tok_dir = Path(args.tokenizer or cli.default_tokenizer_dir())
+        tok_sha = hashlib.sha256((tok_dir / "tokenizer.json").read_bytes()).hexdigest()[:16]
+        build_src = inspect.getsource(refmodel.build)
+        arch = dict(refmodel.FULL, vocab_size=262144)
+        mkey = _h({"arch": arch, "seed": SEED, "tok": tok_sha, "src": hashlib.sha256(build_src.encode()).hexdigest(),
+                   "v": [vers["torch"], vers["transformers"], vers["sentence-transformers"]], "fmt": 2})
+        mdir = cache / f"model-{mkey}"
+        st_dir = mdir / "st"
+        if not (st_dir / "model.safetensors").exists():
+            log(f"building the random-weight model ({free()} GiB free on the cache disk)")
+            _step("build_model", logdir, out=str(mdir), tokenizer_dir=str(tok_dir), seed=SEED)
+        info["model"] = dict(json.loads((mdir / "build.json").read_text()), kind="random", path=str(st_dir),
+                             source=model.get("source"))
+        src_tok_dir = tok_dir
+        sliding = int(arch["sliding_window"])
+    else:
+        st_dir = Path(model["path"])
+        fkey, finfo = folder_key(st_dir)
+        mkey = "f" + fkey
+        mdir = cache / f"model-{mkey}"
+        mdir.mkdir(parents=True, exist_ok=True)
+        tdir = _transformer_dir(st_dir)
+        src_tok_dir = st_dir if (st_dir / "tokenizer.json").is_file() else tdir
+        try:
+            cfg = json.loads((tdir / "config.json").read_text())
+        except (OSError, ValueError):
+            cfg = {}
+        sliding = cfg.get("sliding_window")
+        info["model"] = {"kind": model["kind"], "path": str(st_dir), "source": model.get("source"),
+                         "files_key": fkey, **finfo,
+                         "arch": {k: cfg.get(k) for k in ("model_type", "hidden_size", "intermediate_size",
+                                                          "num_hidden_layers", "num_attention_heads",
+                                                          "num_key_value_heads", "head_dim", "vocab_size",
+                                                          "sliding_window", "max_position_embeddings")}}
+        (mdir / "source.json").write_text(json.dumps(info["model"], indent=1))
+    if model.get("warning"):
+        info["model"]["warning"] = model["warning"]
+    # the workloads' exact token counts: --tokenizer, else the model's own tokenizer
+    wl_tok = Path(args.tokenizer) if args.tokenizer else src_tok_dir
+    paths = {"st": str(st_dir), "tokenizer_dir": str(wl_tok), "tokenizer_json": str(wl_tok / "tokenizer.json"),
+             "model_dir": str(mdir), "model_key": mkey}
+    src_kw = {"tokenizer_dir": str(src_tok_dir), "sliding_window": sliding}
     if "onnx" in needs:
         ekey = _h([mkey, vers["optimum"], vers["optimum-onnx"], vers["onnx"], vers["onnxruntime"], "avx512_vnni"])
         d = mdir / f"onnx-{ekey}"
         if not (d / "export.json").exists():
             log(f"exporting ONNX ({free()} GiB free)")
-            _step("export_onnx", logdir, model=paths["st"], out=str(d), qconfig="avx512_vnni")
+            _step("export_onnx", logdir, model=str(st_dir), out=str(d), qconfig="avx512_vnni", **src_kw)
         paths["onnx"] = str(d)
         info["onnx"] = json.loads((d / "export.json").read_text())
     if "openvino" in needs:
@@ -150,7 +253,7 @@ def prepare(args, cache: Path, logdir: Path, needs: set[str], vers: dict) -> tup
         d = mdir / f"openvino-{ekey}"
         if not (d / "export.json").exists():
             log(f"exporting OpenVINO IR ({free()} GiB free)")
-            _step("export_openvino", logdir, model=paths["st"], out=str(d))
+            _step("export_openvino", logdir, model=str(st_dir), out=str(d), **src_kw)
         paths["openvino"] = str(d)
         info["openvino"] = json.loads((d / "export.json").read_text())
     if "gguf" in needs:
@@ -158,12 +261,12 @@ def prepare(args, cache: Path, logdir: Path, needs: set[str], vers: dict) -> tup
         if not (src / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py").exists():
             _step("fetch_llama_src", logdir, version=LLAMA_CPP_PYTHON_VERSION, dest=str(src))
         shim = hashlib.sha256((HERE / "harness" / "gguf_convert.py").read_bytes()).hexdigest()[:12]
-        ekey = _h([mkey, LLAMA_CPP_PYTHON_VERSION, vers["gguf"], shim, args.gguf_types])
+        ekey = _h([mkey, LLAMA_CPP_PYTHON_VERSION, vers["gguf"], vers.get("sentencepiece"), shim, args.gguf_types])
         d = mdir / f"gguf-{ekey}"
         if not (d / "export.json").exists():
             log(f"converting to GGUF {args.gguf_types} ({free()} GiB free)")
-            _step("convert_gguf", logdir, model=paths["st"], llama_src=str(src), out=str(d),
-                  outtypes=args.gguf_types.split(","))
+            _step("convert_gguf", logdir, model=str(st_dir), llama_src=str(src), out=str(d),
+                  outtypes=args.gguf_types.split(","), tokenizer_dir=str(src_tok_dir))
         paths["gguf"] = str(d)
         info["gguf"] = json.loads((d / "export.json").read_text())
     return paths, info
@@ -236,53 +339,7 @@ def _short_error(e: BaseException) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="minutes-long smoke run (small corpus, 1 rep, 20 calls)")
-    ap.add_argument("--systems", default="all", help="comma list of systems (default all): "
-                    + ",".join(c.name for c in systems.ALL))
-    ap.add_argument("--workloads", default="a,b,c,d", help="comma list of a/fixed, b/corpus, c/query, d/long")
-    ap.add_argument("--corpus-size", type=int, help="texts in workload b (default 1000; quick 32)")
-    ap.add_argument("--reps", type=int, help="repetitions, medians reported (default 5; quick 1)")
-    ap.add_argument("--query-calls", type=int, help="calls per repetition for workload c (default 200; quick 20)")
-    ap.add_argument("--calib-texts", type=int, help="texts in the batch-size calibration sample (default 64; quick 16)")
-    ap.add_argument("--batch-sizes", help="calibration candidates (default 8,16,32,64; quick 8,16); one value = no calibration")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--tokenizer", default=os.environ.get("EMBGEMMA_TEST_TOKENIZER_DIR")
-                    or str(REPO.parent / "shared" / "data" / "gemma3-tokenizer"),
-                    help="dir with the Gemma 3 tokenizer.json + tokenizer_config.json "
-                         "(default $EMBGEMMA_TEST_TOKENIZER_DIR or ../shared/data/gemma3-tokenizer)")
-    ap.add_argument("--gguf-types", default="f32,bf16,q8_0")
-    ap.add_argument("--cache-dir", default=str(HERE / ".cache"))
-    ap.add_argument("--name", help="results name: benchmarks/results/NAME.json (default quick / full)")
-    ap.add_argument("--docs", dest="docs", action="store_true", default=None,
-                    help="write docs/performance_table.md and docs/performance.png (default for non-quick runs)")
-    ap.add_argument("--no-docs", dest="docs", action="store_false")
-    ap.add_argument("--sequential", action="store_true",
-                    help="one live worker at a time (all reps of a system, then the next): less memory, no alternation")
-    ap.add_argument("--pause", type=float, default=0.3, help="seconds of idle between two timed runs")
-    ap.add_argument("--prepare-only", action="store_true", help="build the model and exports, then stop")
-    ap.add_argument("--report-only", metavar="JSON", help="re-render the table and plot from a results JSON")
-    a = ap.parse_args(argv)
-    q = a.quick
-    a.corpus_size = a.corpus_size or (32 if q else 1000)
-    a.reps = a.reps or (1 if q else 5)
-    a.query_calls = a.query_calls or (20 if q else 200)
-    a.calib_texts = a.calib_texts or (16 if q else 64)
-    a.batch_sizes = [int(x) for x in (a.batch_sizes or ("8,16" if q else "8,16,32,64")).split(",")]
-    a.name = a.name or ("quick" if q else "full")
-    if a.docs is None:
-        a.docs = not q
-    names = [c.name for c in systems.ALL] if a.systems == "all" else [s.strip() for s in a.systems.split(",") if s.strip()]
-    bad = [n for n in names if n not in systems.BY_NAME]
-    if bad:
-        ap.error(f"unknown systems {bad}; known: {[c.name for c in systems.ALL]}")
-    a.system_names = names
-    wls = [ALIASES.get(w.strip(), w.strip()) for w in a.workloads.split(",") if w.strip()]
-    bad = [w for w in wls if w not in WORKLOAD_ORDER]
-    if bad:
-        ap.error(f"unknown workloads {bad}")
-    a.workload_names = [w for w in WORKLOAD_ORDER if w in wls]
-    return a
+    return cli.parse_args(argv)
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -316,13 +373,17 @@ def main(argv: list[str]) -> int:
 
     classes = [systems.BY_NAME[n] for n in args.system_names]
     needs = {n for c in classes for n in c.needs} | {"st"}
-    paths, export_info = prepare(args, cache, logdir, needs, vers)
+    model = resolve_model(args.model)
+    paths, export_info = prepare(args, cache, logdir, needs, vers, model)
+    mi = export_info["model"]
+    log(f"model: {mi['kind']} weights, {mi['path']} (cache key {paths['model_key']})")
     if args.prepare_only:
         log("prepared: " + json.dumps({k: v for k, v in paths.items()}, indent=1))
         return 0
 
     log("workloads: generating / loading")
-    wl = workloads.load_or_build(cache, args.tokenizer, corpus_size=args.corpus_size, calib_n=args.calib_texts)
+    wl = workloads.load_or_build(cache, paths["tokenizer_dir"], corpus_size=args.corpus_size,
+                                 calib_n=args.calib_texts)
     texts = {k: wl[k]["texts"] for k in ("fixed", "corpus", "query", "long", "calib")}
     for k in ("fixed", "corpus", "query", "long"):
         log(f"  {k}: {wl[k]['n']} texts, {wl[k]['total_tokens']} tokens ({wl[k]['description']})")
@@ -334,7 +395,9 @@ def main(argv: list[str]) -> int:
             "machine": mach, "versions": vers, "threads": args.threads, "reps": args.reps,
             "query_calls": args.query_calls, "batch_size_candidates": args.batch_sizes, "quick": args.quick,
             "workloads_run": args.workload_names, "mode": "sequential" if args.sequential else "alternating",
-            "reference": systems.REFERENCE, "model": export_info.get("model"), "exports": export_info,
+            "reference": systems.REFERENCE, "model": export_info.get("model"),
+            "workload_tokenizer": paths["tokenizer_json"], "exports": export_info,
+            "fidelity_bar": report.FIDELITY_BAR,
             "cache_model_key": paths["model_key"],
             "flop_model": {"linear_flop_per_token": LINEAR_FLOP_PER_TOKEN,
                            "attention_flop_per_token_per_layer": "3072 * L (L = the sequence's tokens), 24 layers"},
@@ -349,7 +412,8 @@ def main(argv: list[str]) -> int:
         wl["corpus"]["tokens"], bins=[10, 50, 100, 200, 300, 400, 501])[0].tolist()
     R = results["systems"]
     for c in classes:
-        R[c.name] = {"name": c.name, "family": c.family, "description": c.description, "status": "pending"}
+        R[c.name] = {"name": c.name, "family": c.family, "precision": c.precision, "description": c.description,
+                     "status": "pending"}
 
     # ---- reference embeddings (st-torch-fp32 on the same inputs), cached by the texts' hash
     ref_key = _h([paths["model_key"], [texts[k] for k in ("fixed", "corpus", "query", "long")]])
@@ -363,7 +427,9 @@ def main(argv: list[str]) -> int:
     # ---- calibration (throwaway workers), also the availability check
     chosen: dict[str, dict] = {}
     for c in classes:
+        t_cal = time.perf_counter()
         err = calibrate(c, paths, args, texts, wl, logdir, R[c.name])
+        R[c.name]["wall_s"] = {"calibration": round(time.perf_counter() - t_cal, 1), "measurement": 0.0}
         if err is not None or "best" not in R[c.name]["calibration"]:
             R[c.name]["status"] = f"unavailable: {_short_error(err)}"
             R[c.name]["error_detail"] = str(err)[-3000:]
@@ -375,6 +441,17 @@ def main(argv: list[str]) -> int:
     live = [c for c in classes if c.name in chosen]
     if not live:
         log("no system could be loaded")
+    # ---- memory: alternating mode holds every worker at once; their calibration peaks say how much that is
+    need_mb = sum(R[c.name]["calibration"].get("peak_rss_mb") or 0 for c in live)
+    avail_mb = mem_available_gib() * 1024
+    results["meta"]["memory_check"] = {"sum_calibration_peak_rss_mb": round(need_mb),
+                                       "mem_available_mb": round(avail_mb) if avail_mb == avail_mb else None}
+    if not args.sequential and len(live) > 1 and need_mb and avail_mb == avail_mb and need_mb * 1.1 + 1024 > avail_mb:
+        log(f"warning: the {len(live)} workers need about {need_mb / 1024:.1f} GiB at once (their calibration peaks) "
+            f"but only {avail_mb / 1024:.1f} GiB are available: running them one at a time (--sequential)")
+        args.sequential = True
+        results["meta"]["mode"] = "sequential"
+        results["meta"]["mode_reason"] = "automatic: the workers would not fit in memory together"
     # ---- measurement
     timed_wls = [w for w in args.workload_names]
     meas_texts = {k: texts[k] for k in ("fixed", "corpus", "query", "long")}
@@ -413,6 +490,13 @@ def main(argv: list[str]) -> int:
             log(f"{nm}: {R[nm]['status']}")
             return False
 
+    def timed_start(c) -> bool:
+        t0 = time.perf_counter()
+        try:
+            return start(c)
+        finally:
+            R[c.name]["wall_s"]["measurement"] = round(R[c.name]["wall_s"]["measurement"] + time.perf_counter() - t0, 1)
+
     def measure(nm: str, wname: str, rep: int) -> None:
         w = workers[nm]
         first = rep == 0
@@ -436,12 +520,15 @@ def main(argv: list[str]) -> int:
             st = w.call({"op": "status"})
             R[nm]["rss"]["peak_mb"] = st["peak_rss_mb"]
             R[nm]["info"] = st["info"]
+            if (st["info"] or {}).get("precision"):  # e.g. OpenVINO's compiled inference precision
+                R[nm]["precision"] = st["info"]["precision"]
         finally:
             w.close()
 
     def guarded(nm: str, fn, *a) -> None:
         if nm not in workers:
             return
+        t0 = time.perf_counter()
         try:
             fn(nm, *a)
         except Exception as e:  # noqa: BLE001
@@ -451,11 +538,13 @@ def main(argv: list[str]) -> int:
             w = workers.pop(nm, None)
             if w:
                 w.close()
+        finally:
+            R[nm]["wall_s"]["measurement"] = round(R[nm]["wall_s"]["measurement"] + time.perf_counter() - t0, 1)
 
     fma = None
     if args.sequential:
         for c in live:
-            if not start(c):
+            if not timed_start(c):
                 continue
             for rep in range(args.reps):
                 for wname in timed_wls:
@@ -466,7 +555,7 @@ def main(argv: list[str]) -> int:
             guarded(c.name, finish)
     else:
         for c in live:
-            start(c)
+            timed_start(c)
         names = [c.name for c in live if c.name in workers]
         for rep in range(args.reps):
             k = rep % max(1, len(names))
@@ -538,6 +627,7 @@ def main(argv: list[str]) -> int:
         R[nm]["gemm"] = g
 
     results["meta"]["wall_s"] = round(time.perf_counter() - t_run, 1)
+    results["targets"] = report.targets(results)
     out_json = HERE / "results" / f"{args.name}.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
@@ -587,12 +677,16 @@ def calibrate(c, paths: dict, args, texts: dict, wl: dict, logdir: Path, rec: di
             w.call({"op": "workloads", "workloads": {"calib": texts["calib"]}})
             if len(cands) == 1 and len(c.variants) == 1:
                 cal["best"] = {"options": variant, "batch_size": cands[0]}
+                w.call({"op": "run", "workload": "calib", "batch_size": cands[0]})  # for the memory estimate
+                cal["peak_rss_mb"] = w.call({"op": "status"})["peak_rss_mb"]
                 w.close()
                 return None
             w.call({"op": "run", "workload": "calib", "batch_size": probe})  # warm-up
             t = timed(w, variant, probe)
         except Exception as e:  # noqa: BLE001
             err = e
+            cal.setdefault("failed_variants", []).append({"options": variant, "error": _short_error(e)})
+            log(f"calibrate {c.name} {variant or ''}: failed: {_short_error(e)}")
             if w is not None:
                 w.close()
             continue
@@ -612,6 +706,7 @@ def calibrate(c, paths: dict, args, texts: dict, wl: dict, logdir: Path, rec: di
             t = timed(best_w, best_variant, bs)
             if t < best_t:
                 best_t, best_bs = t, bs
+        cal["peak_rss_mb"] = best_w.call({"op": "status"})["peak_rss_mb"]
     except Exception as e:  # noqa: BLE001
         best_w.close()
         return e

@@ -1,4 +1,5 @@
-"""One-time model preparation: the random-weight EmbeddingGemma-300m and its exports.
+"""One-time model preparation: the random-weight EmbeddingGemma-300m (when no real folder is used)
+and the competitor exports of the benchmarked folder.
 
 Each step runs in its own process (``python -m harness.prepare STEP --args JSON``) so that the
 memory of an export is returned to the system before the benchmark starts. Outputs are written to
@@ -99,19 +100,21 @@ def build_model(out: str, tokenizer_dir: str, seed: int) -> None:
 # ONNX (fp32 + dynamic int8) through sentence-transformers / optimum
 
 
-def _model_meta(model: str) -> tuple[Path, int]:
-    b = json.loads((Path(model).parent / "build.json").read_text())
-    return Path(b["tokenizer_dir"]), int(b["arch"]["sliding_window"])
+def _st_export(model: str, tmp: Path, backend: str, tokenizer_dir: str, sliding_window: int | None) -> None:
+    """sentence-transformers' own export to `backend` (float32), saved into tmp with the source's config.
 
-
-def _st_export(model: str, tmp: Path, backend: str) -> None:
-    """sentence-transformers' own export to `backend` (float32), saved into tmp with the published config."""
+    `tokenizer_dir` holds the tokenizer files the source folder uses; `sliding_window` is the value
+    of the source's config.json (None: leave the saved config alone)."""
     from sentence_transformers import SentenceTransformer
 
     t0 = time.perf_counter()
     st = SentenceTransformer(model, backend=backend, device="cpu", model_kwargs={"export": True})
     st.save_pretrained(str(tmp))
-    finish_folder(tmp, *_model_meta(model))
+    if sliding_window is None:
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copyfile(Path(tokenizer_dir) / name, tmp / name)
+    else:
+        finish_folder(tmp, Path(tokenizer_dir), sliding_window)
     _log(f"{backend} float32 exported in {time.perf_counter() - t0:.0f} s")
 
 
@@ -120,13 +123,13 @@ def _write_export_json(tmp: Path, sub: str, **extra) -> None:
     (tmp / "export.json").write_text(json.dumps({"files": files, **extra}, indent=1))
 
 
-def export_onnx(model: str, out: str, qconfig: str) -> None:
+def export_onnx(model: str, out: str, qconfig: str, tokenizer_dir: str, sliding_window: int | None) -> None:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
     out_p = Path(out)
     tmp = _fresh(out_p)
-    _st_export(model, tmp, "onnx")
+    _st_export(model, tmp, "onnx", tokenizer_dir, sliding_window)
     t1 = time.perf_counter()
     st = SentenceTransformer(str(tmp), backend="onnx", device="cpu", model_kwargs={"file_name": "onnx/model.onnx"})
     export_dynamic_quantized_onnx_model(st, qconfig, str(tmp))
@@ -139,10 +142,10 @@ def export_onnx(model: str, out: str, qconfig: str) -> None:
 # OpenVINO IR through sentence-transformers / optimum-intel
 
 
-def export_openvino(model: str, out: str) -> None:
+def export_openvino(model: str, out: str, tokenizer_dir: str, sliding_window: int | None) -> None:
     out_p = Path(out)
     tmp = _fresh(out_p)
-    _st_export(model, tmp, "openvino")
+    _st_export(model, tmp, "openvino", tokenizer_dir, sliding_window)
     _write_export_json(tmp, "openvino")
     _commit(tmp, out_p)
 
@@ -172,7 +175,7 @@ def fetch_llama_src(version: str, dest: str) -> None:
     _commit(tmp, dest_p)
 
 
-def convert_gguf(model: str, llama_src: str, out: str, outtypes: list[str]) -> None:
+def convert_gguf(model: str, llama_src: str, out: str, outtypes: list[str], tokenizer_dir: str) -> None:
     import gguf as _  # noqa: F401  (fail early if the gguf package is missing)
 
     src = Path(llama_src) / "vendor" / "llama.cpp"
@@ -197,6 +200,10 @@ def convert_gguf(model: str, llama_src: str, out: str, outtypes: list[str]) -> N
         info[t] = {"file": f.name, "bytes": f.stat().st_size, "dense_tensors": {n: tensors[n] for n in dense},
                    "n_tensors": len(tensors), "seconds": round(time.perf_counter() - t0, 1)}
         _log(f"gguf {t}: {f.stat().st_size / 1e6:.0f} MB, dense tensors {dense}")
+    # the model's tokenizer beside the files: embgemma's GGUF loader prefers it to the GGUF metadata
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if (Path(tokenizer_dir) / name).is_file():
+            shutil.copyfile(Path(tokenizer_dir) / name, tmp / name)
     (tmp / "export.json").write_text(json.dumps(info, indent=1))
     _commit(tmp, out_p)
 

@@ -1,6 +1,7 @@
 """Server comparison: the same bounded load against ``embgemma serve`` and llama-cpp-python's
-OpenAI-compatible server, on the same random-weight EmbeddingGemma-300m (float32: the
-sentence-transformers folder for embgemma, its f32 GGUF for llama.cpp), in the same run.
+OpenAI-compatible server, on the same EmbeddingGemma-300m (float32: the sentence-transformers
+folder for embgemma, its f32 GGUF for llama.cpp), in the same run. The model is the random-weight
+one unless --model DIR is given (the committed serve.* results are on random weights).
 
     python benchmarks/run.py --serve [--serve-seconds 30] [--concurrency 8] [--max-inputs 8] [--reps 2]
 
@@ -94,18 +95,9 @@ def fidelity(url: str, texts: list[str], ref: np.ndarray) -> float:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="run.py --serve", description=__doc__.splitlines()[0])
-    ap.add_argument("--serve-seconds", type=float, default=30.0, help="load seconds per run (at most 60)")
-    ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--max-inputs", type=int, default=8, help="texts per request: 1..N, random")
-    ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--systems", default="embgemma,llama-cpp-python")
-    ap.add_argument("--tokenizer", default=os.environ.get("EMBGEMMA_TEST_TOKENIZER_DIR")
-                    or str(REPO.parent / "shared" / "data" / "gemma3-tokenizer"))
-    ap.add_argument("--cache-dir", default=str(HERE / ".cache"))
-    ap.add_argument("--name", default="serve")
-    return ap.parse_args(argv)
+    from harness import cli
+
+    return cli.parse_serve_args(argv)
 
 
 def main(argv: list[str]) -> int:
@@ -117,7 +109,9 @@ def main(argv: list[str]) -> int:
     logdir = HERE / "results" / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     vers = bench.versions()
-    paths, _ = bench.prepare(args, cache, logdir, {"st", "gguf"}, vers)
+    model = bench.resolve_model(args.model)
+    paths, export_info = bench.prepare(args, cache, logdir, {"st", "gguf"}, vers, model)
+    bench.log(f"model: {export_info['model']['kind']} weights, {export_info['model']['path']}")
 
     from embgemma import EmbeddingGemma
 
@@ -148,7 +142,8 @@ def main(argv: list[str]) -> int:
         r["median"] = {k: float(np.median([x[k] for x in runs])) for k in
                        ("requests_per_s", "inputs_per_s", "p50_ms", "p99_ms", "rss_mb_end", "startup_s")}
         r["errors"] = sum(x["errors"] for x in runs)
-    out = {"machine": bench.machine(), "versions": vers, "args": vars(args), "results": results,
+    out = {"machine": bench.machine(), "versions": vers, "args": vars(args), "model": export_info["model"],
+           "results": results,
            "texts": "benchmarks/serve_load.py make_texts (4..48 words), requests of 1..max_inputs texts",
            "date": time.strftime("%Y-%m-%d %H:%M")}
     res_dir = HERE / "results"

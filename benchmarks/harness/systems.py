@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import SYSTEM_NAMES
+
 ONNX_FP32 = "onnx/model.onnx"
 ONNX_INT8 = "onnx/model_qint8_avx512_vnni.onnx"
 OV_XML = "openvino/openvino_model.xml"
@@ -25,6 +27,7 @@ class System:
     needs: tuple[str, ...] = ()  # which prepared artifacts it uses: "st", "onnx", "openvino", "gguf"
     variants: tuple[dict, ...] = ({},)  # construction options tried during calibration
     extra_batch_sizes: tuple[int, ...] = ()  # calibration candidates beyond --batch-sizes
+    precision = "fp32"  # weights: fp32, bf16, int8, q8_0, q4_0 (the report's "fastest float32 competitor" etc.)
 
     def __init__(self, paths: dict, threads: int, options: dict | None = None):
         self.paths = paths
@@ -132,13 +135,16 @@ class STOnnxInt8(_STOnnx):
     name = "st-onnx-int8"
     description = "sentence-transformers, ONNX Runtime, dynamic int8 (export_dynamic_quantized_onnx_model, avx512_vnni config)"
     file_name = ONNX_INT8
+    precision = "int8"
 
 
 class STOpenVINO(_ST):
     name = "st-openvino-fp32"
-    description = "sentence-transformers, OpenVINO (optimum-intel export), float32 IR"
+    description = ("sentence-transformers, OpenVINO (optimum-intel export), float32 IR run in float32 "
+                   "(INFERENCE_PRECISION_HINT=f32)")
     needs = ("openvino",)
     backend = "openvino"
+    precision_hint: str | None = "f32"  # None: OpenVINO's default (bf16 on CPUs with AVX512_BF16 / AMX)
 
     def import_libs(self):
         super().import_libs()
@@ -148,6 +154,8 @@ class STOpenVINO(_ST):
     def construct(self):
         ov_config = {"INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
                      "CACHE_DIR": ""}
+        if self.precision_hint:
+            ov_config["INFERENCE_PRECISION_HINT"] = self.precision_hint
         self.model = self._load(self.paths["openvino"], backend="openvino",
                                 model_kwargs={"file_name": OV_XML, "ov_config": ov_config})
         am = self.model[0].auto_model
@@ -185,6 +193,10 @@ class STOpenVINO(_ST):
             except Exception as e:  # noqa: BLE001
                 props[p] = f"? ({type(e).__name__})"
         d["openvino_compiled"] = props
+        hint = props.get("INFERENCE_PRECISION_HINT", "")
+        # what the CPU plugin actually computes in: the report's "float32 competitor" must be float32
+        d["precision"] = "bf16" if "bf16" in hint or "bfloat16" in hint else ("fp32" if "f32" in hint or "float32" in hint
+                                                                             else self.precision)
         try:
             import openvino as ov
 
@@ -192,6 +204,13 @@ class STOpenVINO(_ST):
         except Exception:  # noqa: BLE001
             pass
         return d
+
+
+class STOpenVINODefault(STOpenVINO):
+    name = "st-openvino-default"
+    description = ("sentence-transformers, OpenVINO, the same IR at the CPU plugin's default inference precision "
+                   "(bf16 where the CPU has AVX512_BF16 / AMX, else f32; the compiled precision is recorded)")
+    precision_hint = None
 
 
 # ------------------------------------------------------------------------------------------
@@ -214,7 +233,21 @@ class _Llama(System):
 
     def construct(self):
         import llama_cpp
+        import llama_cpp.llama_cpp as llama_c
 
+        if not self.options.get("extra_bufts", True):
+            # llama.cpp's extra buffer types (AMX on CPUs that have it, CPU_REPACK) off: the
+            # equivalent of llama.cpp's --no-repack. On AMX CPUs the AMX buffer type's Q8_0 matmul
+            # crashes (SIGSEGV) in this llama.cpp build; this variant is the fallback.
+            default_params = llama_c.llama_model_default_params
+
+            def _params(_d=default_params):
+                p = _d()
+                p.use_extra_bufts = False
+                return p
+
+            llama_c.llama_model_default_params = _params
+            self.notes.append("use_extra_bufts=False (no AMX / repacked weights)")
         path = str(Path(self.paths["gguf"]) / f"model-{self.outtype}.gguf")
         self.llm = llama_cpp.Llama(
             model_path=path, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
@@ -270,12 +303,17 @@ class LlamaBF16(_Llama):
     name = "llamacpp-bf16"
     description = "llama.cpp (llama-cpp-python), GGUF bf16"
     outtype = "bf16"
+    precision = "bf16"
 
 
 class LlamaQ8(_Llama):
     name = "llamacpp-q8_0"
     description = "llama.cpp (llama-cpp-python), GGUF q8_0"
     outtype = "q8_0"
+    precision = "q8_0"
+    # quantized weights go to llama.cpp's extra buffer types (AMX / repack) by default; where that
+    # crashes (AMX Q8_0 here) the variant without them still measures llama.cpp
+    variants = ({"flash_attn": False}, {"flash_attn": True}, {"flash_attn": True, "extra_bufts": False})
 
 
 # ------------------------------------------------------------------------------------------
@@ -317,18 +355,46 @@ class EmbGemmaBF16(_EmbGemma):
     name = "embgemma-bf16"
     description = "embgemma, bfloat16 weights"
     dtype = "bfloat16"
+    precision = "bf16"
 
 
 class EmbGemmaInt8(_EmbGemma):
     name = "embgemma-int8"
     description = "embgemma, int8 weights"
     dtype = "int8"
+    precision = "int8"
 
 
-ALL = [STTorch, STOnnxFP32, STOnnxInt8, STOpenVINO, LlamaF32, LlamaBF16, LlamaQ8,
-       EmbGemmaFP32, EmbGemmaBF16, EmbGemmaInt8]
+class EmbGemmaQ8GGUF(_EmbGemma):
+    name = "embgemma-q8_0"
+    description = "embgemma on llama.cpp's Q8_0 GGUF (the file llamacpp-q8_0 runs), ggml Q8_0 weights"
+    needs = ("st", "gguf")
+    dtype = "q8_0"
+    precision = "q8_0"
+
+    def construct(self):
+        from embgemma import EmbeddingGemma
+
+        # the converted file carries the Dense tensors (checked at conversion), and the harness puts the
+        # model's tokenizer.json beside it, so it loads on its own (dense_from would be refused)
+        path = Path(self.paths["gguf"]) / "model-q8_0.gguf"
+        self.model = EmbeddingGemma(str(path), threads=self.threads, dtype=self.dtype)
+        self.notes.append(f"loaded {path.name} (llama.cpp's convert_hf_to_gguf.py --outtype q8_0), weights "
+                          f"{self.model.dtype}, tokenizer: {self.model.tokenizer_source}")
+
+
+class EmbGemmaQ4(_EmbGemma):
+    name = "embgemma-q4_0"
+    description = "embgemma, ggml Q4_0 weights quantized at load from the float32 folder (bit-identical to ggml's quantizer)"
+    dtype = "q4_0"
+    precision = "q4_0"
+
+
+ALL = [STTorch, STOnnxFP32, STOnnxInt8, STOpenVINO, STOpenVINODefault, LlamaF32, LlamaBF16, LlamaQ8,
+       EmbGemmaFP32, EmbGemmaBF16, EmbGemmaInt8, EmbGemmaQ8GGUF, EmbGemmaQ4]
 BY_NAME = {c.name: c for c in ALL}
 REFERENCE = "st-torch-fp32"
+assert [c.name for c in ALL] == SYSTEM_NAMES, "harness/cli.py SYSTEM_NAMES and systems.ALL disagree"
 
 
 def thread_env(threads: int) -> dict:
