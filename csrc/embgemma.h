@@ -41,10 +41,11 @@ typedef enum {
 typedef enum {
     EG_WEIGHTS_F32 = 0,   /* float32: the reference numbers                     */
     EG_WEIGHTS_BF16,      /* bfloat16 weights (half the memory), float32 sums   */
-    EG_WEIGHTS_INT8,      /* int8 weights with one scale per output row, int16
-                             activations quantized per token, exact int32 sums */
-    EG_WEIGHTS_Q8_0,      /* ggml Q8_0: int8 weights, a scale per 32 inputs; int16
-                             activations with a scale per 32, exact int32 block sums */
+    EG_WEIGHTS_INT8,      /* int8 weights with a float32 scale per output row and 32
+                             inputs; uint8 activations per token and 32 inputs,
+                             exact int32 block sums                             */
+    EG_WEIGHTS_Q8_0,      /* ggml Q8_0: int8 weights, a float16 scale per 32 inputs;
+                             activations and sums as INT8                      */
     EG_WEIGHTS_Q4_0,      /* ggml Q4_0: 4-bit weights (-8..7) in nibbles, scales as Q8_0 */
     EG_WEIGHTS_COUNT,
     EG_WEIGHTS_AUTO = 100 /* as the file stores them: F32/F16 -> F32, BF16, Q8_0, Q4_0 */

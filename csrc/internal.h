@@ -202,10 +202,10 @@ typedef enum { EG_W_F32 = 0, EG_W_BF16, EG_W_I8, EG_W_Q8_0, EG_W_Q4_0 } eg_wtype
  */
 typedef struct {
     void *data;                /* see above                                      */
-    float *scale;              /* I8: [n_panels * 16] per output row; Q8_0 / Q4_0: [n_panels, k/32, 16] */
+    float *scale;              /* integer types: [n_panels, kb/32, 16] per output row and block */
     int32_t *wsum;             /* [n_panels, kb/32, 16] zero point x each block's sum of q */
     int aqmax;                 /* integer types: activations are quantized to |a| <= aqmax, + aqmax + 1 */
-    int wqmax;                 /* I8: weights are quantized to |q| <= wqmax                              */
+    int wqmax;                 /* I8: weights are quantized to |q| <= wqmax (127)                        */
     int64_t n, k;
     int64_t n_panels;          /* ceil(n / 16)                                   */
     eg_wtype type;

@@ -103,6 +103,10 @@ def test_quantized_gguf_stays_quantized_and_is_exact(tiny_dir, gguf_dir, qtype):
 # 24-layer network amplifies weight noise far more than the trained model does; 4-bit weights carry
 # ~7% noise per weight. The bars are those measurements, rounded down.
 BARS = {"Q8_0": 0.999, "Q4_0": 0.88}
+# AVX2 without VNNI quantizes activations against 8-bit weights to 7 bits (its int16 pair sums must not
+# saturate; csrc/internal.h): measured on this chaotic random model 0.99782 against float32 and 0.99851
+# against the same weights widened (VNNI kernels: 0.99909 and 0.99955)
+BARS_AVX2 = {"Q8_0": 0.997, "Q4_0": 0.88}
 
 
 @pytest.mark.slow
@@ -113,12 +117,14 @@ def test_quantized_gguf_fidelity_full_shape(full_plain_dir, tmp_path, qtype):
     shutil.copy(full_plain_dir / "tokenizer.json", tmp_path / "tokenizer.json")
     rng = np.random.default_rng(5)
     seqs = [[2, *rng.integers(4, 4000, size=n), 1] for n in (1, 5, 18, 40, 126, 300)]
-    ours = EmbeddingGemma(path).encode_ids(seqs)
+    model = EmbeddingGemma(path)
+    avx2 = model.info["isa"] == "avx2" and qtype == "Q8_0"
+    ours = model.encode_ids(seqs)
     ref = EmbeddingGemma(full_plain_dir).encode_ids(seqs)
-    record_fidelity(f"gguf {qtype} vs float32 model", ours, ref, BARS[qtype])
+    record_fidelity(f"gguf {qtype} vs float32 model", ours, ref, (BARS_AVX2 if avx2 else BARS)[qtype])
     # what the integer kernels themselves cost: the same quantized weights, widened to float32 at load
     widened = EmbeddingGemma(path, dtype="float32").encode_ids(seqs)
-    record_fidelity(f"gguf {qtype} int kernels vs its weights in f32", ours, widened, 0.9995)
+    record_fidelity(f"gguf {qtype} int kernels vs its weights in f32", ours, widened, 0.998 if avx2 else 0.9995)
 
 
 # ---------------------------------------------------------------- Dense
