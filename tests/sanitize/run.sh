@@ -16,6 +16,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r csrc embgemma tests docs setup.py pyproject.toml README.md "$work"/
 mkdir -p "$work/benchmarks" && cp benchmarks/serve_load.py "$work/benchmarks/"  # the server load test's client
+cp benchmarks/fidelity.py "$work/benchmarks/"  # imported by tests/test_real_weights.py (slow: collected, not run)
 rm -f "$work"/embgemma/*.so
 libasan=$(gcc -print-file-name=libasan.so)
 libubsan=$(gcc -print-file-name=libubsan.so)
