@@ -205,7 +205,6 @@ typedef struct {
     float *scale;              /* integer types: [n_panels, kb/32, 16] per output row and block */
     int32_t *wsum;             /* [n_panels, kb/32, 16] zero point x each block's sum of q */
     int aqmax;                 /* integer types: activations are quantized to |a| <= aqmax, + aqmax + 1 */
-    int wqmax;                 /* I8: weights are quantized to |q| <= wqmax (127)                        */
     int64_t n, k;
     int64_t n_panels;          /* ceil(n / 16)                                   */
     eg_wtype type;
@@ -244,7 +243,7 @@ int64_t eg_matrix_bytes(const eg_matrix *m);                        /* panels pl
 uint16_t eg_f32_to_bf16(float f);                                  /* round to nearest even */
 /* Activations for the integer kernels: per row and block of 32 k, symmetric, |a| <= aqmax,
  * stored as a + aqmax + 1 in a uint8 (u8 x s8 products). AVX2 without VNNI sums pairs of
- * products into int16 (vpmaddubsw), so there 2 * (2 aqmax + 1) * wqmax must stay <= 32767;
+ * products into int16 (vpmaddubsw), so there 2 * (2 aqmax + 1) * |w| must stay <= 32767;
  * kernels that sum into int32 directly (scalar, vpdpbusd) have no such limit. The loader packs
  * for the ISA it chose (eg_matrix_ranges), so every ISA's sums are exact and equal the scalar
  * twin's on the same packed data:
@@ -255,7 +254,7 @@ uint16_t eg_f32_to_bf16(float f);                                  /* round to n
  * For I8 the AVX2 column gives up an activation bit rather than a weight bit: measured on the
  * real model against sentence-transformers (tests/data/real_texts, 102 texts), worst cosine
  * 0.99945 with 8-bit weights and 7-bit activations, 0.99874 with 7-bit weights and 8-bit ones. */
-void eg_matrix_ranges(eg_matrix *m, int pairs16); /* sets wqmax / aqmax; before packing */
+void eg_matrix_ranges(eg_matrix *m, int pairs16); /* sets aqmax; before packing */
 /* Quantized activations' row stride and weights' padded k: k rounded up to whole blocks of 32 */
 static inline int64_t eg_ldq(int64_t k) { return (k + EG_QBLOCK - 1) & ~(int64_t)(EG_QBLOCK - 1); }
 /* x [m, k] per block of 32 into q [m, ldq] (pad columns hold the zero point) and scale [m, ldxs]:

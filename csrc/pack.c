@@ -25,7 +25,6 @@ static int64_t scale_count(const eg_matrix *m) {
 }
 
 void eg_matrix_ranges(eg_matrix *m, int pairs16) {
-    m->wqmax = m->type == EG_W_Q4_0 ? 8 : 127;
     m->aqmax = pairs16 && m->type != EG_W_Q4_0 ? 63 : 127;
 }
 
@@ -119,7 +118,7 @@ void eg_matrix_pack_row(eg_matrix *m, int64_t r, const float *src) {
             const float *xb = src + b * EG_QBLOCK;
             float amax = 0.0f;
             for (int64_t e = 0; e < len; e++) amax = fmaxf(amax, fabsf(xb[e]));
-            const float wq = (float)m->wqmax, inv = amax > 0.0f ? wq / amax : 0.0f;
+            const float wq = 127.0f, inv = amax > 0.0f ? wq / amax : 0.0f;
             int8_t q[EG_QBLOCK];
             for (int64_t e = 0; e < len; e++) {
                 const float v = nearbyintf(xb[e] * inv);
