@@ -175,7 +175,8 @@ def test_serialization_round_trips(gm, tmp_path):
     p.connect("embedder.embedding", "retriever.query_embedding")
     loaded = Pipeline.loads(p.dumps(), allowed_modules=["embgemma.integrations.haystack"])
     assert loaded.get_component("embedder").to_dict() == p.get_component("embedder").to_dict()
-    assert len(loaded.run({"embedder": {"text": "x"}}, include_outputs_from={"embedder"})["embedder"]["embedding"]) == 16
+    out = loaded.run({"embedder": {"text": "x"}}, include_outputs_from={"embedder"})
+    assert len(out["embedder"]["embedding"]) == 16
 
 
 def test_bad_settings_fail_with_a_message(gm):
@@ -191,3 +192,23 @@ def test_bad_settings_fail_with_a_message(gm):
         EmbeddingGemmaTextEmbedder(42)
     with pytest.raises(TypeError):
         EmbeddingGemmaTextEmbedder(MODEL, promt_name="query")  # a misspelled argument is refused
+
+
+def test_shared_encoder_titles_rules(gm):
+    """The Encoder all integrations use: titles only with the title-taking document prompt, one per text."""
+    from embgemma.integrations._common import Encoder
+
+    enc = Encoder(gm)
+    assert enc.titles_apply and enc.document_prompt_text == "title: none | text: "
+    np.testing.assert_allclose(enc.embed_documents(["a", "b"], titles=["A", None]),
+                               gm.encode_document(["a", "b"], titles=["A", None]), atol=1e-7)
+    with pytest.raises(ValueError, match="1 titles for 2 documents"):
+        enc.embed_documents(["a", "b"], titles=["A"])
+    with pytest.raises(TypeError, match="single str"):
+        enc.embed_queries("one string")
+    other = Encoder(gm, document_prompt_name="Clustering")
+    assert not other.titles_apply
+    with pytest.raises(ValueError, match="no place for one"):
+        other.embed_documents(["a"], titles=["A"])
+    np.testing.assert_allclose(other.embed_documents(["a"], titles=[None]), gm.encode(["a"], prompt_name="Clustering"),
+                               atol=1e-7)

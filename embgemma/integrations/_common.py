@@ -109,7 +109,9 @@ class Encoder:
         lazy: bool = False,
     ) -> None:
         if model_kwargs is not None and not isinstance(model_kwargs, dict):
-            raise TypeError(f"model_kwargs must be a dict of EmbeddingGemma arguments, got {type(model_kwargs).__name__}")
+            raise TypeError(
+                f"model_kwargs must be a dict of EmbeddingGemma arguments, got {type(model_kwargs).__name__}"
+            )
         kwargs = {k: v for k, v in (model_kwargs or {}).items() if v is not None}
         self._model: EmbeddingGemma | None
         if isinstance(model, EmbeddingGemma):
@@ -124,8 +126,8 @@ class Encoder:
             self.model_kwargs: dict[str, Any] = {"dtype": model.dtype}
             if truncate_dim is None:
                 truncate_dim = model.truncate_dim
-            with _LOCK:  # a config built from this encoder finds the same model instead of a second copy
-                _LOADED.setdefault(_cache_key(self.model_name, self.model_kwargs), model)
+            with _LOCK:  # a config built from this encoder finds this model instead of loading a second copy
+                _LOADED[_cache_key(self.model_name, self.model_kwargs)] = model
         elif isinstance(model, (str, os.PathLike)):
             self._model = None
             self.model_name = os.fspath(model)
@@ -258,7 +260,9 @@ class Encoder:
         if titles is not None:
             titles = self._texts(titles, "titles")
             if len(titles) != len(texts):
-                raise ValueError(f"{len(titles)} titles for {len(texts)} documents; give one per document (None: no title)")
+                raise ValueError(
+                    f"{len(titles)} titles for {len(texts)} documents; give one per document (None: no title)"
+                )
             if any(t is not None for t in titles):
                 if not self.titles_apply:
                     raise ValueError(

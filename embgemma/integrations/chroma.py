@@ -79,7 +79,9 @@ class EmbGemmaEmbeddingFunction(EmbeddingFunction[Documents]):
         _lazy: bool = False,
     ) -> None:
         if model_kwargs is not None and not isinstance(model_kwargs, dict):
-            raise TypeError(f"model_kwargs must be a dict of EmbeddingGemma arguments, got {type(model_kwargs).__name__}")
+            raise TypeError(
+                f"model_kwargs must be a dict of EmbeddingGemma arguments, got {type(model_kwargs).__name__}"
+            )
         loading = {"dtype": dtype, "threads": threads, "max_seq_length": max_seq_length,
                    "cache_folder": cache_folder, **(model_kwargs or {})}
         if isinstance(model, EmbeddingGemma) and all(v is None for v in loading.values()):
@@ -142,7 +144,9 @@ class EmbGemmaEmbeddingFunction(EmbeddingFunction[Documents]):
             raise ValueError(f"embgemma embedding function config must be a dict, got {type(config).__name__}")
         unknown = sorted(set(config) - set(_CONFIG))
         if unknown:
-            raise ValueError(f"unknown keys {unknown} in an embgemma embedding function config; known: {sorted(_CONFIG)}")
+            raise ValueError(
+                f"unknown keys {unknown} in an embgemma embedding function config; known: {sorted(_CONFIG)}"
+            )
         for key, value in config.items():
             types, what = _CONFIG[key]
             if not isinstance(value, types) or isinstance(value, bool):

@@ -31,7 +31,10 @@ _CATEGORIES = ("query", "data")
 
 
 class EmbGemmaVectors(Vectors):
-    """txtai ``Vectors`` computed by embgemma; use it as ``Embeddings(method="embgemma.integrations.txtai.EmbGemmaVectors")``."""
+    """txtai ``Vectors`` computed by embgemma.
+
+    Use it as ``Embeddings(method="embgemma.integrations.txtai.EmbGemmaVectors", path=...)``.
+    """
 
     def __init__(self, config: dict[str, Any], scoring: Any, models: Any) -> None:
         super().__init__(config, scoring, models)  # loads the model through loadmodel
