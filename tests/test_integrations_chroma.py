@@ -6,12 +6,9 @@ collection reopened from disk rebuilds the same function from its persisted conf
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # no analytics calls from test runs
 chromadb = pytest.importorskip("chromadb", reason="the chroma extra is not installed")
 
 from chromadb.api.client import SharedSystemClient  # noqa: E402

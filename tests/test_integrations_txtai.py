@@ -5,12 +5,9 @@ txtai indexes encode_document vectors, searches with encode_query vectors, and r
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # txtai must not reach for the network
 pytest.importorskip("txtai", reason="the txtai extra is not installed")
 
 from txtai import Embeddings  # noqa: E402
@@ -27,6 +24,14 @@ DOCS = [
     "Mercury is the smallest planet and the closest to the Sun.",
 ]
 QUERY = "Which planet is known as the Red Planet?"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def offline():
+    """Everything here is local: txtai must not reach for the Hugging Face hub."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield
 
 
 @pytest.fixture(scope="module")
