@@ -8,9 +8,21 @@ import sys
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    import embgemma
+    import platform
 
-    out = {"build": embgemma.build_info()}
+    import embgemma
+    from embgemma.bench import cpu_model
+
+    # the machine first: the same wheel chooses different kernels on different CPUs
+    out = {
+        "platform": {
+            "cpu": cpu_model(),
+            "machine": platform.machine(),
+            "system": f"{platform.system()} {platform.release()}",
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+        },
+        "build": embgemma.build_info(),
+    }
     if args.model:
         m = embgemma.EmbeddingGemma(args.model, threads=args.threads)
         out["model"] = {
@@ -237,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cache-folder", help="Hugging Face cache to find hub ids in")
     b.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
     b.set_defaults(func=_cmd_bench)
+
+    from embgemma.embed import add_parser as add_embed_parser
+
+    add_embed_parser(sub)  # embgemma embed: its options and code live in embgemma/embed.py
     return p
 
 
