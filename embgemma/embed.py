@@ -44,6 +44,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -120,7 +121,10 @@ def _format_of(path: Path, override: str | None) -> str:
                         f"({', '.join(INPUT_FORMATS)})")
 
 
-def _expand_inputs(inputs: list[str], fmt: str | None) -> list[_Source]:
+def _expand_inputs(inputs: list[str], fmt: str | None, own: tuple[Path, ...] = ()) -> list[_Source]:
+    """The input files, folders expanded; ``own`` (the job's output, shards and errors file) is left out
+    of folders, so an output written inside an input folder is not read back as input on a rerun."""
+    own = tuple(o.resolve() for o in own)
     out: list[_Source] = []
     for raw in inputs:
         if raw == "-":
@@ -129,7 +133,8 @@ def _expand_inputs(inputs: list[str], fmt: str | None) -> list[_Source]:
         p = Path(raw).expanduser()
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file()
-                           and not any(part.startswith((".", "_")) for part in f.relative_to(p).parts))
+                           and not any(part.startswith((".", "_")) for part in f.relative_to(p).parts)
+                           and not any(f.resolve() == o or o in f.resolve().parents for o in own))
             if not files:
                 raise EmbedJobError(f"{raw}: the folder holds no input files")
         elif p.is_file():
@@ -683,6 +688,7 @@ class _Job:
     total: int
     types: dict[str, Any] = field(default_factory=dict)  # Arrow type of id / kept columns (Parquet outputs)
     tokens: int = 0
+    truncated: int = 0  # texts over max_seq_length, cut by the engine (one line at the end, not a warning a batch)
 
 
 def _declared_types(sources: list[_Source], cols: _Columns) -> dict[str, Any]:
@@ -753,19 +759,23 @@ def _error_entry(job: _Job, row: Row, global_row: int, reason: str) -> dict[str,
 
 
 def _count_tokens(job: _Job, texts: list[str], titles: list[Any] | None, prompt: str) -> int:
-    """Tokens the engine sees (prompt, BOS, EOS; capped at max_seq_length), for the progress bar."""
+    """Tokens the engine sees (prompt, BOS, EOS; capped at max_seq_length), for the progress bar; counts
+    the texts the engine truncated in ``job.truncated`` (the same strings as ``encode`` tokenizes)."""
     from .prompts import document_prompt_with_title
 
     model = job.embedder.model
     tok = getattr(model, "tokenizer", None)
-    if tok is None:
+    if tok is None or not texts:
         return 0
     if titles is not None:
-        strings = [(document_prompt_with_title(None if _missing(t) else t) + x).strip() for x, t in zip(texts, titles)]
+        strings = [(document_prompt_with_title(None if _missing(t) else t) + x).strip()
+                   for x, t in zip(texts, titles)]
     else:
         strings = [(prompt + x).strip() for x in texts]
     cap = model.max_seq_length
-    return sum(min(len(e.ids), cap) for e in tok.encode_batch(strings))
+    lengths = [len(e.ids) for e in tok.encode_batch(strings)]
+    job.truncated += sum(n > cap for n in lengths)
+    return sum(min(n, cap) for n in lengths)
 
 
 def _process_shard(job: _Job, k: int, rows: list[Row], start: int, prompt: str, progress) -> None:
@@ -804,7 +814,9 @@ def _process_shard(job: _Job, k: int, rows: list[Row], start: int, prompt: str, 
         idx = cand[s : s + step]
         texts = [rows[i][0] for i in idx]
         titles = [rows[i][1] for i in idx] if emb_opts.title_column is not None else None
-        res = job.embedder.embed_checked(texts, titles)
+        with warnings.catch_warnings():  # counted instead, and said once at the end
+            warnings.filterwarnings("ignore", message=r".* longer than max_seq_length=", category=UserWarning)
+            res = job.embedder.embed_checked(texts, titles)
         good = np.asarray(idx, dtype=np.int64)[res.ok]
         emb[good] = res.embeddings
         ok[good] = True
@@ -994,7 +1006,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="float32",
                    help="output type; int8 / uint8 need --ranges, binary / ubinary pack 8 dimensions a byte")
     p.add_argument("--ranges", metavar="FILE.npy",
-                   help="int8 / uint8: (2, dim) minimum and maximum per dimension (BatchEmbedder.calibrate)")
+                   help="int8 / uint8: (2, dim) minimum and maximum per dimension, from a sample's embeddings "
+                        "(docs/scale-out.md shows how)")
     p.add_argument("--no-normalize", action="store_true", help="do not re-normalize Matryoshka-truncated vectors")
     p.add_argument("--allow-empty", action="store_true", help="embed empty texts (as the bare prompt) instead of "
                                                               "listing them as errors")
@@ -1047,7 +1060,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.shard_size is None or args.shard_size < 1:
         raise EmbedJobError(f"--shard-size must be a positive integer, got {args.shard_size}")
     layout = _Layout.from_arg(args.output)
-    sources = _expand_inputs(args.inputs, args.input_format)
+    if args.engine == "ray":
+        return _run_ray(args, layout)
+    if args.address:
+        raise EmbedJobError("--address applies to --engine ray")
+    sources = _expand_inputs(args.inputs, args.input_format, (layout.out, layout.work, layout.errors))
     structured = any(s.fmt != "text" for s in sources)
     if structured and any(s.fmt == "text" for s in sources):
         raise EmbedJobError("plain-text inputs cannot be mixed with JSON Lines / CSV / Parquet inputs (they have no "
@@ -1063,10 +1080,6 @@ def _run(args: argparse.Namespace) -> int:
         _pyarrow_parquet()  # the ImportError names the extra before any work
     cols = _Columns(options.text_column, options.id_column, options.title_column, options.passthrough)
 
-    if args.engine == "ray":
-        return _run_ray(args, options, sources, layout)
-    if args.address:
-        raise EmbedJobError("--address applies to --engine ray")
 
     # the job's identity: refuse early, before loading the model, what can be refused without it
     for i, src in enumerate(sources):
@@ -1288,8 +1301,10 @@ def _embed_all(layout, sources, cols, embedder, manifest, prompt, total, args) -
     if not args.quiet:
         rate = f"{computed / dt:.1f} texts/s, {job.tokens / dt:,.0f} tok/s" if computed and dt > 0 else "no new rows"
         err = f"; {n_err} row(s) not embedded, listed in {layout.errors}" if n_err else ""
+        cut = (f"; {job.truncated} text(s) longer than max_seq_length={embedder.model.max_seq_length} tokens were "
+               "truncated (their first tokens embedded)" if job.truncated else "")
         print(f"embgemma embed: {total - n_err} of {total} rows -> {layout.out} ({embedder.output_width} x "
-              f"{np.dtype(embedder.output_dtype).name}){err}. This run: {computed} rows in {dt:.1f} s ({rate})",
+              f"{np.dtype(embedder.output_dtype).name}){err}. This run: {computed} rows in {dt:.1f} s ({rate}){cut}",
               file=sys.stderr)
     return 0
 
@@ -1300,10 +1315,20 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _run_ray(args, options, sources, layout) -> int:
+def _run_ray(args, layout) -> int:
     """``--engine ray``: the job on a Ray cluster, by ``embgemma.integrations.ray.run_embed_job`` (one
-    Parquet file and the errors file; every node must see the inputs). It writes no shards: a failed
-    Ray job starts over, where the local engine resumes."""
+    Parquet file and the errors file; inputs are paths every node can read, or URIs such as s3://).
+    It writes no shards: a failed Ray job starts over, where the local engine resumes."""
+    structured = args.input_format not in ("auto", "text")
+    for raw in args.inputs:
+        if args.input_format == "auto" and ("://" in raw or not Path(raw).is_dir()):
+            structured = structured or _format_of(Path(raw.split("://")[-1]), None) != "text"
+        elif args.input_format == "auto":
+            structured = True  # a folder: the Ray reader looks at its files
+    try:
+        options = _options(args, structured)
+    except ValueError as e:
+        raise EmbedJobError(str(e)) from None
     if layout.kind != "parquet":
         raise EmbedJobError("--engine ray writes one Parquet file: give -o OUT.parquet (.npy and dataset-folder "
                             "outputs are made by the local engine)")
@@ -1319,7 +1344,7 @@ def _run_ray(args, options, sources, layout) -> int:
         raise EmbedJobError(f"{layout.out if layout.out.exists() else layout.errors} exists; pass --overwrite to "
                             "compute it again, or choose another -o")
     layout.errors.unlink(missing_ok=True)  # the Ray job writes it only when some rows fail
-    result = run_embed_job([str(s.path) for s in sources], layout.out, _replace(options, strict=args.strict),
+    result = run_embed_job(list(args.inputs), layout.out, _replace(options, strict=args.strict),
                            address=args.address, errors_output=layout.errors,
                            input_format=None if args.input_format == "auto" else args.input_format)
     if not args.quiet:

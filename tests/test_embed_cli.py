@@ -132,6 +132,22 @@ def test_parquet_output_ids_titles_and_kept_columns(tmp_path, model):
     np.testing.assert_array_equal(emb, model.encode_query(texts))
 
 
+def test_truncation_is_said_once_not_warned_per_batch(tmp_path, model, capsys):
+    import warnings
+
+    texts = _texts(40, seed=11)
+    texts[5] = " ".join(WORDS * 20)  # far over the golden model's 256 tokens
+    src = _write(tmp_path / "in.txt", "txt", [{"text": t} for t in texts])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _embed(src, "-o", tmp_path / "out.npy", "--batch-size", "4", quiet=False) == 0
+    assert not [w for w in caught if "max_seq_length" in str(w.message)]
+    assert "1 text(s) longer than max_seq_length=256 tokens were truncated" in capsys.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), model.encode_document(texts))
+
+
 def test_dim_precision_and_dtype(tmp_path, model):
     from embgemma import EmbeddingGemma, quantize_embeddings
 
@@ -270,6 +286,17 @@ def test_a_finished_dataset_is_not_redone_and_other_settings_are_refused(tmp_pat
     assert "differs in prompt ('title: none | text: ' in the manifest, 'task: search result | query: ' now)" in err
     assert "dim (48 in the manifest, 32 now)" in err and "--overwrite" in err
     assert _files(tmp_path / "ds") == before
+
+
+def test_an_output_inside_an_input_folder_is_not_read_as_input(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _write(corpus / "a.jsonl", "jsonl", [{"text": t} for t in _texts(30, 10)])
+    out = f"{corpus / 'emb'}/"
+    assert _embed(corpus, "-o", out, "--shard-size", "8") == 0
+    assert len(pq.read_table(corpus / "emb")) == 30
+    assert _embed(corpus, "-o", out, "--shard-size", "8") == 0
+    assert "complete (same job); nothing to do" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------- crashes
