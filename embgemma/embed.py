@@ -1320,11 +1320,15 @@ def _run_ray(args, layout) -> int:
     Parquet file and the errors file; inputs are paths every node can read, or URIs such as s3://).
     It writes no shards: a failed Ray job starts over, where the local engine resumes."""
     structured = args.input_format not in ("auto", "text")
-    for raw in args.inputs:
-        if args.input_format == "auto" and ("://" in raw or not Path(raw).is_dir()):
-            structured = structured or _format_of(Path(raw.split("://")[-1]), None) != "text"
-        elif args.input_format == "auto":
-            structured = True  # a folder: the Ray reader looks at its files
+    for raw in args.inputs if args.input_format == "auto" else ():
+        name = Path(raw.split("://")[-1].rstrip("/"))
+        if ("://" not in raw and Path(raw).is_dir()) or not name.suffix:
+            structured = True  # a folder or a URI prefix: the Ray reader looks at its files
+            continue
+        try:
+            structured = structured or _format_of(name, None) != "text"
+        except EmbedJobError:
+            structured = True  # an unknown suffix: the Ray reader says so
     try:
         options = _options(args, structured)
     except ValueError as e:
