@@ -1,4 +1,4 @@
-"""Command line: ``python -m embgemma encode|info|models|serve|bench`` (also installed as ``embgemma``)."""
+"""Command line: ``python -m embgemma encode|embed|info|models|serve|bench`` (also installed as ``embgemma``)."""
 
 from __future__ import annotations
 
