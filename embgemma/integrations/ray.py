@@ -142,7 +142,7 @@ class RayEmbedder:
             reasons = list(prior)
         if o.strict and not keep.all():
             i = int(np.flatnonzero(~keep)[0])
-            raise ValueError(f"row {i} of a batch: {reasons[i]} (strict mode)")
+            raise ValueError(f"row {i}: {reasons[i]} (strict mode; drop strict to report such rows instead)")
         idx = np.flatnonzero(keep)
         res = self.embedder.embed_checked([texts[i] for i in idx], None if titles is None else [titles[i] for i in idx])
         for j, i in enumerate(idx):
@@ -293,9 +293,11 @@ class _RowsDatasource(FileBasedDatasource):
     """The job's rows from files of one format: the text, title, id (None: the row number, filled in
     by the driver), kept columns, the reason a row cannot be embedded (or None), file and row in file."""
 
-    def __init__(self, paths, *, input_format: str | None, options: EmbedOptions, **kw):
+    def __init__(self, paths, *, input_format: str | None, options: EmbedOptions, block_rows: int = _READ_BLOCK_ROWS,
+                 **kw):
         super().__init__(paths, **kw)
         o = options
+        self._block_rows = block_rows
         self._input_format, self._allow_empty = input_format, o.allow_empty
         self._text, self._title, self._id, self._keep = o.text_column, o.title_column, o.id_column, list(o.passthrough)
 
@@ -309,7 +311,7 @@ class _RowsDatasource(FileBasedDatasource):
         rows: list[tuple] = []
         for row in getattr(self, f"_rows_{'csv' if fmt == 'tsv' else fmt}")(f, path):
             rows.append(row)
-            if len(rows) >= _READ_BLOCK_ROWS:
+            if len(rows) >= self._block_rows:
                 yield self._table(rows, path)
                 rows = []
         if rows:
@@ -517,13 +519,15 @@ def _check_not_json_array(path: Path) -> None:
 
 
 def read_inputs(inputs: Sequence[str | os.PathLike[str]], options: EmbedOptions,
-                input_format: str | None = None) -> ray.data.Dataset:
+                input_format: str | None = None, block_rows: int = _READ_BLOCK_ROWS) -> ray.data.Dataset:
     """The job's rows from files or folders, in the order given (see the module's notes on formats):
     columns ``__text``, ``__title``, ``__id``, the kept columns, ``__reason``, ``__file``.
 
     Formats by suffix, optionally compressed (.gz, .bz2, .xz, ...): .txt (one text a line), .jsonl /
     .ndjson / .json (JSON Lines), .csv / .tsv, .parquet; no suffix is text. ``input_format`` forces one.
     Paths must be readable by every Ray node (a shared file system), or be URIs such as ``s3://``.
+    ``block_rows``: rows per block; a block goes to one actor at a time, so small blocks spread even a
+    small input over the pool.
     """
     files = _expand(inputs, input_format)
     o = options
@@ -536,7 +540,8 @@ def read_inputs(inputs: Sequence[str | os.PathLike[str]], options: EmbedOptions,
                              "columns); embed them in separate jobs")
     # one datasource over all files: its read tasks keep the files' order (a union of datasets would
     # interleave them), and each file is read by the reader its suffix names
-    return ray.data.read_datasource(_RowsDatasource([p for p, _ in files], input_format=input_format, options=o))
+    return ray.data.read_datasource(_RowsDatasource([p for p, _ in files], input_format=input_format, options=o,
+                                                    block_rows=block_rows))
 
 
 class _JobEmbedder(RayEmbedder):
@@ -584,7 +589,7 @@ def iter_embedded_batches(
         # read everything first (Ray spills to disk when the object store fills): reading takes a few
         # percent of the time embedding does, and a fixed actor pool then gets every CPU without starving
         # the read tasks of the CPUs they need (they would wait forever behind actors holding them all)
-        ds = read_inputs(inputs, options, input_format).materialize()
+        ds = read_inputs(inputs, options, input_format, block_rows=map_batch_size or DEFAULT_MAP_BATCH_SIZE).materialize()
         ds = embed_dataset(ds, options=_job_options(options), num_actors=num_actors, cpus_per_actor=cpus_per_actor,
                            map_batch_size=map_batch_size, actor_class=actor_class or _JobEmbedder)
         row = 0
