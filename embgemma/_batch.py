@@ -204,7 +204,7 @@ def _surrogate(s: str) -> int | None:
 
 def _text_reason(x: Any, allow_empty: bool) -> str | None:
     if _missing(x):
-        return f"missing text ({'NaN' if isinstance(x, float) else 'null'})"
+        return "missing text (null)"  # NaN too: pandas' spelling of a missing string
     if isinstance(x, (bytes, bytearray)):
         return "bytes, not str (decode the column as UTF-8 text first)"
     if not isinstance(x, str):
