@@ -27,8 +27,8 @@ returned once, by the call that completes, so nothing is lost or duplicated.
 
 from __future__ import annotations
 
+import inspect
 import json
-import logging
 import math
 import os
 import time
@@ -38,7 +38,6 @@ from typing import Any
 
 try:
     import pyarrow as pa
-    import pyarrow.compute as pc
     import ray
     import ray.data
     from ray.data.datasource import FileBasedDatasource
@@ -51,14 +50,11 @@ from .._batch import BatchEmbedder, EmbedOptions, _text_reason, _title_reason, t
 
 __all__ = ["RayEmbedder", "embed_dataset", "iter_embedded_batches", "read_inputs", "run_embed_job", "default_sizing"]
 
-logger = logging.getLogger("embgemma")
-
 #: Rows per ``map_batches`` call by default: large enough that the engine's length sorting has
 #: material to work with and Ray's per-call overhead vanishes, small enough that a retried batch
 #: costs seconds, not minutes.
 DEFAULT_MAP_BATCH_SIZE = 512
 
-_ERR = "_embgemma_input_error"  # reason a reader could not turn a line into a row (JSON, UTF-8)
 
 
 def _make_options(model: Any, options: EmbedOptions | None, kwargs: dict[str, Any]) -> EmbedOptions:
@@ -79,7 +75,7 @@ def _assigned_cpus() -> int | None:
         if not ray.is_initialized():
             return None
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    except (AssertionError, Exception):  # the driver, or not connected
+    except Exception:  # the driver (an AssertionError), or not connected
         return None
     return max(1, int(math.floor(cpus + 1e-9))) if cpus else None
 
@@ -229,6 +225,9 @@ def embed_dataset(
     batch = DEFAULT_MAP_BATCH_SIZE if map_batch_size is None else map_batch_size
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"map_batch_size must be a positive integer, got {map_batch_size!r}")
+    extra = {}
+    if "udf_modifying_row_count" in inspect.signature(ds.map_batches).parameters:  # Ray >= 2.5x: one row out per row in
+        extra["udf_modifying_row_count"] = False
     return ds.map_batches(
         actor_class or RayEmbedder,
         fn_constructor_kwargs={"options": opts, "threads": cpus, "output_column": output_column,
@@ -237,7 +236,7 @@ def embed_dataset(
         num_cpus=cpus,
         batch_size=batch,
         batch_format="pyarrow",
-        udf_modifying_row_count=False,
+        **extra,
     )
 
 
@@ -254,7 +253,7 @@ _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4")
 INPUT_FORMATS = ("text", "jsonl", "csv", "tsv", "parquet")
 _READ_BLOCK_ROWS = 8192
 # internal column names of the job's rows (the kept columns keep their own names)
-_T, _TI, _ID, _WHY, _FILE, _FROW = "__text", "__title", "__id", "__reason", "__file", "__file_row"
+_T, _TI, _ID, _WHY, _FILE = "__text", "__title", "__id", "__reason", "__file"
 
 
 def _format_of(path: str, override: str | None = None) -> str:
