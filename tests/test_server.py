@@ -9,8 +9,10 @@ suite ties to sentence-transformers; the server must give the same numbers, bit 
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -225,6 +227,122 @@ def test_ollama_embed_and_route_default_prompt(server, model):
     r = post(server, "/api/embeddings", {"model": "m", "prompt": "Mars is red."})
     np.testing.assert_array_equal(np.array(r.json()["embedding"], np.float32),
                                   model.encode("Mars is red.", prompt_name="query"))
+
+
+def test_ollama_model_discovery(server):
+    """What Ollama clients (Open WebUI, ...) call to find models: /api/tags, /api/version, /api/show."""
+    from safetensors import safe_open
+
+    files = sorted(p for p in GOLDEN_DIR.rglob("*") if p.is_file())
+    params = 0
+    for f in GOLDEN_DIR.rglob("*.safetensors"):
+        with safe_open(f, "np") as t:
+            params += sum(int(np.prod(t.get_slice(k).get_shape())) for k in t.keys())
+    tags = httpx.get(server.url + "/api/tags")
+    assert tags.status_code == 200, tags.text
+    (entry,) = tags.json()["models"]
+    assert entry["name"] == entry["model"] == "golden_model"
+    assert entry["size"] == sum(f.stat().st_size for f in files)
+    assert re.fullmatch(r"[0-9a-f]{64}", entry["digest"])
+    modified = datetime.datetime.fromisoformat(entry["modified_at"])
+    assert modified.timestamp() == pytest.approx(max(f.stat().st_mtime for f in files), abs=1e-3)
+    assert entry["details"] == {"parent_model": "", "format": "safetensors", "family": "gemma3",
+                                "families": ["gemma3"], "parameter_size": f"{params / 1000:.0f}K",
+                                "quantization_level": "F32"}
+    assert httpx.head(server.url + "/api/tags").status_code == 200
+    assert httpx.get(server.url + "/api/version").json() == {"version": embgemma.__version__}
+
+    for body in ({"model": "golden_model"}, {"model": "golden_model:latest"}, {"name": "golden_model"}):
+        show = post(server, "/api/show", body)
+        assert show.status_code == 200, show.text
+        d = show.json()
+        assert d["capabilities"] == ["embedding"] and d["details"] == entry["details"]
+        assert d["modified_at"] == entry["modified_at"] and "FROM " in d["modelfile"]
+        info = d["model_info"]
+        assert info["general.architecture"] == "gemma3" and info["general.parameter_count"] == params
+        assert info["gemma3.context_length"] == 256 and info["gemma3.embedding_length"] == 48
+        assert info["gemma3.block_count"] == 4 and info["embgemma.output_dimension"] == 48
+        assert set(d) >= {"modelfile", "parameters", "template", "details", "model_info", "capabilities"}
+    r = post(server, "/api/show", {"model": "llama3"})
+    assert r.status_code == 404 and r.json() == {"error": "model 'llama3' not found; this server serves 'golden_model'"}
+    r = post(server, "/api/show", {})
+    assert r.status_code == 400 and r.json() == {"error": "model is required"}
+
+
+def test_tei_tokenize_and_decode(server, model):
+    """TEI's /tokenize gives the tokens /embed embeds (prompt included: sending them back as ids gives
+    the same vector), with TEI's byte offsets; /decode turns ids back into text."""
+    text = "Mars is réd 🪐"
+    r = post(server, "/tokenize", {"inputs": [text, "a"], "prompt_name": "query"})
+    assert r.status_code == 200, r.text
+    toks, short = r.json()
+    assert [t["id"] for t in short] == model.tokenizer.encode(model.prompts["query"] + "a").ids
+    assert toks[0] == {"id": model.bos_token_id, "text": "<bos>", "special": True, "start": None, "stop": None}
+    assert toks[-1]["special"] and [t["special"] for t in toks[1:-1]] == [False] * (len(toks) - 2)
+    prompted = (model.prompts["query"] + text).encode()
+    for t in toks[1:-1]:  # start / stop: UTF-8 byte offsets in the prompted text, as TEI's
+        assert prompted[t["start"]:t["stop"]].decode() == t["text"]
+    ids = [t["id"] for t in toks]
+    by_ids = post(server, "/embed", {"inputs": [ids]}).json()
+    by_text = post(server, "/embed", {"inputs": [text], "prompt_name": "query"}).json()
+    assert by_ids == by_text
+    # the URL prompt and the server's defaults apply as on /embed; add_special_tokens=false drops <bos> / <eos>
+    scoped = post(server, "/prompts/query/tokenize", {"inputs": text}).json()
+    assert [t["id"] for t in scoped[0]] == ids
+    bare = post(server, "/tokenize", {"inputs": "a b", "add_special_tokens": False}).json()
+    assert [t["id"] for t in bare[0]] == model.tokenizer.encode("a b", add_special_tokens=False).ids
+
+    r = post(server, "/decode", {"ids": ids})
+    assert r.status_code == 200 and r.json() == [model.tokenizer.decode(ids)]
+    r = post(server, "/decode", {"ids": [ids, [t["id"] for t in short]], "skip_special_tokens": False})
+    assert r.json() == model.tokenizer.decode_batch([ids, [t["id"] for t in short]], skip_special_tokens=False)
+    assert r.json()[1].startswith("<bos>")
+    for route, body, status, needle in [
+        ("/tokenize", {"inputs": []}, 400, "cannot be empty"),
+        ("/tokenize", {"inputs": [[1, 2]]}, 422, "`inputs[0]` must be a string"),
+        ("/tokenize", {"inputs": ["a"] * 65}, 422, "batch size 65 > maximum allowed batch size 64"),
+        ("/tokenize", {"inputs": "a", "prompt_name": "nope"}, 422, "unknown prompt_name"),
+        ("/tokenize", {}, 422, "`inputs` is required"),
+        ("/decode", {"ids": []}, 400, "`ids` cannot be empty"),
+        ("/decode", {"ids": [[1], []]}, 400, "`ids[1]` cannot be empty"),
+        ("/decode", {"ids": [2, 100000]}, 422, "`ids` holds 100000, not a token id of this tokenizer (0..124)"),
+        ("/decode", {"ids": [[2, True]]}, 422, "`ids[0]` holds true"),
+        ("/decode", {"ids": "abc"}, 422, "`ids` must be an array of token ids"),
+        ("/decode", {"ids": [[1]] * 65}, 422, "batch size 65 > maximum allowed batch size 64"),
+    ]:
+        r = post(server, route, body)
+        assert r.status_code == status and needle in r.json()["error"], (route, body, r.text)
+        assert r.json()["error_type"] in ("validation", "empty")
+
+
+def test_unknown_routes_and_methods_answer_json_in_the_apis_shape(server):
+    """404 and 405 bodies follow the API the path belongs to (OpenAI under /v1, Ollama under /api,
+    TEI at the root); the official openai client reads them as its own errors."""
+    r = httpx.get(server.url + "/v1/completions")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/json"
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["type"] == "invalid_request_error"
+    assert "no route GET /v1/completions" in err["message"] and "POST /v1/embeddings" in err["message"]
+    r = httpx.get(server.url + "/v1/embeddings")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json()["error"]["message"] == "GET is not allowed on /v1/embeddings; use POST"
+    r = httpx.get(server.url + "/prompts/query/v1/nothing")
+    assert r.status_code == 404 and "message" in r.json()["error"]
+    r = post(server, "/api/generate", {"model": "m", "prompt": "hi"})
+    assert r.status_code == 404 and set(r.json()) == {"error"} and "GET /api/tags" in r.json()["error"]
+    r = httpx.delete(server.url + "/api/tags")
+    assert r.status_code == 405 and r.json() == {"error": "DELETE is not allowed on /api/tags; use GET, HEAD"}
+    assert r.headers["allow"] == "GET, HEAD"
+    r = post(server, "/rerank", {"query": "q", "texts": ["a"]})
+    assert r.status_code == 404 and r.json()["error_type"] == "validation" and "POST /tokenize" in r.json()["error"]
+    r = httpx.put(server.url + "/embed")
+    assert r.status_code == 405 and set(r.json()) == {"error", "error_type"}
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="no route POST /v1/completions"):
+        client.completions.create(model="m", prompt="hi")
+    info = httpx.get(server.url + "/info").json()
+    assert "POST /tokenize" in info["all_routes"]["tei"] and "GET /api/tags" in info["all_routes"]["ollama"]
 
 
 # ---------------------------------------------------------------------------------------------- limits, bad input

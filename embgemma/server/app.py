@@ -1,27 +1,38 @@
 """The HTTP application: OpenAI, text-embeddings-inference and Ollama embedding routes on Starlette.
 
 Wire formats follow each API (errors included); every route also takes EmbeddingGemma's
-``prompt_name``, and each route may carry a server-side default prompt. Work never runs on the
-event loop: tokenization goes to a small thread pool, the engine to the batcher's thread.
+``prompt_name``, and each route may carry a server-side default prompt. Beside the embedding
+routes: the model listings clients discover models with (OpenAI's ``/v1/models``, Ollama's
+``/api/tags``, ``/api/show``, ``/api/version``), TEI's ``/tokenize`` and ``/decode``, and JSON
+errors in the API's shape for unknown routes and methods. Work never runs on the event loop:
+tokenization goes to a small thread pool, the engine to the batcher's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import hashlib
+import itertools
+import json
 import logging
+import math
 import os
+import re
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -73,7 +84,7 @@ class ServerConfig:
 class RequestError(Exception):
     """A request that cannot be served; each API renders it in its own error shape.
 
-    kind: malformed | validation | empty | payload | overloaded | unhealthy | auth | backend
+    kind: malformed | validation | empty | payload | overloaded | unhealthy | auth | backend | not_found | method
     """
 
     def __init__(self, kind: str, message: str, param: str | None = None, retry_after: int | None = None) -> None:
@@ -90,10 +101,13 @@ _STATUS = {  # kind -> (OpenAI, TEI, Ollama) status
     "unhealthy": (503, 503, 503),
     "auth": (401, 401, 401),
     "backend": (500, 424, 500),
+    "not_found": (404, 404, 404),
+    "method": (405, 405, 405),
 }
 _OPENAI_TYPE = {"overloaded": "rate_limit_error", "unhealthy": "server_error", "backend": "server_error",
                 "auth": "invalid_request_error"}
-_TEI_TYPE = {"malformed": "validation", "payload": "validation", "auth": "validation"}
+_TEI_TYPE = {"malformed": "validation", "payload": "validation", "auth": "validation", "not_found": "validation",
+             "method": "validation"}
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -101,9 +115,10 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
                     headers=headers, media_type="application/json")
 
 
-def error_response(api: str, e: RequestError) -> Response:
+def error_response(api: str, e: RequestError, headers: dict[str, str] | None = None) -> Response:
     status = _STATUS[e.kind][("openai", "tei", "ollama").index(api)]
-    headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
+    if e.retry_after:
+        headers = {**(headers or {}), "Retry-After": str(e.retry_after)}
     if api == "openai":
         code = {"auth": "invalid_api_key", "overloaded": "overloaded", "unhealthy": "model_not_ready",
                 "payload": "payload_too_large"}.get(e.kind)
@@ -114,6 +129,18 @@ def error_response(api: str, e: RequestError) -> Response:
     else:
         body = {"error": e.message}
     return _json(body, status, headers)
+
+
+def route_api(path: str) -> str:
+    """The API family a path belongs to, for the shape of its errors: /v1/... OpenAI, /api/... Ollama,
+    anything else TEI (whose routes sit at the root). A /prompts/{name} prefix is looked through."""
+    m = re.match(r"/prompts/[^/]+(/.*)?$", path)
+    path = (m.group(1) or "/") if m else path
+    if path == "/v1" or path.startswith("/v1/") or path == "/embeddings":
+        return "openai"
+    if path == "/api" or path.startswith("/api/"):
+        return "ollama"
+    return "tei"
 
 
 def _type_name(v: Any) -> str:
@@ -170,8 +197,17 @@ class EmbeddingServer:
         routes += [Route("/prompts/{prompt}" + path, embed[path], methods=["POST"]) for path in PROMPT_ROUTES]
         routes += [Route(path, handler, methods=["GET"]) for path, handler in (
             ("/v1/models", self.openai_models), ("/health", self.health), ("/", self.health), ("/info", self.info),
-            ("/metrics", self.metrics_route))]
-        self.app = AccessLog(Starlette(routes=routes, lifespan=self._lifespan))
+            ("/metrics", self.metrics_route), ("/api/tags", self.ollama_tags), ("/api/version", self.ollama_version))]
+        routes += [Route(path, handler, methods=["POST"]) for path, handler in (
+            ("/api/show", self.ollama_show), ("/tokenize", self.tei_tokenize), ("/prompts/{prompt}/tokenize",
+                                                                                self.tei_tokenize),
+            ("/decode", self.tei_decode))]
+        self.routes = {api: [f"{'/'.join(sorted(r.methods - {'HEAD'}))} {r.path}" for r in routes
+                             if route_api(r.path) == api and not r.path.startswith("/prompts/")]
+                       for api in ("openai", "tei", "ollama")}
+        self._description: dict[str, Any] | None = None
+        self.app = AccessLog(Starlette(routes=routes, lifespan=self._lifespan,
+                                       exception_handlers={HTTPException: self._http_error}))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -485,6 +521,75 @@ class EmbeddingServer:
 
         return await self._serve(request, "tei", handle)
 
+    async def tei_tokenize(self, request: Request) -> Response:
+        """TEI's /tokenize: the tokens of each input as /embed sees them (same prompt, same text
+        cleaning), not truncated; ``start`` / ``stop`` are UTF-8 byte offsets in the prompted text."""
+        async def handle(request: Request) -> Response:
+            body = await self._body(request)
+            self._check_ready()
+            if "inputs" not in body:
+                raise RequestError("validation", "`inputs` is required: a string or an array of strings", "inputs")
+            items = self._inputs(body["inputs"], "inputs", tokens_ok=False)
+            if not items:
+                raise RequestError("empty", "`inputs` cannot be empty", "inputs")
+            special = _opt(body, "add_special_tokens", bool, True)
+            parsed = Parsed(items, "inputs", prompt_name=_opt(body, "prompt_name", str))
+            prompt, _ = self._prompt(parsed, request, "tei")
+            tokens = await asyncio.get_running_loop().run_in_executor(self._tok_pool, self._tokens, items, prompt,
+                                                                      special)
+            request.state.inputs, request.state.tokens = len(items), sum(len(t) for t in tokens)
+            return await self._respond(tokens, {}, request.state.tokens)
+
+        return await self._serve(request, "tei", handle)
+
+    def _tokens(self, items: list[str], prompt: str, special: bool) -> list[list[dict[str, Any]]]:
+        from embgemma.model import _clean
+
+        texts = [_clean(x, i, prompt) for i, x in enumerate(items)]
+        out = []
+        for text, enc in zip(texts, self.model.tokenizer.encode_batch(texts, add_special_tokens=special)):
+            # the tokenizer's offsets count characters; TEI's count UTF-8 bytes
+            at = range(len(text) + 1) if text.isascii() else [0, *itertools.accumulate(len(c.encode()) for c in text)]
+            out.append([{"id": i, "text": tok, "special": True, "start": None, "stop": None} if sp else
+                        {"id": i, "text": text[a:b], "special": False, "start": at[a], "stop": at[b]}
+                        for i, tok, (a, b), sp in zip(enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask)])
+        return out
+
+    async def tei_decode(self, request: Request) -> Response:
+        """TEI's /decode: token ids (one array, or an array of arrays) back to text, one string each."""
+        async def handle(request: Request) -> Response:
+            body = await self._body(request)
+            self._check_ready()
+            ids = body.get("ids")
+            what = "`ids` must be an array of token ids, or an array of such arrays"
+            if not isinstance(ids, list):
+                raise RequestError("validation", f"{what}, got {_type_name(ids)}" if "ids" in body else
+                                   "`ids` is required: an array of token ids, or an array of such arrays", "ids")
+            if not ids:
+                raise RequestError("empty", "`ids` cannot be empty", "ids")
+            seqs = [ids] if not isinstance(ids[0], list) else ids
+            if len(seqs) > self.config.max_client_batch_size:
+                raise RequestError("validation", f"batch size {len(seqs)} > maximum allowed batch size "
+                                                 f"{self.config.max_client_batch_size}; split the request", "ids")
+            tok = self.model.tokenizer
+            vocab = tok.get_vocab_size(with_added_tokens=True)
+            for i, seq in enumerate(seqs):
+                name = f"ids[{i}]" if seqs is ids else "ids"
+                if not isinstance(seq, list):
+                    raise RequestError("validation", f"{what}; `{name}` is {_type_name(seq)}", name)
+                if not seq:
+                    raise RequestError("empty", f"`{name}` cannot be empty", name)
+                bad = [t for t in seq if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < vocab][:1]
+                if bad:
+                    raise RequestError("validation", f"`{name}` holds {json.dumps(bad[0])}, not a token id of this "
+                                                     f"tokenizer (0..{vocab - 1})", name)
+            skip = _opt(body, "skip_special_tokens", bool, True)
+            texts = await asyncio.get_running_loop().run_in_executor(self._tok_pool, tok.decode_batch, seqs, skip)
+            request.state.inputs, request.state.tokens = len(seqs), sum(map(len, seqs))
+            return _json(texts)
+
+        return await self._serve(request, "tei", handle)
+
     # ------------------------------------------------------------------ Ollama
 
     async def ollama_embed(self, request: Request) -> Response:
@@ -526,6 +631,100 @@ class EmbeddingServer:
 
         return await self._serve(request, "ollama", handle)
 
+    async def ollama_version(self, request: Request) -> Response:
+        async def handle(request: Request) -> Response:
+            import embgemma
+
+            return _json({"version": embgemma.__version__})
+
+        return await self._serve(request, "ollama", handle)
+
+    async def ollama_tags(self, request: Request) -> Response:
+        """Ollama's model list (what Open WebUI and other clients call to discover models): the one model."""
+        async def handle(request: Request) -> Response:
+            self._check_ready()
+            d = await self._describe()
+            name = self.served_model_name
+            return _json({"models": [{"name": name, "model": name, "modified_at": d["modified_at"], "size": d["size"],
+                                      "digest": d["digest"], "details": d["details"]}]})
+
+        return await self._serve(request, "ollama", handle)
+
+    async def ollama_show(self, request: Request) -> Response:
+        async def handle(request: Request) -> Response:
+            body = await self._body(request)
+            name = _opt(body, "model", str) or _opt(body, "name", str)  # `name`: Ollama's older spelling
+            if not name:
+                raise RequestError("validation", "model is required", "model")
+            _opt(body, "verbose", bool)
+            self._check_ready()
+            served = self.served_model_name
+            if name not in (served, served if ":" in served else f"{served}:latest"):
+                raise RequestError("not_found", f"model '{name}' not found; this server serves '{served}'", "model")
+            d = await self._describe()
+            parameters = f"{'num_ctx':<30} {self.model.max_seq_length}"
+            return _json({
+                "modelfile": f'# Modelfile generated by "embgemma serve"\nFROM {self.model.model_path}\n'
+                             f"PARAMETER num_ctx {self.model.max_seq_length}\n",
+                "parameters": parameters,
+                "template": "{{ .Prompt }}",
+                "details": d["details"],
+                "model_info": d["model_info"],
+                "capabilities": ["embedding"],
+                "modified_at": d["modified_at"],
+            })
+
+        return await self._serve(request, "ollama", handle)
+
+    async def _describe(self) -> dict[str, Any]:
+        if self._description is None:
+            self._description = await asyncio.get_running_loop().run_in_executor(self._tok_pool, self._describe_files)
+        return self._description
+
+    def _describe_files(self) -> dict[str, Any]:
+        """What Ollama's listings say of a model, for the files served: size on disk, newest
+        modification, a digest (sha256 of the files' names, sizes and modification times: it changes
+        when they do; not a hash of their bytes), parameter count and family from the tensors."""
+        from embgemma import _core
+
+        m = self.model
+        root = Path(m.model_path)
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        stats = [(p, p.stat()) for p in files]
+        digest = hashlib.sha256()
+        for p, st in stats:
+            digest.update(f"{p.relative_to(root) if p != root else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        if m.format == "gguf":
+            info = _core.gguf_read(str(root))
+            family = str(info["metadata"].get("general.architecture", "gemma3"))
+            params = sum(math.prod(t[2]) for t in info["tensors"])
+            file_format = "gguf"
+        else:
+            params = sum(_safetensors_numel(p) for p, _ in stats if p.suffix == ".safetensors")
+            config = json.loads((m._transformer_dir() / "config.json").read_text(encoding="utf-8"))
+            family = re.sub(r"_text$", "", str(config.get("model_type", "gemma3")))
+            file_format = "safetensors"
+        i = m.info
+        weights = "/".join(dict.fromkeys(_QUANT_LEVEL.get(w, w.upper()) for w in (i["mlp_weights"], i["attn_weights"])))
+        modified = max(st.st_mtime for _, st in stats)
+        return {
+            "size": sum(st.st_size for _, st in stats),
+            "modified_at": datetime.datetime.fromtimestamp(modified, datetime.timezone.utc).isoformat(),
+            "digest": digest.hexdigest(),
+            "details": {"parent_model": "", "format": file_format, "family": family, "families": [family],
+                        "parameter_size": _human_number(params), "quantization_level": weights},
+            "model_info": {
+                "general.architecture": family, "general.basename": self.served_model_name,
+                "general.parameter_count": params, f"{family}.context_length": m.max_seq_length,
+                f"{family}.embedding_length": i["hidden_size"], f"{family}.block_count": i["num_hidden_layers"],
+                f"{family}.attention.head_count": i["num_attention_heads"],
+                f"{family}.attention.head_count_kv": i["num_key_value_heads"], f"{family}.vocab_size": i["vocab_size"],
+                "embgemma.output_dimension": i["output_dim"],
+                "embgemma.matryoshka_dimensions": [d for d in MATRYOSHKA_DIMS if d <= i["output_dim"]],
+                "embgemma.prompts": m.prompts,
+            },
+        }
+
     async def _respond(self, body: Any, headers: dict[str, str], n_floats: int) -> Response:
         if n_floats > 65536:  # a big JSON body: serialize off the event loop
             data = await asyncio.get_running_loop().run_in_executor(
@@ -557,7 +756,8 @@ class EmbeddingServer:
             "max_batch_tokens": c.max_batch_tokens, "max_client_batch_size": c.max_client_batch_size,
             "max_request_tokens": c.max_request_tokens, "max_concurrent_requests": c.max_concurrent_requests,
             "payload_limit": c.payload_limit, "auto_truncate": c.auto_truncate,
-            "routes": self.embed_routes, "prompt_routes": "/prompts/{prompt_name}/(v1/embeddings|embed|api/embed)",
+            "routes": self.embed_routes, "all_routes": self.routes,
+            "prompt_routes": "/prompts/{prompt_name}/(v1/embeddings|embed|api/embed|tokenize)",
         }
         if m is not None:
             body.update({
@@ -571,6 +771,25 @@ class EmbeddingServer:
                 "load_seconds": self.load_seconds,
             })
         return _json(body)
+
+    async def _http_error(self, request: Request, exc: HTTPException) -> Response:
+        """Starlette's own errors (no such route, wrong method) as JSON in the API's error shape."""
+        api = route_api(request.url.path)
+        routes = ", ".join(self.routes[api])
+        if exc.status_code == 404:
+            e = RequestError("not_found", f"no route {request.method} {request.url.path}; the "
+                             f"{_API_NAME[api]} routes here are {routes} (GET /info lists them all)")
+        elif exc.status_code == 405:
+            allow = ", ".join(sorted(m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()))
+            exc.headers = {**(exc.headers or {}), "Allow": allow}
+            e = RequestError("method", f"{request.method} is not allowed on {request.url.path}; use {allow}")
+        else:
+            response = error_response(api, RequestError("malformed", str(exc.detail)))
+            response.status_code = exc.status_code
+            return response
+        request.state.error = e.message
+        self.metrics.requests.labels(api=api, status=str(exc.status_code)).inc()
+        return error_response(api, e, dict(exc.headers or {}))
 
     async def metrics_route(self, request: Request) -> Response:
         if self.batcher is not None:
@@ -610,6 +829,27 @@ class AccessLog:
                 "duration_ms": round((time.perf_counter() - t0) * 1000, 2), "request_id": rid,
                 "client": f"{client[0]}:{client[1]}" if client else None,
                 "inputs": state.get("inputs"), "tokens": state.get("tokens"), "error": state.get("error")}})
+
+
+_API_NAME = {"openai": "OpenAI", "tei": "text-embeddings-inference", "ollama": "Ollama"}
+_QUANT_LEVEL = {"float32": "F32", "bfloat16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0", "int8": "INT8"}  # Ollama's names
+
+
+def _human_number(n: int) -> str:
+    """A count as Ollama writes parameter sizes (format.HumanNumber): 307.58M, 4.3B, 12K."""
+    for unit, scale, digits in (("B", 10**9, 1), ("M", 10**6, 2)):
+        if n >= scale:
+            x = n / scale
+            return f"{x:.0f}{unit}" if x == int(x) else f"{x:.{digits}f}{unit}"
+    return f"{n / 1000:.0f}K" if n >= 1000 else str(n)
+
+
+def _safetensors_numel(path: Path) -> int:
+    """Number of values in a safetensors file, from its JSON header."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
 
 
 def create_app(config: ServerConfig, model: Any = None) -> Any:
