@@ -43,11 +43,25 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
     import embgemma
 
-    texts = args.text
+    texts, lines = args.text, None
     if texts == ["-"]:
-        texts = [line.rstrip("\n") for line in sys.stdin]
+        # one text per line; blank (or all-whitespace) lines are skipped, not embedded as empty texts,
+        # and said on stderr; JSON lines carry each text's line number
+        texts, lines, blank = [], [], []
+        for number, line in enumerate(sys.stdin, 1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                texts.append(line)
+                lines.append(number)
+            else:
+                blank.append(number)
+        if blank:
+            shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+            print(f"embgemma encode: skipped {len(blank)} blank line(s) of stdin (line {shown}); output row i is the "
+                  "i-th non-blank line", file=sys.stderr)
     if not texts:
-        print("embgemma encode: no text given (pass TEXT arguments, or - to read lines from stdin)", file=sys.stderr)
+        print("embgemma encode: no text given (pass TEXT arguments, or - to read non-blank lines from stdin)",
+              file=sys.stderr)
         return 2
     model = embgemma.EmbeddingGemma(args.model, threads=args.threads)
     emb = model.encode(
@@ -68,7 +82,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         return 0
     w = sys.stdout
     for i, (t, v) in enumerate(zip(texts, emb)):
-        w.write(json.dumps({"index": i, "text": t, "embedding": [float(x) for x in v]}))
+        line = {"line": lines[i]} if lines is not None else {}
+        w.write(json.dumps({"index": i, **line, "text": t, "embedding": [float(x) for x in v]}))
         w.write("\n")
     return 0
 
@@ -197,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-normalize", action="store_true", help="do not re-normalize truncated vectors")
     e.add_argument("--no-truncate", action="store_true", help="fail on texts over max_seq_length instead of cutting")
     e.add_argument("--output", "-o", help="write a .npy file instead of JSON lines")
-    e.add_argument("text", nargs="+", help="texts to embed, or - to read one per line from stdin")
+    e.add_argument("text", nargs="+",
+                   help="texts to embed, or - to read one per line from stdin (blank lines are skipped)")
     e.set_defaults(func=_cmd_encode)
 
     i = sub.add_parser("info", help="build facts (ISAs, OpenMP, threads) and, with --model, the model's")
@@ -218,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="engine threads (default: all cores)")
     s.add_argument("--max-seq-length", type=int, help="longest input in tokens (default: the model's)")
     s.add_argument("--cache-folder", help="Hugging Face cache to find hub ids in")
-    s.add_argument("--served-model-name", help="model name in responses (default: the --model value)")
+    s.add_argument("--served-model-name",
+                   help="model name in responses and model lists (default: the last path component of --model, "
+                        "e.g. embeddinggemma-300m for google/embeddinggemma-300m)")
     s.add_argument("--max-batch-tokens", type=int, default=8192, help="tokens per engine batch, across requests")
     s.add_argument("--max-client-batch-size", type=int, default=2048, help="inputs per request")
     s.add_argument("--max-request-tokens", type=int, default=300_000, help="tokens per request")
