@@ -13,11 +13,12 @@
 
 /* ---------------------------------------------------------------- I8 / Q8_0 / Q4_0 */
 
-#define MRD 4 /* rows per micro-kernel: 8 int32 + 8 float accumulators, 8 activation + 4 weight vectors */
+#define MRD 4 /* rows per micro-kernel: 8 int32 + 8 float accumulators, 4 activation + 4 weight vectors */
 
 /* c (4 columns) += the 4-byte dot products of w's columns with lane `lane` of a. Written as asm:
  * older clang (Apple clang 14) has no SDOT intrinsic outside -march flags. */
 #define SDOT_LANE(c, w, a, lane) __asm__("sdot %0.4s, %1.16b, %2.4b[" #lane "]" : "+w"(c) : "w"(w), "w"(a))
+/* a: int8x8_t, lanes 0 and 1 (its 64 bits are the register's low half) */
 
 /* Per block of 32 k: 8 quads into exact int32 sums of a q (a = activation - zero point: the
  * twin's isum - wsum), then one FMA per row and column folds the block in with both scales. */
@@ -28,32 +29,24 @@ static inline __attribute__((always_inline)) EG_TGT_DOTPROD void micro_q(int mr,
                                                                         int64_t ldy, int64_t cols) {
     float32x4_t f[MRD][2];
     for (int r = 0; r < MRD; r++) f[r][0] = f[r][1] = vdupq_n_f32(0.0f);
+    const uint8_t *x[MRD];
+    for (int r = 0; r < MRD; r++) x[r] = xq + (r < mr ? r : 0) * ldq;
     for (int64_t b = 0; b < nb; b++) {
         int32x4_t c[MRD][2];
-        int8x16_t a[MRD][2]; /* quads 0..3 and 4..7 of the block */
-        for (int r = 0; r < MRD; r++) {
-            c[r][0] = c[r][1] = vdupq_n_s32(0);
-            const uint8_t *xr = xq + (r < mr ? r : 0) * ldq + b * EG_QBLOCK;
-            a[r][0] = eg_neon_act16(xr, z);
-            a[r][1] = eg_neon_act16(xr + 16, z);
+        for (int r = 0; r < MRD; r++) c[r][0] = c[r][1] = vdupq_n_s32(0);
+        for (int g = 0; g < EG_QBLOCK / 8; g++) { /* 8 k: quads 2g, 2g+1; 8 activation bytes per row */
+            int8x16_t wq[2][2];
+            int8x8_t a[MRD];
+            eg_neon_quads(q4, panel, b, g, h, wq);
+            for (int r = 0; r < MRD; r++) {
+                if (r >= mr) break;
+                a[r] = vreinterpret_s8_u8(vsub_u8(vld1_u8(x[r] + b * EG_QBLOCK + g * 8), vget_low_u8(z)));
+                SDOT_LANE(c[r][0], wq[0][0], a[r], 0);
+                SDOT_LANE(c[r][1], wq[0][1], a[r], 0);
+                SDOT_LANE(c[r][0], wq[1][0], a[r], 1);
+                SDOT_LANE(c[r][1], wq[1][1], a[r], 1);
+            }
         }
-        int8x16_t wq[2][2];
-#define GROUP(g, A, L0, L1)                                                                                        \
-    do {                                                                                                           \
-        eg_neon_quads(q4, panel, b, g, h, wq);                                                                     \
-        for (int r = 0; r < MRD; r++) {                                                                            \
-            if (r >= mr) break;                                                                                    \
-            SDOT_LANE(c[r][0], wq[0][0], a[r][A], L0);                                                             \
-            SDOT_LANE(c[r][1], wq[0][1], a[r][A], L0);                                                             \
-            SDOT_LANE(c[r][0], wq[1][0], a[r][A], L1);                                                             \
-            SDOT_LANE(c[r][1], wq[1][1], a[r][A], L1);                                                             \
-        }                                                                                                          \
-    } while (0)
-        GROUP(0, 0, 0, 1);
-        GROUP(1, 0, 2, 3);
-        GROUP(2, 1, 0, 1);
-        GROUP(3, 1, 2, 3);
-#undef GROUP
         const float32x4_t w0 = vld1q_f32(ws + b * EG_PANEL + h * 8), w1 = vld1q_f32(ws + b * EG_PANEL + h * 8 + 4);
         for (int r = 0; r < MRD; r++) {
             if (r >= mr) break;

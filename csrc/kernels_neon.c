@@ -31,11 +31,12 @@ EG_NEON_INLINE void panel_row(int bf16, const void *panel, int64_t kk, float32x4
     }
 }
 
-/* y[0..mr, 0..cols) = x[0..mr, 0..k) . panel. Every output is one FMA chain over kk = 0..k-1
+/* y[0..mr, 0..16) = x[0..mr, 0..k) . panel. Every output is one FMA chain over kk = 0..k-1
  * (FMLA by element of 4 k of x at a time, then single k), whatever mr is: results do not depend
- * on how rows are split into tiles or threads, and equal the x86 vector kernels' chains. */
+ * on how rows are split into tiles or threads, and equal the x86 vector kernels' chains. Always 16
+ * columns: a partial store here would make GCC keep the accumulators in memory as well. */
 EG_NEON_INLINE void micro_f(int mr, int bf16, const float *x, int64_t ldx, const void *panel, int64_t k, float *y,
-                            int64_t ldy, int64_t cols) {
+                            int64_t ldy) {
     float32x4_t c[MRF][4];
     for (int r = 0; r < MRF; r++)
         for (int q = 0; q < 4; q++) c[r][q] = vdupq_n_f32(0.0f);
@@ -69,13 +70,7 @@ EG_NEON_INLINE void micro_f(int mr, int bf16, const float *x, int64_t ldx, const
     }
     for (int r = 0; r < MRF; r++) {
         if (r >= mr) break;
-        if (cols == EG_PANEL) {
-            for (int q = 0; q < 4; q++) vst1q_f32(y + r * ldy + 4 * q, c[r][q]);
-        } else {
-            float tmp[EG_PANEL];
-            for (int q = 0; q < 4; q++) vst1q_f32(tmp + 4 * q, c[r][q]);
-            memcpy(y + r * ldy, tmp, (size_t)cols * sizeof(float));
-        }
+        for (int q = 0; q < 4; q++) vst1q_f32(y + r * ldy + 4 * q, c[r][q]);
     }
 }
 
@@ -86,9 +81,20 @@ EG_NEON_INLINE void gemm_float(int bf16, const float *x, int64_t ldx, int64_t m,
         const void *panel = (const uint8_t *)w->data + p * pbytes;
         const int64_t cols = w->n - p * EG_PANEL < EG_PANEL ? w->n - p * EG_PANEL : EG_PANEL;
         float *yp = y + p * EG_PANEL;
-#define MICRO(mr) micro_f(mr, bf16, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols)
-        EG_NEON_ROW_TILES(m, MRF, MICRO);
+        if (cols == EG_PANEL) {
+#define MICRO(mr) micro_f(mr, bf16, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy)
+            EG_NEON_ROW_TILES(m, MRF, MICRO);
 #undef MICRO
+        } else { /* the last panel of a matrix: through a full-width tile */
+            float tile[MRF * EG_PANEL];
+#define MICRO(mr)                                                                                                  \
+    do {                                                                                                           \
+        micro_f(mr, bf16, x + i * ldx, ldx, panel, k, tile, EG_PANEL);                                             \
+        for (int r = 0; r < (mr); r++) memcpy(yp + (i + r) * ldy, tile + r * EG_PANEL, (size_t)cols * sizeof(float)); \
+    } while (0)
+            EG_NEON_ROW_TILES(m, MRF, MICRO);
+#undef MICRO
+        }
     }
 }
 

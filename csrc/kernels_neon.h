@@ -59,19 +59,25 @@ EG_NEON_INLINE void eg_neon_quads(int q4, const uint8_t *panel, int64_t b, int g
     }
 }
 
+/* Stores the first n (<= 4; more counts as 4) floats of v. Lane stores, not a copy through a
+ * buffer: that would make GCC keep the callers' accumulator arrays in memory. */
+EG_NEON_INLINE void eg_neon_store4(float *y, float32x4_t v, int64_t n) {
+    if (n >= 4) {
+        vst1q_f32(y, v);
+    } else if (n >= 2) {
+        vst1_f32(y, vget_low_f32(v));
+        if (n == 3) vst1q_lane_f32(y + 2, v, 2);
+    } else if (n == 1) {
+        vst1q_lane_f32(y, v, 0);
+    }
+}
+
 /* Stores rows 0..mr-1 of an 8-column half (v[r][0] columns 0..3, v[r][1] 4..7), cols of them. */
 EG_NEON_INLINE void eg_neon_store8(int mr, int mrmax, float32x4_t v[][2], float *y, int64_t ldy, int64_t cols) {
     for (int r = 0; r < mrmax; r++) {
         if (r >= mr) break;
-        if (cols >= 8) {
-            vst1q_f32(y + r * ldy, v[r][0]);
-            vst1q_f32(y + r * ldy + 4, v[r][1]);
-        } else {
-            float tmp[8];
-            vst1q_f32(tmp, v[r][0]);
-            vst1q_f32(tmp + 4, v[r][1]);
-            memcpy(y + r * ldy, tmp, (size_t)cols * sizeof(float));
-        }
+        eg_neon_store4(y + r * ldy, v[r][0], cols);
+        eg_neon_store4(y + r * ldy + 4, v[r][1], cols - 4);
     }
 }
 

@@ -16,8 +16,8 @@
  *      ARM levels) give bit-identical embeddings in every mode.
  *
  * The ISA under test: EMBGEMMA_ISA if set (as the engine reads it), else every supported one.
- * usage: driver [--data DIR] [--expect-supported "LIST"]; exit 0 when every check passes.
- *        driver --list: the supported ISAs, one a line.
+ * usage: driver [--data DIR] [--expect-supported "LIST"] [--dispatch-only]; exit 0 when every check
+ *        passes (--dispatch-only: only step 1). driver --list: the supported ISAs, one a line.
  * Timings mean nothing under emulation and none are printed.
  */
 #include <math.h>
@@ -617,20 +617,27 @@ static void test_dispatch(const char *expect) {
 
 int main(int argc, char **argv) {
     const char *data = "tests/data", *expect = NULL;
+    int dispatch_only = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) data = argv[++i];
         else if (strcmp(argv[i], "--expect-supported") == 0 && i + 1 < argc) expect = argv[++i];
+        else if (strcmp(argv[i], "--dispatch-only") == 0) dispatch_only = 1;
         else if (strcmp(argv[i], "--list") == 0) { /* the supported ISAs, for run.sh */
             for (int j = 0; j < EG_ISA_COUNT; j++)
                 if (eg_isa_supported((eg_isa)j)) printf("%s\n", eg_isa_name((eg_isa)j));
             return 0;
         }
         else {
-            fprintf(stderr, "usage: %s [--data DIR] [--expect-supported \"scalar ...\"] | --list\n", argv[0]);
+            fprintf(stderr, "usage: %s [--data DIR] [--expect-supported \"scalar ...\"] [--dispatch-only] | --list\n",
+                    argv[0]);
             return 2;
         }
     }
     test_dispatch(expect);
+    if (dispatch_only) {
+        printf("%ld checks, %ld failed\n", n_checks, n_failed);
+        return n_failed != 0;
+    }
     const char *forced = getenv("EMBGEMMA_ISA");
     eg_isa only = EG_ISA_COUNT;
     if (forced && *forced && strcmp(forced, "auto") != 0) {

@@ -6,6 +6,7 @@
 #        cortex-a72   (Advanced SIMD only)             scalar neon          -> neon
 #        neoverse-n1  (+ dot product)                  + dotprod            -> dotprod
 #        max          (+ I8MM, BF16: QEMU's all)       + i8mm               -> scalar, i8mm
+#      the macOS detection branch (sysctlbyname) against a stand-in reporting an old macOS, an M1, an M2;
 #      and, when clang is installed, the same kernels built by clang (serial) on "max";
 #   3. nothing else: emulated timings mean nothing and none are taken.
 # Needs gcc; for step 2 gcc-aarch64-linux-gnu (with libc6-dev-arm64-cross) and qemu-user
@@ -38,7 +39,7 @@ fi
 sysroot=/usr/aarch64-linux-gnu
 echo "== aarch64 under $(qemu-aarch64 --version | head -n 1), $($cross --version | head -n 1)"
 # shellcheck disable=SC2086
-$cross $flags -fopenmp tests/c/driver.c $srcs -lm -o "$out/driver-arm64"
+$cross $flags -fopenmp -fno-schedule-insns tests/c/driver.c $srcs -lm -o "$out/driver-arm64"  # as setup.py builds it
 # OMP_WAIT_POLICY=passive: idle OpenMP workers sleep instead of spinning (spinning is slow under QEMU)
 run_arm() { # binary cpu expected-isas isa...
   local bin=$1 cpu=$2 expect=$3
@@ -51,6 +52,29 @@ run_arm() { # binary cpu expected-isas isa...
 run_arm "$out/driver-arm64" cortex-a72 "scalar neon" neon
 run_arm "$out/driver-arm64" neoverse-n1 "scalar neon dotprod" dotprod
 run_arm "$out/driver-arm64" max "scalar neon dotprod i8mm" scalar i8mm
+
+# dispatch.c's macOS branch (sysctlbyname), compiled with __APPLE__ against a stand-in sysctlbyname
+# (tests/c/fake_sysctl.c) that reports what each kind of Mac does; the CPU under it is QEMU's "max"
+echo "== the macOS feature detection (sysctlbyname stand-in) under QEMU"
+objs=""
+for f in $srcs; do
+  if [ "$f" = csrc/dispatch.c ]; then
+    # shellcheck disable=SC2086
+    $cross $flags -fopenmp -U__linux__ -D__APPLE__ -isystem tests/c/macos -c $f -o "$out/dispatch-macos.o"
+    objs="$objs $out/dispatch-macos.o"
+  else
+    objs="$objs $f"
+  fi
+done
+# shellcheck disable=SC2086
+$cross $flags -fopenmp -isystem tests/c/macos tests/c/driver.c tests/c/fake_sysctl.c $objs -lm -o "$out/driver-arm64-macos"
+mac() { # what sysctl reports, expected ISAs
+  echo "-- sysctl: ${1:-(no FEAT_* names: macOS before 12)}"
+  EG_FAKE_SYSCTL="$1" qemu-aarch64 -L $sysroot -cpu max "$out/driver-arm64-macos" --dispatch-only --expect-supported "$2"
+}
+mac "" "scalar neon"
+mac "hw.optional.arm.FEAT_DotProd=1 hw.optional.arm.FEAT_I8MM=0 hw.optional.arm.FEAT_BF16=0" "scalar neon dotprod"  # M1
+mac "hw.optional.arm.FEAT_DotProd=1 hw.optional.arm.FEAT_I8MM=1 hw.optional.arm.FEAT_BF16=1" "scalar neon dotprod i8mm"  # M2+
 
 clang=$(command -v clang || command -v clang-14 || true)
 if [ -n "$clang" ]; then
