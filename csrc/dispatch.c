@@ -215,8 +215,8 @@ const eg_kernels *eg_kernels_for(eg_isa isa) {
 /* ---------------------------------------------------------------- self-check */
 
 /* One GEMM of type t on the fixed problem with kernels k: x [M, K] . W [N, K]^T into y. N spans
- * three panels (the last partial), M a full tile and a remainder on every ISA. */
-enum { SC_M = 15, SC_N = 37, SC_K = 96 };
+ * three panels (the last partial), M full tiles and a remainder on every ISA (row tiles of 3, 4, 5, 6, 12). */
+enum { SC_M = 17, SC_N = 37, SC_K = 96 };
 static void selfcheck_gemm(const eg_kernels *k, const float *x, const eg_matrix *w, float *y) {
     uint8_t xq[SC_M * SC_K];
     float xs[SC_M * (SC_K / EG_QBLOCK)];
