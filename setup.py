@@ -110,13 +110,14 @@ def _openmp_flags(cc):
 
 def _serial_message(asked_off):
     if asked_off:
-        return "embgemma: building without OpenMP (EMBGEMMA_OPENMP=0): encoding runs on one thread"
+        return "embgemma: building without OpenMP (serial), as EMBGEMMA_OPENMP=0 asks: encoding runs on one thread"
     how = ("Apple clang needs LLVM's OpenMP runtime: `brew install libomp` (or set OpenMP_ROOT to a libomp "
            "install prefix), then reinstall embgemma" if sys.platform == "darwin" else
            "install your compiler's OpenMP support (GCC ships it as libgomp; for clang install libomp-dev), "
            "then reinstall embgemma")
-    return ("embgemma: the C compiler cannot build OpenMP code, so this build is SERIAL: encoding runs on one "
-            "thread whatever `threads` says (embgemma.build_info()['openmp'] is False). To use every core, " + how)
+    return ("embgemma: building without OpenMP (serial): the C compiler cannot build OpenMP code, so encoding "
+            "runs on one thread whatever `threads` says (embgemma.build_info()['openmp'] is False). To use every "
+            "core, " + how)
 
 
 class BuildExt(build_ext):

@@ -1,16 +1,29 @@
-"""Command line: ``python -m embgemma encode|info|models|serve|bench`` (also installed as ``embgemma``)."""
+"""Command line: ``python -m embgemma encode|embed|info|models|serve|bench`` (also installed as ``embgemma``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    import embgemma
+    import platform
 
-    out = {"build": embgemma.build_info()}
+    import embgemma
+    from embgemma.bench import cpu_model
+
+    # the machine first: the same wheel chooses different kernels on different CPUs
+    out = {
+        "platform": {
+            "cpu": cpu_model(),
+            "machine": platform.machine(),
+            "system": f"{platform.system()} {platform.release()}",
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+        },
+        "build": embgemma.build_info(),
+    }
     if args.model:
         m = embgemma.EmbeddingGemma(args.model, threads=args.threads)
         out["model"] = {
@@ -237,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cache-folder", help="Hugging Face cache to find hub ids in")
     b.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
     b.set_defaults(func=_cmd_bench)
+
+    from embgemma.embed import add_parser as add_embed_parser
+
+    add_embed_parser(sub)  # embgemma embed: its options and code live in embgemma/embed.py
     return p
 
 
@@ -244,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader went away (`embgemma info | head`): quiet, as Unix tools are
+        # point stdout at devnull so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (OSError, ValueError, TypeError) as e:
         print(f"embgemma {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -14,9 +14,12 @@ import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = ["quickstart.md", "switching.md", "retrieval.md", "integrations/langchain.md",
-         "integrations/llama_index.md", "integrations/sklearn.md"]
+         "integrations/llama_index.md", "integrations/sklearn.md", "integrations/haystack.md",
+         "integrations/txtai.md", "integrations/chroma.md"]
 NEEDS = {"integrations/langchain.md": "langchain_core", "integrations/llama_index.md": "llama_index.core",
-         "integrations/sklearn.md": "sklearn", "retrieval.md": "matplotlib"}
+         "integrations/sklearn.md": "sklearn", "retrieval.md": "matplotlib",
+         "integrations/haystack.md": "haystack", "integrations/txtai.md": "txtai",
+         "integrations/chroma.md": "chromadb"}
 
 
 def _blocks(page: str) -> list[str]:

@@ -142,6 +142,30 @@ def test_llama_index_vector_store_index_retrieval(gm):
     np.testing.assert_allclose(shared.get_query_embedding("x"), gm.encode("x", prompt="q: "), atol=1e-7)
 
 
+def test_llama_index_refuses_unknown_arguments_and_takes_a_path_as_model(gm):
+    pytest.importorskip("llama_index.core", reason="the llama-index extra is not installed")
+    from embgemma.integrations.llama_index import EmbeddingGemmaEmbedding
+
+    # a misspelled argument used to be ignored, silently loading google/embeddinggemma-300m instead
+    with pytest.raises(TypeError, match=r"'model_nmae' \(did you mean 'model_name'\?\)"):
+        EmbeddingGemmaEmbedding(model_nmae=str(GOLDEN_DIR))
+    with pytest.raises(TypeError, match="'truncate_dims'"):
+        EmbeddingGemmaEmbedding(model_name=str(GOLDEN_DIR), truncate_dims=16)
+    by_path = EmbeddingGemmaEmbedding(model=str(GOLDEN_DIR))  # was AttributeError: 'str' ... 'model_path'
+    assert by_path.model_name == str(GOLDEN_DIR)
+    np.testing.assert_allclose(by_path.get_query_embedding(QUERY), gm.encode_query(QUERY), atol=1e-7)
+    assert EmbeddingGemmaEmbedding(model=GOLDEN_DIR, truncate_dim=16).get_text_embedding("x") == pytest.approx(
+        gm.encode_document("x", truncate_dim=16).tolist(), abs=1e-6)
+    assert EmbeddingGemmaEmbedding(model=gm).model is gm
+    with pytest.raises(ValueError, match="not both"):
+        EmbeddingGemmaEmbedding(model_name=str(GOLDEN_DIR), model=gm)
+    with pytest.raises(TypeError, match="model must be"):
+        EmbeddingGemmaEmbedding(model=42)
+    # LlamaIndex's own round trip still works with the stricter arguments
+    again = EmbeddingGemmaEmbedding.from_dict(by_path.to_dict())
+    assert again.model_name == by_path.model_name and again.model is by_path.model  # one shared copy
+
+
 # ---------------------------------------------------------------- scikit-learn
 
 TEXTS = [f"{w} {i}" for i in range(10) for w in ("apple pie", "stock market")]

@@ -24,6 +24,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     ) from e
 
 from ..model import EmbeddingGemma
+from ._common import DEFAULT_MODEL, Encoder
 
 
 class EmbeddingGemmaEmbeddings(BaseModel, Embeddings):
@@ -35,18 +36,19 @@ class EmbeddingGemmaEmbeddings(BaseModel, Embeddings):
             ``embed_query`` and ``embed_documents``; ``query_prompt`` / ``document_prompt`` give a
             literal prompt instead.
         truncate_dim: Matryoshka width (768, 512, 256, 128); vectors are re-normalized.
-        batch_size, threads, dtype, cache_folder, max_seq_length: as for ``EmbeddingGemma``.
+        batch_size: texts per engine call (default: the engine's choice).
+        threads, dtype, cache_folder, max_seq_length: as for ``EmbeddingGemma``.
         model_kwargs: any other ``EmbeddingGemma`` keyword arguments.
         show_progress: a progress bar on long ``embed_documents`` calls.
     """
 
-    model_name: str = Field(default="google/embeddinggemma-300m", alias="model")
+    model_name: str = Field(default=DEFAULT_MODEL, alias="model")
     query_prompt_name: str | None = "query"
     document_prompt_name: str | None = "document"
     query_prompt: str | None = None
     document_prompt: str | None = None
     truncate_dim: int | None = None
-    batch_size: int = Field(default=32, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
     threads: int | None = None
     dtype: str | None = None
     cache_folder: str | None = None
@@ -56,25 +58,22 @@ class EmbeddingGemmaEmbeddings(BaseModel, Embeddings):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), populate_by_name=True)
 
-    _client: EmbeddingGemma = PrivateAttr()
+    _encoder: Encoder = PrivateAttr()
 
     def __init__(self, **data: Any) -> None:
         client = data.pop("client", None)
         super().__init__(**data)
-        if client is not None:
-            if not isinstance(client, EmbeddingGemma):
-                raise TypeError(f"client must be an embgemma.EmbeddingGemma, got {type(client).__name__}")
-            self._client = client
-        else:
-            self._client = EmbeddingGemma(
-                self.model_name,
-                truncate_dim=self.truncate_dim,
-                threads=self.threads,
-                dtype=self.dtype,
-                cache_folder=self.cache_folder,
-                max_seq_length=self.max_seq_length,
-                **self.model_kwargs,
-            )
+        if client is not None and not isinstance(client, EmbeddingGemma):
+            raise TypeError(f"client must be an embgemma.EmbeddingGemma, got {type(client).__name__}")
+        loading = {"threads": self.threads, "dtype": self.dtype, "cache_folder": self.cache_folder,
+                   "max_seq_length": self.max_seq_length, **self.model_kwargs}
+        self._encoder = Encoder(
+            client if client is not None else self.model_name,
+            query_prompt_name=self.query_prompt_name, document_prompt_name=self.document_prompt_name,
+            query_prompt=self.query_prompt, document_prompt=self.document_prompt, truncate_dim=self.truncate_dim,
+            batch_size=self.batch_size, show_progress=self.show_progress,
+            model_kwargs=None if client is not None else loading,
+        )
 
     @classmethod
     def from_model(cls, model: EmbeddingGemma, **kwargs: Any) -> EmbeddingGemmaEmbeddings:
@@ -83,32 +82,17 @@ class EmbeddingGemmaEmbeddings(BaseModel, Embeddings):
 
     @property
     def client(self) -> EmbeddingGemma:
-        return self._client
-
-    def _encode(self, texts: list[str], prompt_name: str | None, prompt: str | None) -> list[list[float]]:
-        if isinstance(texts, str):
-            raise TypeError("embed_documents takes a list of strings, not a single string")
-        texts = list(texts)
-        if not texts:
-            return []
-        kw: dict[str, Any] = {"batch_size": self.batch_size, "show_progress_bar": self.show_progress}
-        if prompt is not None:
-            kw["prompt"] = prompt
-        elif prompt_name is not None:
-            kw["prompt_name"] = prompt_name
-        else:
-            kw["prompt"] = ""
-        return self._client.encode(texts, **kw).tolist()
+        return self._encoder.model
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents with the document prompt; one list of floats per text."""
-        return self._encode(texts, self.document_prompt_name, self.document_prompt)
+        return self._encoder.embed_documents(texts).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query with the query prompt."""
         if not isinstance(text, str):
             raise TypeError(f"embed_query takes a string, got {type(text).__name__}")
-        return self._encode([text], self.query_prompt_name, self.query_prompt)[0]
+        return self._encoder.embed_queries([text])[0].tolist()
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.to_thread(self.embed_documents, texts)

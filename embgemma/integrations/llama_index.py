@@ -5,33 +5,39 @@
     >>> Settings.embed_model = EmbeddingGemmaEmbedding(model_name="google/embeddinggemma-300m")
 
 Queries get the model's ``query`` prompt and texts (nodes) its ``document`` prompt by default;
-batches go to the engine whole (``embed_batch_size`` texts per call); the async methods run in a
-worker thread.
+LlamaIndex hands over ``embed_batch_size`` texts per call and the engine batches them itself; the
+async methods run in a worker thread. Unknown keyword arguments are refused by name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any, Optional
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
-    from llama_index.core.bridge.pydantic import Field, PrivateAttr
+    from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "embgemma.integrations.llama_index needs llama-index-core: pip install \"embgemma[llama-index]\""
     ) from e
 
 from ..model import EmbeddingGemma
+from ._common import DEFAULT_MODEL, Encoder, refuse_unknown
 
 Embedding = list[float]
 
 
 class EmbeddingGemmaEmbedding(BaseEmbedding):
-    """LlamaIndex embeddings computed by embgemma (see ``EmbeddingGemma`` for ``model_name``)."""
+    """LlamaIndex embeddings computed by embgemma.
 
-    model_name: str = Field(default="google/embeddinggemma-300m", description="folder, GGUF, Ollama name or hub id")
-    embed_batch_size: int = Field(default=32, gt=0, le=2048, description="texts per engine call")
+    ``model_name`` is a model folder, GGUF file, Ollama name or Hugging Face id (see ``EmbeddingGemma``);
+    ``model=`` takes the same, or an already loaded ``EmbeddingGemma`` to share.
+    """
+
+    model_name: str = Field(default=DEFAULT_MODEL, description="folder, GGUF, Ollama name or hub id")
+    embed_batch_size: int = Field(default=32, gt=0, le=2048, description="texts LlamaIndex passes per call")
     query_prompt_name: Optional[str] = Field(default="query", description="prompt for queries")
     text_prompt_name: Optional[str] = Field(default="document", description="prompt for texts / nodes")
     query_instruction: Optional[str] = Field(default=None, description="a literal query prompt (wins)")
@@ -41,43 +47,53 @@ class EmbeddingGemmaEmbedding(BaseEmbedding):
     dtype: Optional[str] = Field(default=None, description="weights mode, see EmbeddingGemma")
     cache_folder: Optional[str] = Field(default=None, description="Hugging Face cache")
 
-    _model: EmbeddingGemma = PrivateAttr()
+    model_config = ConfigDict(extra="forbid")
 
-    def __init__(self, model_name: str = "google/embeddinggemma-300m", model: EmbeddingGemma | None = None,
-                 **kwargs: Any) -> None:
-        if model is not None:
-            model_name = str(model.model_path)
-        super().__init__(model_name=model_name, **kwargs)
-        self._model = model if model is not None else EmbeddingGemma(
-            self.model_name, truncate_dim=self.truncate_dim, threads=self.threads, dtype=self.dtype,
-            cache_folder=self.cache_folder,
+    _encoder: Encoder = PrivateAttr()
+
+    def __init__(self, model_name: Optional[str] = None,
+                 model: EmbeddingGemma | str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+        refuse_unknown(type(self).__name__, kwargs, ["model_name", "model", *type(self).model_fields])
+        if model is not None and model_name is not None:
+            raise ValueError("give model_name or model, not both (model also takes a path or name)")
+        source = model if model is not None else (model_name if model_name is not None else DEFAULT_MODEL)
+        if isinstance(source, EmbeddingGemma):
+            name = str(source.model_path)
+        elif isinstance(source, (str, os.PathLike)):
+            name = os.fspath(source)
+        else:
+            raise TypeError(
+                "model must be a model folder, GGUF file, Ollama name or Hugging Face id (a str or path), or a "
+                f"loaded embgemma.EmbeddingGemma; got {type(source).__name__}"
+            )
+        super().__init__(model_name=name, **kwargs)
+        loaded = isinstance(source, EmbeddingGemma)
+        self._encoder = Encoder(
+            source if loaded else name,
+            query_prompt_name=self.query_prompt_name, document_prompt_name=self.text_prompt_name,
+            query_prompt=self.query_instruction, document_prompt=self.text_instruction,
+            truncate_dim=self.truncate_dim,
+            model_kwargs=None if loaded else {"threads": self.threads, "dtype": self.dtype,
+                                              "cache_folder": self.cache_folder},
         )
 
     @classmethod
     def class_name(cls) -> str:
         return "EmbeddingGemmaEmbedding"
 
-    def _kw(self, query: bool) -> dict[str, Any]:
-        literal = self.query_instruction if query else self.text_instruction
-        name = self.query_prompt_name if query else self.text_prompt_name
-        if literal is not None:
-            return {"prompt": literal}
-        return {"prompt_name": name} if name is not None else {"prompt": ""}
-
-    def _embed(self, texts: list[str], query: bool) -> list[Embedding]:
-        if not texts:
-            return []
-        return self._model.encode(list(texts), batch_size=self.embed_batch_size, show_progress_bar=False,
-                                  **self._kw(query)).tolist()
+    @property
+    def model(self) -> EmbeddingGemma:
+        """The loaded model (shared with other integration objects loading the same one)."""
+        return self._encoder.model
 
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self._embed([query], True)[0]
+        return self._encoder.embed_queries([query])[0].tolist()
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        return self._embed([text], False)[0]
+        return self._encoder.embed_documents([text])[0].tolist()
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return self._embed(texts, False)
+        return self._encoder.embed_documents(texts).tolist()
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return await asyncio.to_thread(self._get_query_embedding, query)
