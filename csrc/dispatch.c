@@ -1,6 +1,7 @@
-/* dispatch.c - which kernels this CPU can run: CPUID for the instructions,
- * XGETBV for the OS having enabled their register state. EMBGEMMA_ISA (read
- * at model load) forces a choice for tests. No Python here.
+/* dispatch.c - which kernels this CPU can run: on x86-64 CPUID for the instructions,
+ * XGETBV for the OS having enabled their register state; on ARM64 what the OS
+ * reports (Linux: getauxval, macOS: sysctlbyname). EMBGEMMA_ISA (read at model
+ * load) forces a choice for tests. No Python here.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -70,8 +71,78 @@ static void make_tables(void) {
 }
 #endif
 
+#ifdef EG_HAVE_ARM64
+/* ARM64 features as the OS reports them: user space cannot read the ID registers portably. */
+#include <pthread.h>
+#if defined(__linux__)
+#include <sys/auxv.h>
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+enum { A_ASIMD = 1, A_DOTPROD = 2, A_I8MM = 4, A_BF16 = 8 };
+
+#if defined(__APPLE__)
+static int sysctl_flag(const char *name) { /* 0 where the name does not exist (older macOS) */
+    int v = 0;
+    size_t len = sizeof v;
+    return sysctlbyname(name, &v, &len, NULL, 0) == 0 && v != 0;
+}
+#endif
+
+static unsigned arm_features(void) {
+    unsigned f = 0;
+#if defined(__linux__)
+    /* the kernel's HWCAP bits (arch/arm64/include/uapi/asm/hwcap.h), spelled out for older headers */
+    const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+    if (hw & (1ul << 1)) f |= A_ASIMD;     /* HWCAP_ASIMD   */
+    if (hw & (1ul << 20)) f |= A_DOTPROD;  /* HWCAP_ASIMDDP */
+    if (hw2 & (1ul << 13)) f |= A_I8MM;    /* HWCAP2_I8MM   */
+    if (hw2 & (1ul << 14)) f |= A_BF16;    /* HWCAP2_BF16   */
+#elif defined(__APPLE__)
+    f |= A_ASIMD; /* every Apple arm64 CPU */
+    if (sysctl_flag("hw.optional.arm.FEAT_DotProd")) f |= A_DOTPROD;
+    if (sysctl_flag("hw.optional.arm.FEAT_I8MM")) f |= A_I8MM;
+    if (sysctl_flag("hw.optional.arm.FEAT_BF16")) f |= A_BF16;
+#else
+    f |= A_ASIMD; /* Advanced SIMD is part of the AArch64 baseline; no portable way to ask for more */
+#endif
+    return f;
+}
+
+static int isa_on_cpu(eg_isa isa) {
+    const unsigned f = arm_features();
+    switch (isa) {
+    case EG_ISA_NEON: return (f & A_ASIMD) != 0;
+    case EG_ISA_DOTPROD: return (f & (A_ASIMD | A_DOTPROD)) == (A_ASIMD | A_DOTPROD);
+    case EG_ISA_I8MM: return (f & (A_ASIMD | A_DOTPROD | A_I8MM)) == (A_ASIMD | A_DOTPROD | A_I8MM);
+    default: return 0;
+    }
+}
+
+/* The dotprod and i8mm tables are NEON's with the integer GEMM replaced, composed once. */
+static eg_kernels table_dotprod, table_i8mm;
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+static void make_tables(void) {
+    table_dotprod = eg_kernels_neon;
+    eg_kernels_dotprod_fill(&table_dotprod);
+    table_i8mm = eg_kernels_neon;
+    eg_kernels_i8mm_fill(&table_i8mm);
+}
+#endif
+
 const char *eg_cpu_features(void) {
-#ifdef EG_HAVE_X86
+#ifdef EG_HAVE_ARM64
+    static const char *const names[] = {"asimd", "asimddp", "i8mm", "bf16"};
+    static __thread char buf[64];
+    const unsigned f = arm_features();
+    buf[0] = 0;
+    for (int i = 0; i < 4; i++)
+        if (f & (1u << i)) {
+            if (buf[0]) strcat(buf, " ");
+            strcat(buf, names[i]);
+        }
+    return buf;
+#elif defined(EG_HAVE_X86)
     static const char *const names[] = {"avx2", "fma", "avx_vnni", "avx512f/bw/dq/vl", "avx512_vnni", "avx512_bf16"};
     static __thread char buf[128];
     const unsigned f = cpu_features();
@@ -87,22 +158,31 @@ const char *eg_cpu_features(void) {
 #endif
 }
 
-static const char *const isa_names[EG_ISA_COUNT] = {"scalar", "avx2", "avxvnni", "avx512"};
+static const char *const isa_names[EG_ISA_COUNT] = {
+    [EG_ISA_SCALAR] = "scalar", [EG_ISA_AVX2] = "avx2", [EG_ISA_AVXVNNI] = "avxvnni", [EG_ISA_AVX512] = "avx512",
+    [EG_ISA_NEON] = "neon", [EG_ISA_DOTPROD] = "dotprod", [EG_ISA_I8MM] = "i8mm",
+};
 
 const char *eg_isa_name(eg_isa isa) { return (unsigned)isa < EG_ISA_COUNT ? isa_names[isa] : "unknown"; }
 
+static int isa_is_arm64(eg_isa isa) { return isa == EG_ISA_NEON || isa == EG_ISA_DOTPROD || isa == EG_ISA_I8MM; }
+
 int eg_isa_compiled(eg_isa isa) {
     if (isa == EG_ISA_SCALAR) return 1;
-#ifdef EG_HAVE_X86
-    if ((unsigned)isa < EG_ISA_COUNT) return 1;
-#endif
+    if ((unsigned)isa >= EG_ISA_COUNT) return 0;
+#if defined(EG_HAVE_X86)
+    return !isa_is_arm64(isa);
+#elif defined(EG_HAVE_ARM64)
+    return isa_is_arm64(isa);
+#else
     return 0;
+#endif
 }
 
 int eg_isa_supported(eg_isa isa) {
     if (!eg_isa_compiled(isa)) return 0;
     if (isa == EG_ISA_SCALAR) return 1;
-#ifdef EG_HAVE_X86
+#if defined(EG_HAVE_X86) || defined(EG_HAVE_ARM64)
     return isa_on_cpu(isa);
 #else
     return 0;
@@ -122,6 +202,12 @@ const eg_kernels *eg_kernels_for(eg_isa isa) {
     if (isa == EG_ISA_AVXVNNI) return &table_avxvnni;
     if (isa == EG_ISA_AVX512) return &table_avx512;
 #endif
+#ifdef EG_HAVE_ARM64
+    pthread_once(&tables_once, make_tables);
+    if (isa == EG_ISA_NEON) return &eg_kernels_neon;
+    if (isa == EG_ISA_DOTPROD) return &table_dotprod;
+    if (isa == EG_ISA_I8MM) return &table_i8mm;
+#endif
     (void)isa;
     return &eg_kernels_scalar;
 }
@@ -129,8 +215,8 @@ const eg_kernels *eg_kernels_for(eg_isa isa) {
 /* ---------------------------------------------------------------- self-check */
 
 /* One GEMM of type t on the fixed problem with kernels k: x [M, K] . W [N, K]^T into y. N spans
- * three panels (the last partial), M a full tile and a remainder on every ISA. */
-enum { SC_M = 15, SC_N = 37, SC_K = 96 };
+ * three panels (the last partial), M full tiles and a remainder on every ISA (row tiles of 3, 4, 5, 6, 12). */
+enum { SC_M = 17, SC_N = 37, SC_K = 96 };
 static void selfcheck_gemm(const eg_kernels *k, const float *x, const eg_matrix *w, float *y) {
     uint8_t xq[SC_M * SC_K];
     float xs[SC_M * (SC_K / EG_QBLOCK)];
@@ -172,6 +258,7 @@ int eg_isa_selfcheck(eg_isa isa, char *why, size_t whylen) {
             return 0;
         }
         eg_matrix_ranges(&w, k->pairs16); /* the data this ISA will see */
+        eg_matrix_layout(&w, k->kgroup);
         for (int r = 0; r < SC_N; r++) eg_matrix_pack_row(&w, r, wl + r * SC_K);
         selfcheck_gemm(k, xl, &w, y);
         selfcheck_gemm(ref, xl, &w, yr);
@@ -223,12 +310,24 @@ eg_status eg_isa_choose(const char *name, eg_isa *out, char *note, size_t notele
     } else {
         for (int i = 0; i < EG_ISA_COUNT; i++)
             if (strcmp(name, isa_names[i]) == 0) want = (eg_isa)i;
-        if (want == EG_ISA_COUNT)
-            return eg_fail(err, errlen, EG_ERR_INVALID_ARG,
-                           "unknown ISA \"%.32s\": use auto, scalar, avx2, avxvnni or avx512", name);
+        if (want == EG_ISA_COUNT || !eg_isa_compiled(want)) {
+            char choices[160] = "auto";
+            int last = 0;
+            for (int i = 0; i < EG_ISA_COUNT; i++)
+                if (eg_isa_compiled((eg_isa)i)) last = i;
+            for (int i = 0; i < EG_ISA_COUNT; i++)
+                if (eg_isa_compiled((eg_isa)i)) {
+                    strcat(choices, i == last ? " or " : ", ");
+                    strcat(choices, isa_names[i]);
+                }
+            if (want == EG_ISA_COUNT)
+                return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "unknown ISA \"%.32s\": use %s", name, choices);
+            return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "ISA \"%s\" is for %s CPUs, not compiled into this build: use %s",
+                           name, isa_is_arm64(want) ? "ARM64" : "x86-64", choices);
+        }
         if (!eg_isa_supported(want))
-            return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "ISA \"%s\" is not %s on this machine", name,
-                           eg_isa_compiled(want) ? "supported by the CPU" : "compiled in");
+            return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "ISA \"%s\" is not supported by the CPU on this machine",
+                           name);
         forced = 1;
     }
     size_t used = 0;

@@ -32,6 +32,10 @@ typedef enum {
     EG_ISA_AVX2 = 1,      /* x86-64 AVX2 + FMA                                 */
     EG_ISA_AVXVNNI = 2,   /* AVX2 + FMA + AVX-VNNI (vpdpbusd on ymm)           */
     EG_ISA_AVX512 = 3,    /* AVX-512 F/BW/DQ/VL + AVX512_VNNI (zmm)            */
+    /* ARM64 (AArch64); each level includes the ones before it */
+    EG_ISA_NEON = 4,      /* Advanced SIMD: every ARMv8-A CPU                  */
+    EG_ISA_DOTPROD = 5,   /* + FEAT_DotProd (SDOT)                             */
+    EG_ISA_I8MM = 6,      /* + FEAT_I8MM (SMMLA)                               */
     EG_ISA_COUNT
 } eg_isa;
 
@@ -52,7 +56,8 @@ typedef enum {
 } eg_weights;
 
 typedef struct {
-    const char *isa;          /* NULL or "" (auto; EMBGEMMA_ISA applies), "scalar", "avx2", "avxvnni", "avx512" */
+    const char *isa;          /* NULL or "" (auto; EMBGEMMA_ISA applies), "scalar", "avx2", "avxvnni", "avx512",
+                                 "neon", "dotprod", "i8mm" (those of the CPU architecture built for) */
     eg_weights mlp_weights;   /* gate/up and down projections (60% of the weights) */
     eg_weights attn_weights;  /* q/k/v and o projections                           */
     /* GGUF only. A GGUF without the Dense tensors cannot give the model's
@@ -142,7 +147,7 @@ const char *eg_isa_name(eg_isa isa);
 int eg_isa_compiled(eg_isa isa);
 int eg_isa_supported(eg_isa isa);
 eg_isa eg_isa_best(void);
-/* The CPU features dispatch looks at, space-separated ("avx2 fma avx512f ..."). */
+/* The CPU features dispatch looks at, space-separated ("avx2 fma avx512f ...", "asimd asimddp i8mm bf16"). */
 const char *eg_cpu_features(void);
 /* Runs every kernel of `isa` once against its scalar twin on a small fixed problem (well under a
  * millisecond): 1 when they agree (integer kernels bit for bit, float ones to rounding), else 0

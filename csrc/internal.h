@@ -194,6 +194,10 @@ typedef enum { EG_W_F32 = 0, EG_W_BF16, EG_W_I8, EG_W_Q8_0, EG_W_Q4_0 } eg_wtype
  *                                          element b of k-quad 2g in its low nibble
  *                                          and of k-quad 2g+1 in its high nibble,
  *                                          stored as q + 8 (q in -8..7); scales as Q8_0
+ * k-octets (kgroup 8, for ARM's SMMLA, which multiplies 2 x 8 by 8 x 2): I8 / Q8_0 as above with 8
+ * in place of 4, int8 [n_panels, kb/8, 16, 8], so columns 2c and 2c+1 of an octet are 16 bytes in a
+ * row; Q4_0 uint8 [n_panels, k/16, 128], byte b of 16-k group g holding element b of octet 2g (low
+ * nibble) and of octet 2g+1 (high). The kernel table says which it reads (eg_kernels.kgroup).
  * All three also keep wsum [n_panels, kb/32, 16]: each block's sum of q times the
  * activations' zero point. The integer kernels multiply these int8 weights by uint8
  * activations quantized per block of 32 (u8 x s8: what vpmaddubsw / vpdpbusd take), 4 k
@@ -205,6 +209,7 @@ typedef struct {
     float *scale;              /* integer types: [n_panels, kb/32, 16] per output row and block */
     int32_t *wsum;             /* [n_panels, kb/32, 16] zero point x each block's sum of q */
     int aqmax;                 /* integer types: activations are quantized to |a| <= aqmax, + aqmax + 1 */
+    int kgroup;                /* integer types: k values per column run in a panel, 4 (k-quads) or 8 (k-octets) */
     int64_t n, k;
     int64_t n_panels;          /* ceil(n / 16)                                   */
     eg_wtype type;
@@ -255,6 +260,8 @@ uint16_t eg_f32_to_bf16(float f);                                  /* round to n
  * real model against sentence-transformers (tests/data/real_texts, 102 texts), worst cosine
  * 0.99945 with 8-bit weights and 7-bit activations, 0.99874 with 7-bit weights and 8-bit ones. */
 void eg_matrix_ranges(eg_matrix *m, int pairs16); /* sets aqmax; before packing */
+/* Sets the panel layout of an integer type, kgroup 4 or 8 (eg_kernels.kgroup; 0 means 4); before packing. */
+void eg_matrix_layout(eg_matrix *m, int kgroup);
 /* Quantized activations' row stride and weights' padded k: k rounded up to whole blocks of 32 */
 static inline int64_t eg_ldq(int64_t k) { return (k + EG_QBLOCK - 1) & ~(int64_t)(EG_QBLOCK - 1); }
 /* x [m, k] per block of 32 into q [m, ldq] (pad columns hold the zero point) and scale [m, ldxs]:
@@ -310,6 +317,7 @@ typedef struct {
      * the floating-point operations done (for eg_fma_peak, not the engine) */
     double (*fma_loop)(int64_t iters, float *sink);
     int pairs16; /* the integer GEMM sums pairs of products in int16 (vpmaddubsw): see eg_matrix_ranges */
+    int kgroup;  /* the integer GEMM reads k-quads (4; 0 means the same) or k-octets (8): eg_matrix_layout */
 } eg_kernels;
 
 /* Runs panels p0..p1 of w on the kernel for its type; xq / xs (ldq, ldxs) are the
@@ -335,6 +343,12 @@ const eg_kernels *eg_kernels_for(eg_isa isa);
 extern const eg_kernels eg_kernels_avx2;
 void eg_kernels_avxvnni_fill(eg_kernels *k); /* AVX2's table with the AVX-VNNI integer GEMMs */
 void eg_kernels_avx512_fill(eg_kernels *k);  /* AVX2's table with the zmm GEMMs              */
+#endif
+#if defined(__aarch64__) || defined(_M_ARM64)
+#define EG_HAVE_ARM64 1
+extern const eg_kernels eg_kernels_neon;
+void eg_kernels_dotprod_fill(eg_kernels *k); /* NEON's table with the SDOT integer GEMM  */
+void eg_kernels_i8mm_fill(eg_kernels *k);    /* NEON's table with the SMMLA integer GEMM */
 #endif
 
 struct eg_model {

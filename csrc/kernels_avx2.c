@@ -147,7 +147,13 @@ static EG_AVX2 void quantize_avx2(const float *x, int64_t ldx, int64_t m, int64_
                 scale[i * ldxs + b] = NAN;
                 continue;
             }
-            const __m256 inv = _mm256_set1_ps(amax > 0.0f ? fq / amax : 0.0f);
+            const float fi = amax > 0.0f ? fq / amax : 0.0f;
+            if (!(fi < INFINITY)) { /* as the twin: a block below qmax / FLT_MAX is zeros */
+                memset(qb, qmax + 1, EG_QBLOCK);
+                scale[i * ldxs + b] = 0.0f;
+                continue;
+            }
+            const __m256 inv = _mm256_set1_ps(fi);
             __m256i r[4];
             for (int j = 0; j < 4; j++) {
                 const __m256i t = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], inv));

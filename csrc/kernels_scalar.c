@@ -31,12 +31,13 @@ static void gemm_float_scalar(const float *x, int64_t ldx, int64_t m, const eg_m
     }
 }
 
-/* Weight (column j, input kk) of an I8 / Q8_0 / Q4_0 panel as its integer q (0 in the padding). */
+/* Weight (column j, input kk) of an I8 / Q8_0 / Q4_0 panel as its integer q (0 in the padding), in
+ * runs of g = kgroup k (k-quads or k-octets). */
 static inline int32_t panel_q(const eg_matrix *w, const uint8_t *panel, int64_t kk, int64_t j) {
-    const int64_t idx = j * 4 + (kk & 3);
-    if (w->type != EG_W_Q4_0) return ((const int8_t *)panel)[(kk / 4) * EG_PANEL * 4 + idx];
-    const uint8_t byte = panel[(kk / 8) * EG_PANEL * 4 + idx];
-    return (int32_t)((kk / 4) & 1 ? byte >> 4 : byte & 0x0F) - 8;
+    const int64_t g = w->kgroup == 8 ? 8 : 4, idx = j * g + kk % g;
+    if (w->type != EG_W_Q4_0) return ((const int8_t *)panel)[(kk / g) * EG_PANEL * g + idx];
+    const uint8_t byte = panel[(kk / (2 * g)) * EG_PANEL * g + idx];
+    return (int32_t)((kk / g) & 1 ? byte >> 4 : byte & 0x0F) - 8;
 }
 
 static void gemm_q_scalar(const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,

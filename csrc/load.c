@@ -165,7 +165,10 @@ static eg_status load_stacked(finder *f, eg_matrix *m, int count, const char *co
     }
     if (type == (eg_wtype)-1) type = auto_type(t, count);
     eg_status s = eg_matrix_alloc(m, total, k, type, f->err, f->errlen);
-    if (s == EG_OK && f->k) eg_matrix_ranges(m, f->k->pairs16);
+    if (s == EG_OK && f->k) {
+        eg_matrix_ranges(m, f->k->pairs16);
+        eg_matrix_layout(m, f->k->kgroup);
+    }
     for (int i = 0, row0 = 0; i < count && s == EG_OK; row0 += (int)rows[i], i++)
         s = pack_rows(m, row0, t[i], f->err, f->errlen);
     return s;

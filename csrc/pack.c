@@ -28,6 +28,8 @@ void eg_matrix_ranges(eg_matrix *m, int pairs16) {
     m->aqmax = pairs16 && m->type != EG_W_Q4_0 ? 63 : 127;
 }
 
+void eg_matrix_layout(eg_matrix *m, int kgroup) { m->kgroup = kgroup == 8 ? 8 : 4; }
+
 int64_t eg_matrix_bytes(const eg_matrix *m) {
     return m->n_panels * panel_bytes(m) + scale_count(m) * (int64_t)(sizeof(float) + sizeof(int32_t));
 }
@@ -42,6 +44,7 @@ eg_status eg_matrix_alloc(eg_matrix *m, int64_t n, int64_t k, eg_wtype type, cha
     m->k = k;
     m->type = type;
     eg_matrix_ranges(m, 1); /* safe on every ISA; the loader widens them where the kernels allow */
+    m->kgroup = 4;
     m->n_panels = (n + EG_PANEL - 1) / EG_PANEL;
     size_t bytes = (size_t)(m->n_panels * panel_bytes(m));
     if (posix_memalign(&m->data, 64, bytes ? bytes : 64) != 0) m->data = NULL;
@@ -76,10 +79,10 @@ uint16_t eg_f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
-/* Byte offset of W[r][kk] in an I8 / Q8_0 panel set (k4 quads of 16 x 4). */
+/* Byte offset of W[r][kk] in an I8 / Q8_0 panel set (kb/g runs of 16 x g, g = kgroup). */
 static inline int64_t i8_offset(const eg_matrix *m, int64_t r, int64_t kk) {
-    const int64_t p = r / EG_PANEL, j = r % EG_PANEL, k4 = eg_ldq(m->k) / 4; /* padded to whole blocks */
-    return ((p * k4 + kk / 4) * EG_PANEL + j) * 4 + (kk & 3);
+    const int64_t g = m->kgroup, p = r / EG_PANEL, j = r % EG_PANEL, kg = eg_ldq(m->k) / g; /* whole blocks */
+    return ((p * kg + kk / g) * EG_PANEL + j) * g + kk % g;
 }
 
 /* Block b (k values b*32 .. b*32+31, fewer in an I8 row's last block) of row r of an integer
@@ -94,9 +97,9 @@ static void pack_block(eg_matrix *m, int64_t r, int64_t b, const int8_t *q, floa
         sum += q[e];
         if (m->type != EG_W_Q4_0) {
             ((int8_t *)m->data)[i8_offset(m, r, kk)] = q[e];
-        } else { /* quads 2g and 2g+1 share the bytes of 8-k group g */
-            const int64_t kq = kk / 4;
-            uint8_t *byte = (uint8_t *)m->data + (p * (k / 8) + kq / 2) * EG_PANEL * 4 + j * 4 + (kk & 3);
+        } else { /* runs 2h and 2h+1 (of g = kgroup k each) share the bytes of 2g-k group h */
+            const int64_t g = m->kgroup, kq = kk / g;
+            uint8_t *byte = (uint8_t *)m->data + (p * (k / (2 * g)) + kq / 2) * EG_PANEL * g + j * g + kk % g;
             const uint8_t nib = (uint8_t)(q[e] + 8) & 0x0F;
             *byte = kq & 1 ? (uint8_t)((*byte & 0x0F) | (nib << 4)) : (uint8_t)((*byte & 0xF0) | nib);
         }
@@ -118,13 +121,14 @@ void eg_matrix_pack_row(eg_matrix *m, int64_t r, const float *src) {
             const float *xb = src + b * EG_QBLOCK;
             float amax = 0.0f;
             for (int64_t e = 0; e < len; e++) amax = fmaxf(amax, fabsf(xb[e]));
-            const float wq = 127.0f, inv = amax > 0.0f ? wq / amax : 0.0f;
+            /* amax below 127 / FLT_MAX (~4e-37) would make inv infinite and 0 x inv NaN: zeros */
+            const float wq = 127.0f, inv0 = amax > 0.0f ? wq / amax : 0.0f, inv = inv0 < INFINITY ? inv0 : 0.0f;
             int8_t q[EG_QBLOCK];
             for (int64_t e = 0; e < len; e++) {
                 const float v = nearbyintf(xb[e] * inv);
                 q[e] = (int8_t)(v > wq ? wq : v < -wq ? -wq : v);
             }
-            pack_block(m, r, b, q, amax / wq);
+            pack_block(m, r, b, q, inv > 0.0f ? amax / wq : 0.0f);
         }
     } else { /* Q8_0 / Q4_0: ggml's quantizer, then the block layout */
         int8_t q[EG_QBLOCK];
@@ -212,6 +216,11 @@ void eg_quantize_blocks_u8(const float *x, int64_t ldx, int64_t m, int64_t k, in
                 continue;
             }
             const float inv = amax > 0.0f ? fq / amax : 0.0f;
+            if (!(inv < INFINITY)) { /* amax below qmax / FLT_MAX (~4e-37): 0 x inv would be NaN; zeros */
+                memset(qb, qmax + 1, (size_t)len);
+                scale[i * ldxs + b] = 0.0f;
+                continue;
+            }
             for (int e = 0; e < len; e++) {
                 float v = round_even(xb[e] * inv); /* |v| <= qmax, up to rounding of inv */
                 v = v < -fq ? -fq : v > fq ? fq : v;

@@ -30,6 +30,7 @@ eg_status eg_test_gemm(eg_isa isa, eg_weights weights, int pairs16, const float 
                        eg_isa_name(isa));
     }
     eg_matrix_ranges(&mat, pairs16);
+    eg_matrix_layout(&mat, kt->kgroup);
     for (int64_t r = 0; r < n; r++) eg_matrix_pack_row(&mat, r, w + r * k);
     const int64_t ldq = eg_ldq(k);
     uint8_t *xq = NULL;

@@ -12,7 +12,8 @@ import embgemma
 from embgemma import EmbeddingGemma
 
 INFO = embgemma.build_info()
-ORDER = ["scalar", "avx2", "avxvnni", "avx512"]  # each ISA falls back to the one before it
+# each ISA falls back to the one before it (of those this CPU supports); x86-64, then ARM64
+ORDER = ["scalar", "avx2", "avxvnni", "avx512", "neon", "dotprod", "i8mm"]
 
 
 def test_isas_are_named_in_order_and_known():
@@ -35,6 +36,15 @@ def test_cpu_features_agree_with_supported_isas():
     assert ("avx2" in sup) == ("avx2" in f and "fma" in f)
     assert ("avxvnni" in sup) == ("avx2" in f and "fma" in f and "avx_vnni" in f)
     assert ("avx512" in sup) == ("avx512f/bw/dq/vl" in f and "avx512_vnni" in f and "avx2" in f)
+    assert ("neon" in sup) == ("asimd" in f)
+    assert ("dotprod" in sup) == ("asimd" in f and "asimddp" in f)
+    assert ("i8mm" in sup) == ("asimd" in f and "asimddp" in f and "i8mm" in f)
+
+
+def test_isas_of_one_architecture_are_compiled_in():
+    arm = {"neon", "dotprod", "i8mm"}
+    compiled = set(INFO["compiled_isas"]) - {"scalar"}
+    assert compiled <= arm or not compiled & arm, compiled
 
 
 @pytest.mark.parametrize("isa", [i for i in INFO["supported_isas"] if i != "scalar"])
@@ -74,7 +84,20 @@ def test_a_passing_check_warns_nothing(golden_dir):
     assert m.info["isa_note"].startswith(m.info["isa"])
 
 
+def _choices() -> str:
+    names = INFO["compiled_isas"]
+    return "auto, " + ", ".join(names[:-1]) + " or " + names[-1]
+
+
 def test_unknown_isa_names_the_choices(golden_dir, monkeypatch):
-    monkeypatch.setenv("EMBGEMMA_ISA", "neon")
-    with pytest.raises(ValueError, match="auto, scalar, avx2, avxvnni or avx512"):
+    monkeypatch.setenv("EMBGEMMA_ISA", "sse9")
+    with pytest.raises(ValueError, match=f"unknown ISA \"sse9\": use {_choices()}$"):
+        EmbeddingGemma(golden_dir)
+
+
+def test_an_isa_of_the_other_architecture_says_so(golden_dir, monkeypatch):
+    other = "avx2" if "neon" in INFO["compiled_isas"] else "neon"
+    arch = "ARM64" if other == "neon" else "x86-64"
+    monkeypatch.setenv("EMBGEMMA_ISA", other)
+    with pytest.raises(ValueError, match=f"{other}\" is for {arch} CPUs, not compiled into this build: use {_choices()}"):
         EmbeddingGemma(golden_dir)
