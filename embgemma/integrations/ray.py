@@ -48,7 +48,7 @@ import numpy as np
 
 from .._batch import BatchEmbedder, EmbedOptions, _text_reason, _title_reason, to_arrow_embeddings
 
-__all__ = ["RayEmbedder", "embed_dataset", "iter_embedded_batches", "read_inputs", "run_embed_job", "default_sizing"]
+__all__ = ["EmbedOptions", "RayEmbedder", "embed_dataset", "iter_embedded_batches", "read_inputs", "run_embed_job", "default_sizing"]
 
 #: Rows per ``map_batches`` call by default: large enough that the engine's length sorting has
 #: material to work with and Ray's per-call overhead vanishes, small enough that a retried batch
