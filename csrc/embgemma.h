@@ -25,6 +25,7 @@ typedef enum {
     EG_ERR_IO,            /* a file could not be opened, read or mapped        */
     EG_ERR_NOMEM,         /* an allocation failed                              */
     EG_ERR_INTERNAL,
+    EG_ERR_CANCELLED,     /* the caller's cancel poll asked to stop (eg_encode_opts) */
 } eg_status;
 
 typedef enum {
@@ -107,6 +108,13 @@ typedef struct {
     int64_t dim;        /* output width: out_dim, or a Matryoshka prefix       */
     int normalize;      /* L2-normalize the (possibly truncated) output        */
     int n_threads;      /* worker threads for this call (>= 1)                 */
+    /* Optional cancellation (NULL: none). The pass calls cancel(cancel_arg) on the calling thread
+     * between its steps (each layer's attention block in slices, each MLP chunk of at most 1024
+     * tokens), never inside a parallel region, so a call can be stopped within a fraction of a
+     * layer. A nonzero return abandons the call: EG_ERR_CANCELLED, scratch freed, no output row
+     * written. It is polled often (hundreds of times per call): keep it cheap. */
+    int (*cancel)(void *cancel_arg);
+    void *cancel_arg;
 } eg_encode_opts;
 
 /* Embed n_seqs token sequences packed back to back, with no padding:

@@ -18,6 +18,12 @@
 #define MLP_CHUNK 1024   /* tokens per MLP step: bounds the [chunk, 2I] buffer  */
 #define ATT_BQ 32        /* queries per attention tile                          */
 #define ATT_BK 64        /* keys per attention tile                             */
+/* Attention runs in slices of query tiles of about this many (query, key) pairs per thread each
+ * (0.2 GMAC per thread for EmbeddingGemma's 3 x 256 query heads: tens of ms): the cancel poll runs
+ * between slices, so even one global layer over 8192 tokens can be stopped within a small part of
+ * itself. Short texts fit in one slice (one parallel region, as without slicing). Each task
+ * computes the same numbers in any slice. */
+#define ATT_SLICE_PAIRS ((int64_t)1 << 17)
 /* Row operations (norms, RoPE, GELU, residual adds, pooling) get a thread team only from this many
  * tokens on: below it, forking and joining costs more than the work (measured: a 2-thread region of
  * 20 x 768 row work took ~8 us against ~2.5 us serially, and a 20-token query crosses ~240 such
@@ -191,6 +197,9 @@ static void attention_tile(const eg_model *md, const float *qkv, int64_t ldq, in
 
 static int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
+/* The caller's cancel poll, on the calling thread between parallel regions. */
+static int stop_requested(const eg_encode_opts *o) { return o->cancel && o->cancel(o->cancel_arg); }
+
 eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offsets, int64_t n_seqs,
                      const eg_encode_opts *opts, float *out, int64_t out_stride, const int64_t *rows, char *err,
                      size_t errlen) {
@@ -248,22 +257,31 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     /* attention tasks: (sequence, query tile, kv head) */
     int64_t n_tiles = 0;
     for (int64_t s = 0; s < S; s++) n_tiles += (offsets[s + 1] - offsets[s] + ATT_BQ - 1) / ATT_BQ;
-    int64_t *task_seq = malloc((size_t)(n_tiles ? n_tiles : 1) * 2 * sizeof(int64_t));
+    int64_t *task_seq = malloc((size_t)(n_tiles ? n_tiles : 1) * 3 * sizeof(int64_t));
     if (!task_seq) {
         free(pos);
         free(arena);
         return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
     }
-    int64_t *task_q0 = task_seq + n_tiles;
-    for (int64_t s = 0, n = 0; s < S; s++)
-        for (int64_t q = 0; q < offsets[s + 1] - offsets[s]; q += ATT_BQ, n++) {
+    int64_t *task_q0 = task_seq + n_tiles, *slice_end = task_q0 + n_tiles;
+    int64_t n_slices = 0, pairs = 0;
+    for (int64_t s = 0, n = 0; s < S; s++) {
+        const int64_t len = offsets[s + 1] - offsets[s];
+        for (int64_t q = 0; q < len; q += ATT_BQ, n++) {
             task_seq[n] = s;
             task_q0[n] = q;
+            pairs += (len - q < ATT_BQ ? len - q : ATT_BQ) * len; /* a global layer's; local ones see fewer */
+            if (pairs >= ATT_SLICE_PAIRS * nt || n + 1 == n_tiles) {
+                slice_end[n_slices++] = n + 1;
+                pairs = 0;
+            }
         }
-    const int64_t att_tasks = n_tiles * KV;
+    }
+    int cancelled = 0, bad = 0;
 
     for (int64_t l = 0; l < c->n_layers; l++) {
         const eg_layer *L = &md->layers[l];
+        if ((cancelled = stop_requested(opts))) goto finish;
         const int glob = L->is_global;
         const float *rc = md->rope_cos[glob], *rs = md->rope_sin[glob];
 
@@ -285,14 +303,19 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
                 rope(kh, cr, sr, Hd / 2);
             }
         }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (att_tasks > 1)
-        for (int64_t task = 0; task < att_tasks; task++) {
-            const int64_t n = task / KV, g = task % KV, s = task_seq[n];
-            const int64_t len = offsets[s + 1] - offsets[s], q0 = task_q0[n];
-            const int64_t q1 = q0 + ATT_BQ < len ? q0 + ATT_BQ : len;
-            attention_tile(md, sc.qkv, QKV, offsets[s] - offsets[0], len, q0, q1, g, glob,
-                           sc.att_tile + (int64_t)EG_THREAD_ID() * tile, sc.att, QD);
+        for (int64_t sl = 0; sl < n_slices; sl++) { /* tasks: (query tile, kv head) */
+            const int64_t a0 = (sl ? slice_end[sl - 1] : 0) * KV, a1 = slice_end[sl] * KV;
+            if ((cancelled = stop_requested(opts))) goto finish;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (a1 - a0 > 1)
+            for (int64_t task = a0; task < a1; task++) {
+                const int64_t n = task / KV, g = task % KV, s = task_seq[n];
+                const int64_t len = offsets[s + 1] - offsets[s], q0 = task_q0[n];
+                const int64_t q1 = q0 + ATT_BQ < len ? q0 + ATT_BQ : len;
+                attention_tile(md, sc.qkv, QKV, offsets[s] - offsets[0], len, q0, q1, g, glob,
+                               sc.att_tile + (int64_t)EG_THREAD_ID() * tile, sc.att, QD);
+            }
         }
+        if ((cancelled = stop_requested(opts))) goto finish;
         gemm(md, sc.att, QD, T, &L->o, sc.tmp, D, nt, sc.xq, sc.xs);
         /* x += rms(attn_out) (post-norm before the residual add), then m = rms(x) */
 #pragma omp parallel for schedule(static) num_threads(nt) if (T >= ROWS_PAR_MIN)
@@ -306,6 +329,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
         /* 3. MLP: down(gelu(gate m) * up m), in token chunks */
         for (int64_t t0 = 0; t0 < T; t0 += chunk) {
             const int64_t n = T - t0 < chunk ? T - t0 : chunk;
+            if ((cancelled = stop_requested(opts))) goto finish;
             gemm(md, sc.xn + t0 * D, D, n, &L->gate_up, sc.gu, 2 * I, nt, sc.xq, sc.xs);
 #pragma omp parallel for schedule(static) num_threads(nt) if (n >= ROWS_PAR_MIN)
             for (int64_t t = 0; t < n; t++) md->k->gelu_gate(sc.gu + t * 2 * I, sc.gu + t * 2 * I + I, I);
@@ -318,6 +342,8 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
             for (int64_t i = 0; i < D; i++) xt[i] += ft[i];
         }
     }
+
+    if ((cancelled = stop_requested(opts))) goto finish;
 
     /* 4. final norm, then mean pooling over every token (BOS, prompt, text, EOS) */
     float *pooled = sc.head, *hbuf = sc.head + S * wmax;
@@ -350,7 +376,6 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     }
 
     /* 6. Normalize module, Matryoshka prefix, optional re-normalization */
-    int bad = 0;
     for (int64_t s = 0; s < S; s++) {
         float *v = cur + s * wmax;
         if (md->info.normalize) {
@@ -371,9 +396,11 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
             if (isnan(dst[i])) bad = 1;
         }
     }
+finish:
     free(task_seq);
     free(pos);
     free(arena);
+    if (cancelled) return eg_fail(err, errlen, EG_ERR_CANCELLED, "cancelled by the caller");
     if (bad)
         return eg_fail(err, errlen, EG_ERR_INTERNAL,
                        "the forward pass produced NaN: the model's weights contain non-finite values");

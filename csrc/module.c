@@ -8,6 +8,8 @@
 #include <Python.h>
 #define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
 #include <numpy/arrayobject.h>
+#include <pythread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "embgemma.h"
@@ -145,6 +147,54 @@ static int warn_forked(void) {
                         1) == 0;
 }
 
+/* ---------------------------------------------------------------- Ctrl-C inside a call
+ *
+ * Python runs signal handlers only in the main thread, and only when that thread holds the GIL, so
+ * a long encode (seconds on one batch) would see Ctrl-C only when it returned. For a call on the
+ * main thread the engine polls signals_poll between its steps (on this thread, outside its parallel
+ * regions): at most every SIGNALS_POLL_S it takes the GIL back, lets Python run its signal handlers
+ * and releases it again. A handler that raised (KeyboardInterrupt) cancels the call: the exception
+ * stays set and Model_encode returns NULL. Calls on other threads are not polled (no GIL traffic in
+ * servers), nor are short calls (the first poll comes SIGNALS_POLL_S into the call). */
+#define SIGNALS_POLL_S 0.1
+
+typedef struct {
+    PyThreadState *ts; /* this thread's state while the GIL is released */
+    double next;       /* CLOCK_MONOTONIC seconds of the next real poll */
+} signals_poll_state;
+
+static double monotonic_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int signals_poll(void *arg) {
+    signals_poll_state *p = arg;
+    if (monotonic_s() < p->next) return 0;
+    PyEval_RestoreThread(p->ts);
+    const int stop = PyErr_CheckSignals() < 0;
+    p->ts = PyEval_SaveThread();
+    p->next = monotonic_s() + SIGNALS_POLL_S;
+    return stop;
+}
+
+/* 1 on the thread Python delivers signals to (threading.main_thread()); GIL held. */
+static int on_main_thread(void) {
+    PyObject *name = PyUnicode_FromString("threading"), *threading = NULL, *main = NULL, *ident = NULL;
+    int result = 1; /* threading never imported: no threads made by it; let PyErr_CheckSignals decide */
+    if (name) threading = PyImport_GetModule(name);
+    if (threading) main = PyObject_CallMethod(threading, "main_thread", NULL);
+    if (main) ident = PyObject_GetAttrString(main, "ident");
+    if (ident && ident != Py_None) result = PyLong_AsUnsignedLong(ident) == PyThread_get_thread_ident();
+    PyErr_Clear(); /* any failure above: poll (harmless off the main thread) */
+    Py_XDECREF(ident);
+    Py_XDECREF(main);
+    Py_XDECREF(threading);
+    Py_XDECREF(name);
+    return result;
+}
+
 /* encode(ids, offsets, *, dim=0, normalize=True, threads=1, out=None, rows=None) -> out */
 static PyObject *Model_encode(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"ids", "offsets", "dim", "normalize", "threads", "out", "rows", NULL};
@@ -232,14 +282,21 @@ static PyObject *Model_encode(ModelObject *self, PyObject *args, PyObject *kwds)
 
     if (threads > 1 && eg_forked_single_threaded() && !warn_forked()) goto done;
     eg_encode_opts opts = {.dim = dim, .normalize = normalize, .n_threads = threads};
+    signals_poll_state poll = {NULL, 0.0};
+    if (n > 0 && on_main_thread()) {
+        opts.cancel = signals_poll;
+        opts.cancel_arg = &poll;
+    }
     char err[1024] = "";
     eg_status s;
     const int32_t *idp = (const int32_t *)PyArray_DATA(ids);
     float *outp = (float *)PyArray_DATA(out);
     const int64_t *rp = rows ? (const int64_t *)PyArray_DATA(rows) : NULL;
-    Py_BEGIN_ALLOW_THREADS
+    poll.ts = PyEval_SaveThread();
+    poll.next = monotonic_s() + SIGNALS_POLL_S;
     s = eg_encode(self->model, idp, o, n, &opts, outp, dim, rp, err, sizeof err);
-    Py_END_ALLOW_THREADS
+    PyEval_RestoreThread(poll.ts);
+    if (s == EG_ERR_CANCELLED && PyErr_Occurred()) goto done; /* a signal handler's exception */
     if (s != EG_OK) {
         raise_status(s, err);
         goto done;

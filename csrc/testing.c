@@ -166,9 +166,20 @@ static int encode_call_valid(const eg_model *m, const int32_t *ids, const int64_
     return 1;
 }
 
+/* A cancel poll that asks to stop at its stop_at-th call. */
+typedef struct {
+    int polls, stop_at;
+} cancel_counter;
+
+static int cancel_at(void *arg) {
+    cancel_counter *c = arg;
+    return ++c->polls >= c->stop_at;
+}
+
 eg_status eg_test_encode(const eg_model *m, const void *buf, size_t size, char *err, size_t errlen) {
     /* Layout: n_seqs (int8 % 17: negative ones too), dim (int8), flags (normalize, rows, a NULL out or
-     * ids, out_stride - dim + 1 in 0..3, threads + 1 in 0..7), n + 1 offsets (int16; -32768 and 32767
+     * ids), flags2 (out_stride - dim + 1 in 0..3, a cancel poll stopping at its k-th call for k in 1..7
+     * or none for 0, threads + 1 in 0..7), n + 1 offsets (int16; -32768 and 32767
      * stand for INT64_MIN and INT64_MAX), n rows (int8) when asked, then one byte per token id: below
      * 0xF0 the id itself, else an edge value (negative, huge, vocab, vocab - 1, ...). The ids array is
      * exactly as long as the largest offset below 32767 and the output holds every row asked for, as
@@ -177,7 +188,12 @@ eg_status eg_test_encode(const eg_model *m, const void *buf, size_t size, char *
     const int64_t n = (int8_t)next_byte(&r) % 17, V = m->info.vocab;
     const int8_t dim = (int8_t)next_byte(&r);
     const uint8_t flags = next_byte(&r), flags2 = next_byte(&r);
-    eg_encode_opts opts = {dim, flags & 1, (int)(flags2 >> 5) - 1};
+    eg_encode_opts opts = {dim, flags & 1, (int)(flags2 >> 5) - 1, NULL, NULL};
+    cancel_counter cancel = {0, flags2 >> 2 & 7};
+    if (cancel.stop_at) {
+        opts.cancel = cancel_at;
+        opts.cancel_arg = &cancel;
+    }
     const int use_rows = flags >> 1 & 1, null_out = (flags >> 2 & 7) == 7, null_ids = (flags >> 5 & 7) == 7;
     const int64_t stride = dim + (flags2 & 3) - 1;
     const int64_t n_off = n >= 0 ? n + 1 : 1;
@@ -222,7 +238,19 @@ eg_status eg_test_encode(const eg_model *m, const void *buf, size_t size, char *
     float *out_arg = null_out ? NULL : out;
     const int valid = encode_call_valid(m, ids_arg, offsets, n, &opts, out_arg, stride, rows);
     eg_status s = eg_encode(m, ids_arg, offsets, n, &opts, out_arg, stride, rows, err, errlen);
-    if (s == EG_OK && !valid) s = eg_fail(err, errlen, EG_ERR_INTERNAL, "oracle: eg_encode accepted a call the contract forbids");
+    if (s == EG_ERR_CANCELLED) {
+        /* only when asked, on exactly the poll that said stop, with no row written */
+        if (!valid || !cancel.stop_at || cancel.polls != cancel.stop_at)
+            s = eg_fail(err, errlen, EG_ERR_INTERNAL, "oracle: cancelled at poll %d; asked for %d (valid call: %d)",
+                        cancel.polls, cancel.stop_at, valid);
+        else
+            s = EG_OK;
+        for (int64_t i = 0; i < n_out * row_floats && s == EG_OK; i++)
+            if (out[i] != poison) s = eg_fail(err, errlen, EG_ERR_INTERNAL, "oracle: a cancelled call wrote out[%lld]",
+                                              (long long)(i / row_floats));
+    } else if (s == EG_OK && valid && n > 0 && cancel.stop_at == 1) {
+        s = eg_fail(err, errlen, EG_ERR_INTERNAL, "oracle: not cancelled although the first poll said stop");
+    } else if (s == EG_OK && !valid) s = eg_fail(err, errlen, EG_ERR_INTERNAL, "oracle: eg_encode accepted a call the contract forbids");
     else if (s != EG_OK && s != EG_ERR_NOMEM && valid)
         s = eg_fail(err, errlen, EG_ERR_INTERNAL, "oracle: eg_encode refused a valid call (%.200s)", err);
     else if (s == EG_OK) {

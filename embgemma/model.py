@@ -28,6 +28,11 @@ MATRYOSHKA_DIMS = (768, 512, 256, 128)
 
 # Tokens per engine call: bounds scratch memory (about 17 KB per token for the full model).
 _MAX_BATCH_TOKENS = 8192
+# Tokens per engine call when no batch_size is given: batches are filled with texts (longest first)
+# up to this many tokens, so short texts go to the engine by the hundred instead of 32 at a time.
+# Measured on the real weights (2 shared cores): 256 short texts took ~2x the CPU time at
+# batch_size=32 that they take in one call; see docs/python_api.md for the figures.
+_TOKEN_BUDGET = 4096
 # Texts (and characters) tokenized at a time: encode streams through them, so what it holds beyond the
 # output array (the tokenizer's objects, about 3 KB a text) does not grow with the number of texts,
 # and Ctrl-C is seen between batches instead of after tokenizing everything (tests/test_memory.py,
@@ -37,10 +42,26 @@ _CHUNK_CHARS = 1 << 20
 
 
 def _default_threads() -> int:
+    """OMP_NUM_THREADS when set (as every OpenMP program honours it, even above the core count),
+    else every core this process may use (its affinity mask)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env:
+        first = env.split(",")[0].strip()  # OpenMP: a list, one value per nesting level
+        if first.isdecimal() and int(first) >= 1:
+            if int(first) > _MAX_THREADS:
+                warnings.warn(f"OMP_NUM_THREADS={env} is above embgemma's limit of {_MAX_THREADS} threads; "
+                              f"using {_MAX_THREADS}", RuntimeWarning, stacklevel=3)
+                return _MAX_THREADS
+            return int(first)
+        warnings.warn(f"OMP_NUM_THREADS={env!r} is not a positive integer (OpenMP takes one, or a comma-separated "
+                      "list of them); ignored: using every core this process may use", RuntimeWarning, stacklevel=3)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+_MAX_THREADS = 4096  # the engine's limit per call
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -90,7 +111,8 @@ class EmbeddingGemma:
             (``"embeddinggemma"``, ``"embeddinggemma:300m"``) in the local Ollama store; or a Hugging
             Face hub id (``"google/embeddinggemma-300m"``) found in the local Hugging Face cache.
         truncate_dim: default Matryoshka width of the output (768, 512, 256 or 128 for EmbeddingGemma).
-        threads: worker threads per call (default: every core this process may use).
+        threads: worker threads per call (default: ``OMP_NUM_THREADS`` when set, else every core this
+            process may use).
         max_seq_length: longest input in tokens, BOS and EOS included (default: the model's, 2048).
         cache_folder: Hugging Face cache to look hub ids up in (default: HF_HUB_CACHE / HF_HOME).
         dtype: how the transformer layers' weights are held and multiplied: ``None`` (the default:
@@ -104,6 +126,9 @@ class EmbeddingGemma:
             embeddings and is refused otherwise). Its prompts are used when it has any.
         no_dense: GGUF files only. Accept a GGUF without Dense tensors and return the un-projected,
             normalized mean of its last hidden states (not EmbeddingGemma's embedding; warns).
+        strip_whitespace: strip outer whitespace from ``prompt + text`` before tokenizing, as
+            sentence-transformers 5 did. Default False: the text is tokenized as given, as
+            sentence-transformers 6 does (a trailing newline or space changes the embedding).
     """
 
     def __init__(
@@ -117,8 +142,10 @@ class EmbeddingGemma:
         dtype: str | None = None,
         dense_from: str | os.PathLike[str] | None = None,
         no_dense: bool = False,
+        strip_whitespace: bool = False,
     ) -> None:
         want = _resolve_dtype(dtype)
+        self.strip_whitespace = strip_whitespace  # validated by the setter
         path = resolve_model_path(model_name_or_path, cache_folder)
         self.model_path = path
         self.format = "gguf" if path.is_file() else "sentence-transformers"
@@ -304,15 +331,27 @@ class EmbeddingGemma:
 
     @property
     def threads(self) -> int:
+        """Worker threads per call; None sets the default (OMP_NUM_THREADS, else the usable cores)."""
         return self._threads
 
     @threads.setter
     def threads(self, value: int | None) -> None:
         if value is None:
             value = _default_threads()
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= 4096:
-            raise ValueError(f"threads must be a positive integer (at most 4096), got {value!r}")
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= _MAX_THREADS:
+            raise ValueError(f"threads must be a positive integer (at most {_MAX_THREADS}), got {value!r}")
         self._threads = int(value)
+
+    @property
+    def strip_whitespace(self) -> bool:
+        """Strip outer whitespace of ``prompt + text`` (sentence-transformers 5); False: as given (6)."""
+        return self._strip_whitespace
+
+    @strip_whitespace.setter
+    def strip_whitespace(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"strip_whitespace must be True or False, got {value!r}")
+        self._strip_whitespace = bool(value)
 
     @property
     def truncate_dim(self) -> int | None:
@@ -344,7 +383,8 @@ class EmbeddingGemma:
         return (
             f"EmbeddingGemma({str(self.model_path)!r}, layers={i['num_hidden_layers']}, hidden={i['hidden_size']}, "
             f"dim={self.get_sentence_embedding_dimension()}, max_seq_length={self.max_seq_length}, "
-            f"threads={self.threads}, isa={i['isa']!r}, dtype={self.dtype!r})"
+            f"threads={self.threads}, isa={i['isa']!r}, dtype={self.dtype!r}"
+            + (", strip_whitespace=True)" if self._strip_whitespace else ")")
         )
 
     # ------------------------------------------------------------------ tokenization
@@ -402,7 +442,7 @@ class EmbeddingGemma:
         """Token ids as the model sees them: ``input_ids`` and ``attention_mask``, right-padded with 0."""
         if isinstance(texts, str):
             texts = [texts]
-        ids = self._token_ids([_clean(t, i) for i, t in enumerate(texts)], truncate=True)
+        ids = self._token_ids([_clean(t, i, "", self._strip_whitespace) for i, t in enumerate(texts)], truncate=True)
         width = max((len(x) for x in ids), default=0)
         input_ids = np.zeros((len(ids), width), dtype=np.int64)
         mask = np.zeros((len(ids), width), dtype=np.int64)
@@ -415,41 +455,62 @@ class EmbeddingGemma:
 
     def encode(
         self,
-        sentences: str | Sequence[str],
+        sentences: str | Sequence[str] | None = None,
         prompt_name: str | None = None,
         prompt: str | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         show_progress_bar: bool | None = None,
         normalize_embeddings: bool = True,
         truncate_dim: int | None = None,
         convert_to_numpy: bool = True,
         *,
+        convert_to_tensor: bool = False,
+        device: Any = None,
+        output_value: str | None = "sentence_embedding",
         truncate: bool = True,
         precision: str = "float32",
         ranges: np.ndarray | None = None,
-    ) -> np.ndarray | list[np.ndarray]:
+        inputs: str | Sequence[str] | None = None,
+    ) -> Any:
         """Embed text(s). A str gives a 1-D float32 array; a list gives a 2-D array in input order.
 
         Args:
             prompt_name: key of ``self.prompts`` (e.g. ``"query"``, ``"document"``, ``"Clustering"``).
             prompt: a literal prompt; wins over ``prompt_name``.
-            batch_size: texts per engine call (length-sorted, packed without padding).
+            batch_size: texts per engine call (length-sorted, packed without padding, at most 8192
+                tokens a call). Default None: calls filled up to a token budget (4096 tokens), which
+                sends short texts to the engine by the hundred.
             normalize_embeddings: L2-normalize the returned (possibly truncated) vectors. The model's own
                 Normalize module already makes full-width vectors unit length; this re-normalizes a
                 Matryoshka prefix, as the model card recommends.
             truncate_dim: Matryoshka width for this call (default: the model's ``truncate_dim``).
             convert_to_numpy: False returns a list of 1-D arrays.
+            convert_to_tensor: return a ``torch.Tensor`` sharing the result's memory (needs PyTorch).
+            device: sentence-transformers' argument: None or ``"cpu"`` (embgemma runs on the CPU;
+                other devices raise ``ValueError``).
+            output_value: ``"sentence_embedding"`` (the only output embgemma computes).
             truncate: cut texts longer than ``max_seq_length`` (keeping BOS and EOS, with a warning);
                 False raises ``ValueError`` naming the first such text.
             precision: ``"float32"``, ``"int8"``, ``"uint8"``, ``"binary"`` or ``"ubinary"``: the result of
                 the call passed through :func:`embgemma.quantize_embeddings` (sentence-transformers'
                 semantics: int8 / uint8 buckets come from this call's embeddings unless ``ranges`` is given).
             ranges: ``(2, dim)`` minimum and maximum per dimension for int8 / uint8 buckets.
+            inputs: sentence-transformers 6's name for ``sentences``.
         """
+        sentences = _pick_inputs(sentences, inputs)
         if precision not in ("float32", "int8", "uint8", "binary", "ubinary"):
             raise ValueError(
                 f"precision must be 'float32', 'int8', 'uint8', 'binary' or 'ubinary', got {precision!r}"
             )
+        _check_device(device)
+        _check_output_value(output_value)
+        if isinstance(normalize_embeddings, str):  # sentence-transformers' positional output_value landed here
+            raise TypeError(
+                f"normalize_embeddings must be True or False, got {normalize_embeddings!r}; after show_progress_bar, "
+                "encode's positional arguments are normalize_embeddings, truncate_dim, convert_to_numpy: pass "
+                "sentence-transformers' output_value / precision by keyword"
+            )
+        torch = _import_torch() if convert_to_tensor else None  # before any work
         if prompt is not None and prompt_name is not None:
             logger.warning("encode: both prompt and prompt_name given; using prompt, ignoring prompt_name")
         text_prompt = resolve_prompt(self.prompts, prompt_name, prompt, self.default_prompt_name)
@@ -463,10 +524,16 @@ class EmbeddingGemma:
 
             out = quantize_embeddings(out, precision, ranges=ranges)
         if single:
-            return out[0]
+            out = out[0]
+        if torch is not None:
+            return torch.from_numpy(out)  # shares the array's memory
+        if single:
+            return out
         return out if convert_to_numpy else list(out)
 
-    def encode_query(self, sentences: str | Sequence[str], **kwargs: Any) -> np.ndarray | list[np.ndarray]:
+    def encode_query(
+        self, sentences: str | Sequence[str] | None = None, **kwargs: Any
+    ) -> Any:
         """``encode`` with the model's ``query`` prompt (``task: search result | query: ``)."""
         if kwargs.get("prompt") is None and kwargs.get("prompt_name") is None and "query" in self.prompts:
             kwargs["prompt_name"] = "query"
@@ -474,10 +541,10 @@ class EmbeddingGemma:
 
     def encode_document(
         self,
-        sentences: str | Sequence[str],
+        sentences: str | Sequence[str] | None = None,
         titles: str | Sequence[str | None] | None = None,
         **kwargs: Any,
-    ) -> np.ndarray | list[np.ndarray]:
+    ) -> Any:
         """``encode`` with the model's document prompt (``title: none | text: ``).
 
         ``titles`` (one per text, or a single str for a single text) gives the model card's
@@ -489,6 +556,7 @@ class EmbeddingGemma:
                 if name is not None:
                     kwargs["prompt_name"] = name
             return self.encode(sentences, **kwargs)
+        sentences = _pick_inputs(sentences, kwargs.pop("inputs", None))
         if kwargs.get("prompt") is not None or kwargs.get("prompt_name") is not None:
             raise ValueError("encode_document: give titles or a prompt/prompt_name, not both")
         single = isinstance(sentences, str)
@@ -504,7 +572,7 @@ class EmbeddingGemma:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"text {i} is {type(t).__name__}, not str")
-        # each text carries its own prompt; encode then strips and tokenizes as usual
+        # each text carries its own prompt; encode then tokenizes (and strips, if asked) as usual
         titled = [document_prompt_with_title(ti) + t for t, ti in zip(texts, titles)]
         return self.encode(titled[0] if single else titled, prompt="", **kwargs)
 
@@ -512,7 +580,7 @@ class EmbeddingGemma:
         self,
         token_ids: Sequence[Sequence[int]] | Sequence[np.ndarray],
         *,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         normalize_embeddings: bool = True,
         truncate_dim: int | None = None,
     ) -> np.ndarray:
@@ -546,9 +614,10 @@ class EmbeddingGemma:
                 while stop < n and stop - start < run.chunk and chars < _CHUNK_CHARS:
                     chars += len(texts[stop])
                     stop += 1
-                if stop < n and stop - start > batch_size:  # whole batches, as one pass would make them
-                    stop = start + (stop - start) // batch_size * batch_size
-                part = [_clean(texts[i], i, prompt) for i in range(start, stop)]
+                bs = run.batch_size
+                if bs is not None and stop < n and stop - start > bs:  # whole batches, as one pass would make them
+                    stop = start + (stop - start) // bs * bs
+                part = [_clean(texts[i], i, prompt, self._strip_whitespace) for i in range(start, stop)]
                 run.add(self._token_ids(part, truncate, first=start, too_long=too_long), start)
                 start = stop
         if too_long:
@@ -571,15 +640,23 @@ class EmbeddingGemma:
 class _EncodeRun:
     """Encodes token sequences into one output array, a group at a time: each group is sorted
     longest first (as sentence-transformers does) and cut into batches of at most batch_size texts
-    and _MAX_BATCH_TOKENS tokens, each one engine call writing its rows in place."""
+    and _MAX_BATCH_TOKENS tokens, or (batch_size None) of up to _TOKEN_BUDGET tokens, each one
+    engine call writing its rows in place. The progress bar counts texts, a total known up front."""
 
     def __init__(self, model: EmbeddingGemma, n: int, batch_size, show_progress_bar, normalize, truncate_dim):
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size is not None and (
+            not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be a positive integer or None (a token budget), got {batch_size!r}")
         self.dim = model._check_dim(truncate_dim) if truncate_dim is not None else model.get_sentence_embedding_dimension()
         self.out = np.empty((n, self.dim), dtype=np.float32)
-        self.model, self.batch_size, self.normalize = model, int(batch_size), bool(normalize)
-        self.chunk = max(self.batch_size, _CHUNK_TEXTS // self.batch_size * self.batch_size)
+        self.model, self.normalize = model, bool(normalize)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        if self.batch_size is None:
+            self.max_texts, self.max_tokens, self.chunk = n, _TOKEN_BUDGET, _CHUNK_TEXTS
+        else:
+            self.max_texts, self.max_tokens = self.batch_size, _MAX_BATCH_TOKENS
+            self.chunk = max(self.batch_size, _CHUNK_TEXTS // self.batch_size * self.batch_size)
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
         self.bar = None
@@ -587,10 +664,9 @@ class _EncodeRun:
             try:
                 from tqdm.auto import tqdm
 
-                self.bar = tqdm(total=-(-n // self.batch_size), desc="Batches", unit="batch")
+                self.bar = tqdm(total=n, desc="Encoding", unit="text")
             except ImportError:
                 logger.warning("show_progress_bar needs tqdm: pip install tqdm")
-        self.done = 0
 
     def __enter__(self) -> _EncodeRun:
         return self
@@ -609,16 +685,13 @@ class _EncodeRun:
         start = 0
         while start < n:
             stop, tokens = start, 0
-            while stop < n and stop - start < self.batch_size and (
-                stop == start or tokens + lengths[order[stop]] <= _MAX_BATCH_TOKENS
+            while stop < n and stop - start < self.max_texts and (
+                stop == start or tokens + lengths[order[stop]] <= self.max_tokens
             ):
                 tokens += lengths[order[stop]]
                 stop += 1
             batches.append(order[start:stop])
             start = stop
-        if self.bar is not None and self.done + len(batches) > self.bar.total:  # the token cap split batches
-            self.bar.total = self.done + len(batches)
-            self.bar.refresh()
         core, threads = self.model._core, self.model._threads
         for rows in batches:
             parts = [np.asarray(seqs[r], dtype=np.int32) for r in rows]
@@ -626,9 +699,8 @@ class _EncodeRun:
             np.cumsum([len(p) for p in parts], out=offsets[1:])
             core.encode(np.concatenate(parts), offsets, dim=self.dim, normalize=self.normalize, threads=threads,
                         out=self.out, rows=rows.astype(np.int64) + first_row)
-            self.done += 1
             if self.bar is not None:
-                self.bar.update(1)
+                self.bar.update(len(rows))
 
 
 def cos_sim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -660,6 +732,53 @@ def _read_json_list(path: Path) -> list[dict[str, Any]]:
     return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
 
 
+def _pick_inputs(sentences: Any, inputs: Any) -> Any:
+    """The texts of a call: ``sentences`` or sentence-transformers 6's ``inputs``, exactly one of them."""
+    if inputs is None:
+        if sentences is None:
+            raise TypeError("encode() needs the texts to embed: encode(texts) (or inputs=texts)")
+        return sentences
+    if sentences is not None:
+        raise TypeError("encode() got both sentences and inputs; pass the texts once")
+    return inputs
+
+
+def _check_device(device: Any) -> None:
+    """sentence-transformers' ``device``: the CPU (any spelling of it, or a list of them) is accepted."""
+    if device is None:
+        return
+    devices = device if isinstance(device, (list, tuple)) else [device]
+    for d in devices:
+        kind = d.split(":", 1)[0].strip().lower() if isinstance(d, str) else getattr(d, "type", None)
+        if kind != "cpu":
+            raise ValueError(
+                f"device={d!r}: embgemma runs on the CPU only (its own C kernels; no CUDA, MPS or other "
+                "accelerator); pass device=None or 'cpu', and threads= on the model for CPU cores"
+            )
+
+
+def _check_output_value(output_value: Any) -> None:
+    if output_value == "sentence_embedding":
+        return
+    if output_value in ("token_embeddings", None):
+        raise NotImplementedError(
+            f"output_value={output_value!r}: embgemma returns pooled sentence embeddings only "
+            "(output_value='sentence_embedding'); the per-token hidden states are not exposed"
+        )
+    raise ValueError(f"output_value must be 'sentence_embedding', got {output_value!r}")
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            "convert_to_tensor=True needs PyTorch (pip install torch); without it, use the NumPy array encode "
+            "returns by default"
+        ) from None
+    return torch
+
+
 def _as_text_list(sentences: Any) -> list[Any]:
     if isinstance(sentences, (bytes, bytearray)):
         raise TypeError("encode expects str or a list of str, got bytes; decode it first (e.g. b.decode('utf-8'))")
@@ -671,11 +790,14 @@ def _as_text_list(sentences: Any) -> list[Any]:
         raise TypeError(f"encode expects str or a list of str, got {type(sentences).__name__}") from None
 
 
-def _clean(text: Any, index: int, prompt: str = "") -> str:
-    """``prompt + text`` with outer whitespace stripped, as sentence-transformers 5 tokenizes it."""
+def _clean(text: Any, index: int, prompt: str = "", strip: bool = False) -> str:
+    """The string the tokenizer gets: ``prompt + text`` as sentence-transformers 6 forms it, or with
+    outer whitespace stripped (``strip``, as sentence-transformers 5 did); lone surrogates refused."""
     if not isinstance(text, str):
         raise TypeError(f"text {index} is {type(text).__name__}, not str")
-    out = (prompt + text).strip()
+    out = prompt + text
+    if strip:
+        out = out.strip()
     if not out.isascii():
         try:
             out.encode("utf-8")

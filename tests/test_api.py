@@ -269,17 +269,20 @@ def test_cli_errors(tmp_path):
 
 
 def test_progress_bar_follows_sentence_transformers(golden_model, capsys):
-    """tqdm bar over batches: shown when asked, or by default when the logger is at INFO (as
-    sentence-transformers decides), silent otherwise."""
+    """tqdm bar: shown when asked, or by default when the logger is at INFO (as sentence-transformers
+    decides), silent otherwise. It counts texts, so its total is exact from the start whatever the
+    batching (a token budget cannot know its batches before tokenizing)."""
     import logging
 
     pytest.importorskip("tqdm")
     texts = [f"text {i}" for i in range(10)]
     golden_model.encode(texts, batch_size=3, show_progress_bar=True)
     err = capsys.readouterr().err
-    assert "Batches" in err and "4/4" in err
+    assert "Encoding" in err and "10/10" in err
+    golden_model.encode(texts * 300, show_progress_bar=True)  # several chunks and token-budget batches
+    assert "3000/3000" in capsys.readouterr().err
     golden_model.encode(texts, batch_size=3)
-    assert "Batches" not in capsys.readouterr().err
+    assert "Encoding" not in capsys.readouterr().err
     log = logging.getLogger("embgemma")
     old = log.level
     log.setLevel(logging.INFO)
@@ -287,6 +290,113 @@ def test_progress_bar_follows_sentence_transformers(golden_model, capsys):
         golden_model.encode(texts, batch_size=3)
     finally:
         log.setLevel(old)
-    assert "Batches" in capsys.readouterr().err
+    assert "Encoding" in capsys.readouterr().err
     golden_model.encode(texts, batch_size=3, show_progress_bar=False)
-    assert "Batches" not in capsys.readouterr().err
+    assert "Encoding" not in capsys.readouterr().err
+
+
+class _CountingCore:
+    """Stands in for model._core: records (texts, tokens) of every engine call."""
+
+    def __init__(self, core):
+        self.core, self.calls = core, []
+
+    def __getattr__(self, name):
+        return getattr(self.core, name)
+
+    def encode(self, ids, offsets, **kw):
+        self.calls.append((len(offsets) - 1, int(offsets[-1] - offsets[0])))
+        return self.core.encode(ids, offsets, **kw)
+
+
+def test_default_batches_by_token_budget(golden_dir, monkeypatch):
+    """batch_size=None (the default) fills each engine call up to a token budget, so short texts go
+    by the hundred; a given batch_size is honoured (and still capped in tokens); the numbers are the
+    same bit for bit either way."""
+    from embgemma import model as model_module
+
+    m = EmbeddingGemma(golden_dir)
+    counting = m._core = _CountingCore(m._core)
+    texts = [f"short text {i}" for i in range(600)] + ["a longer text " * 8 for _ in range(5)]
+    default = m.encode(texts)
+    budget = model_module._TOKEN_BUDGET
+    assert all(tokens <= budget for _, tokens in counting.calls)
+    assert sum(n for n, _ in counting.calls) == len(texts)
+    longest = int(m.tokenize(texts)["attention_mask"].sum(1).max())
+    assert all(tokens > budget - longest for _, tokens in counting.calls[:-1]), counting.calls  # each one full
+    counting.calls.clear()
+    np.testing.assert_array_equal(m.encode(texts, batch_size=32), default)
+    assert [n for n, _ in counting.calls] == [32] * 18 + [29]
+    counting.calls.clear()
+    monkeypatch.setattr(model_module, "_MAX_BATCH_TOKENS", 100)
+    np.testing.assert_array_equal(m.encode(texts[-5:], batch_size=4), default[-5:])
+    assert [n for n, _ in counting.calls] == [1] * 5  # 100+ tokens each: the token cap splits the batch
+    counting.calls.clear()
+    np.testing.assert_array_equal(m.encode_ids(m.tokenize(texts[:50])["input_ids"][:, :6]), m.encode_ids(
+        m.tokenize(texts[:50])["input_ids"][:, :6], batch_size=1))
+    for bad in (0, -1, 2.5, True, "32"):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer or None"):
+            m.encode(["x"], batch_size=bad)
+
+
+def test_sentence_transformers_encode_arguments(golden_model):
+    """convert_to_tensor, device, output_value and inputs= as sentence-transformers takes them."""
+    torch = pytest.importorskip("torch")
+    texts = ["hello", "red planet"]
+    want = golden_model.encode(texts)
+    t = golden_model.encode(texts, convert_to_tensor=True)
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.float32 and tuple(t.shape) == (2, 48)
+    np.testing.assert_array_equal(t.numpy(), want)
+    one = golden_model.encode("hello", convert_to_tensor=True, convert_to_numpy=False)
+    assert isinstance(one, torch.Tensor) and tuple(one.shape) == (48,)
+    q = golden_model.encode(texts, convert_to_tensor=True, precision="int8")
+    assert q.dtype == torch.int8 and tuple(q.shape) == (2, 48)
+    for wrapper in (golden_model.encode_query, golden_model.encode_document):
+        np.testing.assert_array_equal(wrapper(texts, convert_to_tensor=True, device="cpu").numpy(), wrapper(texts))
+    np.testing.assert_array_equal(
+        golden_model.encode_document(texts, titles=["a", None], convert_to_tensor=True).numpy(),
+        golden_model.encode_document(texts, titles=["a", None]))
+    for dev in (None, "cpu", "CPU", "cpu:0", torch.device("cpu"), ["cpu", "cpu"]):
+        np.testing.assert_array_equal(golden_model.encode(texts, device=dev), want)
+    for dev in ("cuda", "cuda:0", "mps", torch.device("meta"), ["cpu", "cuda:1"], "npu"):
+        with pytest.raises(ValueError, match="embgemma runs on the CPU only"):
+            golden_model.encode(texts, device=dev)
+    np.testing.assert_array_equal(golden_model.encode(texts, output_value="sentence_embedding"), want)
+    for value in ("token_embeddings", None):
+        with pytest.raises(NotImplementedError, match="pooled sentence embeddings only"):
+            golden_model.encode(texts, output_value=value)
+    with pytest.raises(ValueError, match="output_value must be 'sentence_embedding'"):
+        golden_model.encode(texts, output_value="embedding")
+    np.testing.assert_array_equal(golden_model.encode(inputs=texts), want)
+    np.testing.assert_array_equal(golden_model.encode_query(inputs=texts), golden_model.encode_query(texts))
+    np.testing.assert_array_equal(golden_model.encode_document(inputs=texts, titles=["a", "b"]),
+                                  golden_model.encode_document(texts, titles=["a", "b"]))
+    with pytest.raises(TypeError, match="both sentences and inputs"):
+        golden_model.encode(texts, inputs=texts)
+    with pytest.raises(TypeError, match="needs the texts"):
+        golden_model.encode()
+
+
+def test_convert_to_tensor_without_torch(golden_model, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    with pytest.raises(ImportError, match="convert_to_tensor=True needs PyTorch"):
+        golden_model.encode(["x"], convert_to_tensor=True)
+    assert golden_model.encode(["x"]).shape == (1, 48)
+
+
+def test_strip_whitespace_option(golden_dir, golden_model):
+    """Default: outer whitespace is part of the text (sentence-transformers 6); strip_whitespace=True
+    strips prompt + text first (sentence-transformers 5)."""
+    assert golden_model.strip_whitespace is False
+    padded, plain = " Mars is red.\n", "Mars is red."
+    assert not np.array_equal(golden_model.encode(padded), golden_model.encode(plain))
+    st5 = EmbeddingGemma(golden_dir, strip_whitespace=True)
+    assert "strip_whitespace=True" in repr(st5)
+    np.testing.assert_array_equal(st5.encode(padded), golden_model.encode(plain))
+    np.testing.assert_array_equal(st5.encode_query(padded), golden_model.encode(" " + plain, prompt_name="query"))
+    np.testing.assert_array_equal(st5.encode_query(plain + " \n"), golden_model.encode_query(plain))
+    np.testing.assert_array_equal(st5.tokenize(padded)["input_ids"], golden_model.tokenize(plain)["input_ids"])
+    st5.strip_whitespace = False
+    np.testing.assert_array_equal(st5.encode(padded), golden_model.encode(padded))
+    with pytest.raises(TypeError, match="strip_whitespace must be True or False"):
+        EmbeddingGemma(golden_dir, strip_whitespace="yes")

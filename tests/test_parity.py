@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import assert_parity
+from conftest import ABS_BAR, assert_parity
 from embgemma import EmbeddingGemma
 
 pytestmark = pytest.mark.reference
@@ -62,12 +62,43 @@ def test_query_and_document_wrappers(tiny, tiny_ref):
         assert_parity("tiny: document titles", tiny.encode_document([t], titles=[title]), ref)
 
 
-def test_outer_whitespace_is_stripped(tiny, tiny_ref):
-    """prompt + text is stripped before tokenizing, as sentence-transformers 5 does (6 no longer
-    strips): the result equals the reference on the stripped text."""
-    ref = tiny_ref.encode(["padded text", "task: search result | query:   padded text"])
-    ours = [tiny.encode("  padded text \n"), tiny.encode_query("  padded text \n")]
-    assert_parity("tiny: prompts", np.stack(ours), ref)
+# Outer whitespace: sentence-transformers 6 tokenizes prompt + text as given (5 stripped it)
+WS_TEXTS = ["Mars is red.\n", "  padded text ", "\tTabbed\t", "line one\nline two\n\n", "   ", "", " x", "hi"]
+
+
+@pytest.mark.parametrize("prompt_name", [None, "query", "document"])
+def test_outer_whitespace_is_kept_as_sentence_transformers_6(tiny, tiny_ref, prompt_name):
+    ref = tiny_ref.encode(WS_TEXTS, prompt_name=prompt_name)
+    assert_parity("tiny: outer whitespace", tiny.encode(WS_TEXTS, prompt_name=prompt_name), ref)
+    # and the whitespace matters: the stripped texts are other inputs, far outside the parity bar
+    stripped = tiny.encode([t.strip() for t in WS_TEXTS[:4]], prompt_name=prompt_name)
+    assert (np.abs(stripped - ref[:4]).max(axis=1) > 10 * ABS_BAR).all()
+
+
+def test_outer_whitespace_in_the_wrappers(tiny, tiny_ref):
+    assert_parity("tiny: outer whitespace", tiny.encode_query(WS_TEXTS), tiny_ref.encode_query(WS_TEXTS))
+    assert_parity("tiny: outer whitespace", tiny.encode_document(WS_TEXTS), tiny_ref.encode_document(WS_TEXTS))
+    titles = [" Mars ", None, "x\n", "", "  ", None, "t", "T"]
+    for t, title in zip(WS_TEXTS, titles):
+        ref = tiny_ref.encode([t], prompt=f"title: {'none' if title is None else title} | text: ")
+        assert_parity("tiny: outer whitespace", tiny.encode_document([t], titles=[title]), ref)
+    tokens = tiny_ref.tokenize(WS_TEXTS)
+    ours = tiny.tokenize(WS_TEXTS)
+    np.testing.assert_array_equal(ours["input_ids"], tokens["input_ids"].numpy())
+    np.testing.assert_array_equal(ours["attention_mask"], tokens["attention_mask"].numpy())
+
+
+def test_strip_whitespace_option_is_sentence_transformers_5(tiny_dir, tiny_ref):
+    """strip_whitespace=True: (prompt + text).strip() is tokenized, as sentence-transformers 5 did."""
+    st5 = EmbeddingGemma(tiny_dir, strip_whitespace=True)
+    prompt = st5.prompts["query"]
+    ref = tiny_ref.encode([(prompt + t).strip() for t in WS_TEXTS])
+    assert_parity("tiny: strip_whitespace=True", st5.encode_query(WS_TEXTS), ref)
+    ref = tiny_ref.encode([t.strip() for t in WS_TEXTS])
+    assert_parity("tiny: strip_whitespace=True", st5.encode(WS_TEXTS), ref)
+    titled = tiny_ref.encode([f"title: {ti} | text: {t}".strip() for t, ti in zip(WS_TEXTS, ["a "] * len(WS_TEXTS))])
+    assert_parity("tiny: strip_whitespace=True", st5.encode_document(WS_TEXTS, titles=["a "] * len(WS_TEXTS)), titled)
+    assert st5.tokenize(" x\n")["input_ids"].tolist() == st5.tokenize("x")["input_ids"].tolist()
 
 
 def test_explicit_prompt(tiny, tiny_ref):

@@ -1,11 +1,19 @@
-"""Determinism across thread counts and batch composition; several Python threads on one model."""
+"""Determinism across thread counts and batch composition; several Python threads on one model;
+the default thread count (OMP_NUM_THREADS, else the usable cores)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
+import warnings
 
 import numpy as np
+import pytest
 
+import embgemma
 from conftest import GOLDEN_DIR
 from embgemma import EmbeddingGemma
 
@@ -28,6 +36,7 @@ def test_batch_composition_is_bitwise_invisible(golden_model):
     np.testing.assert_array_equal(together, alone)
     shuffled = golden_model.encode(TEXTS[::-1], batch_size=3)[::-1]
     np.testing.assert_array_equal(together, shuffled)
+    np.testing.assert_array_equal(together, golden_model.encode(TEXTS))  # the default: a token budget
 
 
 def test_concurrent_python_threads_share_one_model(golden_model):
@@ -77,3 +86,53 @@ def test_streaming_in_chunks_is_invisible(golden_model):
         warnings.simplefilter("ignore")
         alone = golden_model.encode([texts[i] for i in picks], batch_size=1)
     np.testing.assert_array_equal(streamed[picks], alone)
+
+
+def _affinity() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("value,expected", [("3", 3), (" 5 ", 5), ("3,2", 3), ("7,1,1", 7), ("64", 64)])
+def test_omp_num_threads_sets_the_default(monkeypatch, value, expected):
+    """OMP_NUM_THREADS is honoured as by any OpenMP program (the first value of its list; above the
+    core count too); threads= wins over it."""
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert EmbeddingGemma(GOLDEN_DIR).threads == expected
+        assert embgemma.build_info()["default_threads"] == expected
+        assert EmbeddingGemma(GOLDEN_DIR, threads=1).threads == 1
+        m = EmbeddingGemma(GOLDEN_DIR, threads=2)
+        m.threads = None  # back to the default
+        assert m.threads == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "2.5", "", " ", ",4"])
+def test_invalid_omp_num_threads_warns_and_is_ignored(monkeypatch, value):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        threads = EmbeddingGemma(GOLDEN_DIR).threads
+    assert threads == _affinity()
+    if value.strip():  # set but wrong: said; empty: as if unset (libgomp does the same)
+        assert [str(w.message) for w in caught if "OMP_NUM_THREADS" in str(w.message)] == [
+            f"OMP_NUM_THREADS={value!r} is not a positive integer (OpenMP takes one, or a comma-separated list of "
+            "them); ignored: using every core this process may use"]
+    else:
+        assert not [w for w in caught if "OMP_NUM_THREADS" in str(w.message)]
+
+
+def test_omp_num_threads_above_the_engine_limit(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "100000")
+    with pytest.warns(RuntimeWarning, match="above embgemma's limit of 4096 threads; using 4096"):
+        assert EmbeddingGemma(GOLDEN_DIR).threads == 4096
+
+
+def test_cli_info_reports_omp_num_threads():
+    env = {**os.environ, "OMP_NUM_THREADS": "3", "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([sys.executable, "-m", "embgemma", "info"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["build"]["default_threads"] == 3
+    env.pop("OMP_NUM_THREADS")
+    r = subprocess.run([sys.executable, "-m", "embgemma", "info"], capture_output=True, text=True, env=env, timeout=120)
+    assert json.loads(r.stdout)["build"]["default_threads"] == _affinity()

@@ -43,10 +43,16 @@ def test_vocabulary_and_specials(model):
     assert _ids(model, "") == [2, 1]
 
 
-def test_prompt_is_prepended_then_stripped(model):
+def test_prompt_is_prepended_and_whitespace_kept(model):
+    """prompt + text as sentence-transformers 6 forms it; strip=True (strip_whitespace, 5.x) strips it."""
     from embgemma.model import _clean
 
-    text = _clean("Which planet is known as the Red Planet?  ", 0, "task: search result | query: ")
+    prompt = "task: search result | query: "
+    assert _clean("Which planet is known as the Red Planet?", 0, prompt) == CHECKED[2][0]
+    assert _ids(model, _clean("Which planet is known as the Red Planet?", 0, prompt)) == CHECKED[2][1]
+    padded = _clean("Which planet is known as the Red Planet?  \n", 0, prompt)
+    assert padded == CHECKED[2][0] + "  \n" and _ids(model, padded) != CHECKED[2][1]
+    text = _clean("Which planet is known as the Red Planet?  \n", 0, prompt, strip=True)
     assert _ids(model, text) == CHECKED[2][1]
 
 
@@ -76,6 +82,10 @@ def test_same_ids_as_transformers(model, gemma_tokenizer_dir):
         t = t.strip()
         want = hf(t, truncation=True, max_length=2048)["input_ids"]
         assert model._token_ids([t], truncate=True)[0] == want, t[:40]
+    # outer whitespace is tokenized as given (sentence-transformers 6): spaces, tabs, newlines, CRLF
+    for t in ["Mars is red.\n", "  padded  ", "\tx\t", "   ", "", " \n\n ", "line\r\n", "\u3000wide\u3000",
+              "task: search result | query: Mars is red.\n", "title: none | text:  x "]:
+        assert model.tokenize(t)["input_ids"][0].tolist() == hf(t)["input_ids"], repr(t)
 
 
 def test_token_without_embedding_is_refused(model):
