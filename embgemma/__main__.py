@@ -207,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--prompt-name", help="task prompt, e.g. query, document, Clustering, STS")
     e.add_argument("--prompt", help="a literal prompt string (wins over --prompt-name)")
     e.add_argument("--dim", type=int, help="Matryoshka width: 768, 512, 256 or 128")
-    e.add_argument("--batch-size", type=int, default=32)
-    e.add_argument("--threads", type=int, help="worker threads (default: all cores)")
+    e.add_argument("--batch-size", type=int, default=None, help="texts per engine call (default: calls filled up to 4096 tokens)")
+    e.add_argument("--threads", type=int, help="worker threads (default: OMP_NUM_THREADS, else all cores)")
     e.add_argument("--no-normalize", action="store_true", help="do not re-normalize truncated vectors")
     e.add_argument("--no-truncate", action="store_true", help="fail on texts over max_seq_length instead of cutting")
     e.add_argument("--output", "-o", help="write a .npy file instead of JSON lines")
@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dtypes", metavar="LIST",
                    help="comma-separated weights modes to time: float32, bfloat16, int8, q8_0, q4_0, auto "
                         "(default: float32,bfloat16,int8,q8_0,q4_0)")
-    b.add_argument("--threads", type=int, help="worker threads (default: all cores)")
+    b.add_argument("--threads", type=int, help="worker threads (default: OMP_NUM_THREADS, else all cores)")
     b.add_argument("--seconds", type=float, default=60.0,
                    help="total time to spend, split evenly between the dtypes (default 60)")
     b.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE (- for stdout)")

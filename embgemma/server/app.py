@@ -371,7 +371,7 @@ class EmbeddingServer:
         limit, vocab = m.max_seq_length, m.info["vocab_size"]
         texts = [(i, x) for i, x in enumerate(items) if isinstance(x, str)]
         # no lone surrogates reach here (orjson refuses them), so _clean only forms prompt + text
-        encs = m.tokenizer.encode_batch([_clean(x, i, prompt) for i, x in texts]) if texts else []
+        encs = m.tokenizer.encode_batch([_clean(x, i, prompt, m.strip_whitespace) for i, x in texts]) if texts else []
         ids_of: dict[int, list[int]] = {i: e.ids for (i, _), e in zip(texts, encs)}
         out: list[np.ndarray] = []
         for i, x in enumerate(items):
@@ -545,7 +545,7 @@ class EmbeddingServer:
     def _tokens(self, items: list[str], prompt: str, special: bool) -> list[list[dict[str, Any]]]:
         from embgemma.model import _clean
 
-        texts = [_clean(x, i, prompt) for i, x in enumerate(items)]
+        texts = [_clean(x, i, prompt, self.model.strip_whitespace) for i, x in enumerate(items)]
         out = []
         for text, enc in zip(texts, self.model.tokenizer.encode_batch(texts, add_special_tokens=special)):
             # the tokenizer's offsets count characters; TEI's count UTF-8 bytes
