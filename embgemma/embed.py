@@ -67,7 +67,7 @@ _BAD_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes
 _MISSING = object()
 
 
-class EmbedJobError(Exception):
+class EmbedJobError(ValueError):
     """A job that cannot start or go on as asked; the message says why and what to do."""
 
 
@@ -168,6 +168,74 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+# Row parsing shared by the local readers below and the Ray engine's datasource
+# (embgemma/integrations/ray.py), so both engines give the same rows, ids and reasons.
+
+def parse_text_line(line: bytes) -> tuple:
+    """(text, title, id, extras, reason) of one line of a text file, its newline already removed."""
+    text = line.decode("utf-8", "surrogateescape")
+    return (text, None, None, (), _bad_utf8(text))
+
+
+def parse_json_line(line: bytes, cols: _Columns) -> tuple:
+    """(text, title, id, extras, reason) of one JSON Lines line; a line that is not a JSON object, or lacks
+    the text (or id) field, gets a reason instead of failing the job."""
+    reason, text, title, rid, extras = None, None, None, None, tuple(None for _ in cols.keep)
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason, obj = f"not valid JSON ({e})", None
+    if reason is None and not isinstance(obj, dict):
+        reason = f"not a JSON object ({type(obj).__name__})"
+    if reason is None:
+        text = obj.get(cols.text, _MISSING)
+        if text is _MISSING:
+            reason, text = f"no {cols.text!r} field", None
+        if cols.id is not None:
+            rid = obj.get(cols.id, _MISSING)
+            if rid is _MISSING or rid is None:
+                reason = reason or (f"no {cols.id!r} field" if rid is _MISSING else f"{cols.id!r} is null")
+                rid = None
+        if cols.title is not None:
+            title = obj.get(cols.title)
+        extras = tuple(obj.get(k) for k in cols.keep)
+    return (text, title, rid, extras, reason)
+
+
+class CsvColumns:
+    """Where the job's columns sit in a CSV header, and the row of each record: every field a string,
+    an empty title no title, a record with the wrong number of fields a bad row."""
+
+    def __init__(self, header: list[str], cols: _Columns, path: Any) -> None:
+        self.width, self.id_name = len(header), cols.id
+        where = {name: i for i, name in reversed(list(enumerate(header)))}
+        missing = [name for name in cols.named if name not in where]
+        if missing:
+            raise EmbedJobError(f"{path}: no column {', '.join(map(repr, missing))} in the header "
+                                f"(columns: {', '.join(header[:20])}); name them with --text-column / --id-column / "
+                                "--title-column / --keep-columns (from Python: text_column=, id_column=, title_column=, "
+                                "passthrough=)")
+        self.ti = where[cols.text]
+        self.ii = None if cols.id is None else where[cols.id]
+        self.tt = None if cols.title is None else where[cols.title]
+        self.ki = [where[k] for k in cols.keep]
+
+    def row(self, rec: list[str]) -> tuple:
+        """(text, title, id, extras, reason) of one record."""
+        def get(i: int | None) -> str | None:
+            return rec[i] if i is not None and i < len(rec) else None
+
+        text, title, rid = get(self.ti), get(self.tt) or None, get(self.ii)
+        reason = None
+        if len(rec) != self.width:
+            reason = f"{len(rec)} fields where the header has {self.width}"
+        elif isinstance(text, str):
+            reason = _bad_utf8(text)
+        if reason is None and self.ii is not None and not rid:
+            reason = f"empty {self.id_name!r}"
+        return (text, title, rid if rid else None, tuple(get(i) for i in self.ki), reason)
+
+
 # A row: (text, title, id, extras, reason or None, source index, row within the file); the id is None
 # when ids are row numbers (the reader fills in the global row).
 Row = tuple
@@ -203,8 +271,7 @@ class _TextReader:
                 break
             if line.endswith(b"\n"):
                 line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
-            text = line.decode("utf-8", "surrogateescape")
-            out.append((text, None, None, (), _bad_utf8(text), self.index, self.row))
+            out.append((*parse_text_line(line), self.index, self.row))
             self.row += 1
         return out
 
@@ -244,27 +311,7 @@ class _JsonlReader:
             line = self._line()
             if line is None:
                 break
-            reason, text, title, rid, extras = None, None, None, None, tuple(None for _ in c.keep)
-            try:
-                obj = json.loads(line)
-            except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-                reason = f"not valid JSON ({e})"
-                obj = None
-            if reason is None and not isinstance(obj, dict):
-                reason = f"not a JSON object ({type(obj).__name__})"
-            if reason is None:
-                text = obj.get(c.text, _MISSING)
-                if text is _MISSING:
-                    reason, text = f"no {c.text!r} field", None
-                if c.id is not None:
-                    rid = obj.get(c.id, _MISSING)
-                    if rid is _MISSING or rid is None:
-                        reason = reason or (f"no {c.id!r} field" if rid is _MISSING else f"{c.id!r} is null")
-                        rid = None
-                if c.title is not None:
-                    title = obj.get(c.title)
-                extras = tuple(obj.get(k) for k in c.keep)
-            out.append((text, title, rid, extras, reason, self.index, self.row))
+            out.append((*parse_json_line(line, c), self.index, self.row))
             self.row += 1
         return out
 
@@ -278,25 +325,18 @@ class _CsvReader:
 
     def __init__(self, src: _Source, cols: _Columns, index: int) -> None:
         csv.field_size_limit(2**31 - 1)  # texts can be long; the default is 128 KiB
-        self.path, self.index, self.row, self.id_name = src.path, index, 0, cols.id
+        self.path, self.index, self.row = src.path, index, 0
         self.f = io.TextIOWrapper(_open_binary(src.path), encoding="utf-8-sig", errors="surrogateescape", newline="")
         self.reader = csv.reader(self.f, delimiter="\t" if src.fmt == "tsv" else ",")
         header = self._next()
         if header is None:
             self.f.close()
             raise EmbedJobError(f"{src.path}: empty; a CSV input needs a header row naming its columns")
-        self.width = len(header)
-        where = {name: i for i, name in reversed(list(enumerate(header)))}
-        missing = [name for name in cols.named if name not in where]
-        if missing:
+        try:
+            self.columns = CsvColumns(header, cols, src.path)
+        except EmbedJobError:
             self.f.close()
-            raise EmbedJobError(f"{src.path}: no column {', '.join(map(repr, missing))} in the header "
-                                f"(columns: {', '.join(header[:20])}); name them with --text-column / --id-column / "
-                                "--title-column / --keep-columns")
-        self.ti = where[cols.text]
-        self.ii = None if cols.id is None else where[cols.id]
-        self.tt = None if cols.title is None else where[cols.title]
-        self.ki = [where[k] for k in cols.keep]
+            raise
 
     def _next(self) -> list[str] | None:
         try:
@@ -320,20 +360,7 @@ class _CsvReader:
             rec = self._next()
             if rec is None:
                 break
-
-            def get(i: int | None) -> str | None:
-                return rec[i] if i is not None and i < len(rec) else None
-
-            text, title, rid = get(self.ti), get(self.tt) or None, get(self.ii)
-            reason = None
-            if len(rec) != self.width:
-                reason = f"{len(rec)} fields where the header has {self.width}"
-            elif isinstance(text, str):
-                reason = _bad_utf8(text)
-            if reason is None and self.ii is not None and not rid:
-                reason = f"empty {self.id_name!r}"
-            out.append((text, title, rid if rid else None, tuple(get(i) for i in self.ki), reason, self.index,
-                        self.row))
+            out.append((*self.columns.row(rec), self.index, self.row))
             self.row += 1
         return out
 

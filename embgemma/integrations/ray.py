@@ -47,6 +47,8 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 import numpy as np
 
 from .._batch import BatchEmbedder, EmbedOptions, _text_reason, _title_reason, to_arrow_embeddings
+from ..embed import CsvColumns, _Columns, _jsonable, parse_json_line, parse_text_line
+from ..embed import _fit as _fit_typed
 
 __all__ = ["EmbedOptions", "RayEmbedder", "embed_dataset", "iter_embedded_batches", "read_inputs", "run_embed_job", "default_sizing"]
 
@@ -273,21 +275,6 @@ def _format_of(path: str, override: str | None = None) -> str:
                      f"({', '.join(INPUT_FORMATS)})")
 
 
-def _bad_utf8(text: str) -> str | None:
-    """Where ``bytes.decode("utf-8", "surrogateescape")`` kept a byte that is not UTF-8."""
-    if text.isascii():
-        return None
-    for i, ch in enumerate(text):
-        if "\udc80" <= ch <= "\udcff":
-            return f"not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02X} at character {i})"
-    return None
-
-
-def _short(v: Any) -> str:
-    r = repr(v)
-    return r if len(r) <= 60 else r[:57] + "..."
-
-
 class _RowsDatasource(FileBasedDatasource):
     """The job's rows from files of one format: the text, title, id (None: the row number, filled in
     by the driver), kept columns, the reason a row cannot be embedded (or None), file and row in file."""
@@ -299,6 +286,7 @@ class _RowsDatasource(FileBasedDatasource):
         self._block_rows = block_rows
         self._input_format, self._allow_empty = input_format, o.allow_empty
         self._text, self._title, self._id, self._keep = o.text_column, o.title_column, o.id_column, list(o.passthrough)
+        self._cols = _Columns(text=o.text_column, id=o.id_column, title=o.title_column, keep=tuple(o.passthrough))
 
     def _open_input_source(self, filesystem, path: str, **open_args):
         if _format_of(path, self._input_format) == "parquet":  # random access: read by row group
@@ -329,34 +317,12 @@ class _RowsDatasource(FileBasedDatasource):
 
     def _rows_text(self, f, path):
         for line in self._lines(f):
-            text = line.decode("utf-8", "surrogateescape")
-            yield (text, None, None, (), _bad_utf8(text))
+            yield parse_text_line(line)
 
     def _rows_jsonl(self, f, path):
-        missing = object()
         for line in self._lines(f):
-            if not line.strip():
-                continue
-            reason, text, title, rid, extras = None, None, None, None, tuple(None for _ in self._keep)
-            try:
-                obj = json.loads(line)
-            except (ValueError, RecursionError) as e:
-                reason, obj = f"not valid JSON ({e})", None
-            if reason is None and not isinstance(obj, dict):
-                reason = f"not a JSON object ({type(obj).__name__})"
-            if reason is None:
-                text = obj.get(self._text, missing)
-                if text is missing:
-                    reason, text = f"no {self._text!r} field", None
-                if self._id is not None:
-                    rid = obj.get(self._id, missing)
-                    if rid is missing or rid is None:
-                        reason = reason or (f"no {self._id!r} field" if rid is missing else f"{self._id!r} is null")
-                        rid = None
-                if self._title is not None:
-                    title = obj.get(self._title)
-                extras = tuple(obj.get(k) for k in self._keep)
-            yield (text, title, rid, extras, reason)
+            if line.strip():
+                yield parse_json_line(line, self._cols)
 
     def _rows_csv(self, f, path):
         import csv
@@ -378,27 +344,9 @@ class _RowsDatasource(FileBasedDatasource):
         header = next(recs, None)
         if header is None:
             raise ValueError(f"{path}: empty; a CSV input needs a header row naming its columns")
-        where = {name: i for i, name in reversed(list(enumerate(header)))}
-        named = [c for c in dict.fromkeys([self._text, self._id, self._title, *self._keep]) if c is not None]
-        missing = [c for c in named if c not in where]
-        if missing:
-            raise ValueError(f"{path}: no column {', '.join(map(repr, missing))} in the header (columns: "
-                             f"{', '.join(header[:20])})")
-        ti, ii = where[self._text], None if self._id is None else where[self._id]
-        tt, ki = None if self._title is None else where[self._title], [where[k] for k in self._keep]
+        columns = CsvColumns(header, self._cols, path)
         for rec in recs:
-            def get(i):
-                return rec[i] if i is not None and i < len(rec) else None
-
-            text, title, rid = get(ti), get(tt) or None, get(ii)
-            reason = None
-            if len(rec) != len(header):
-                reason = f"{len(rec)} fields where the header has {len(header)}"
-            elif isinstance(text, str):
-                reason = _bad_utf8(text)
-            if reason is None and ii is not None and not rid:
-                reason = f"empty {self._id!r}"
-            yield (text, title, rid if rid else None, tuple(get(i) for i in ki), reason)
+            yield columns.row(rec)
 
     def _rows_parquet(self, f, path):
         import pyarrow.parquet as pq
@@ -451,26 +399,18 @@ class _RowsDatasource(FileBasedDatasource):
 
     @staticmethod
     def _fit(name: str, values: list[Any], typ, reasons: list[str | None]) -> pa.Array:
-        errors = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError, UnicodeError)
-        try:
-            return pa.array(values, type=typ)
-        except errors:
-            pass
-        if typ is None:  # mixed JSON values: a string column, other values as their JSON text
-            typ = pa.string()
-        fixed = []
-        for i, v in enumerate(values):
-            if v is not None and pa.types.is_string(typ) and not isinstance(v, str):
-                v = json.dumps(v, ensure_ascii=False)
+        """The local engine's column fitting; with no type (JSON values), Arrow's inference, else a string
+        column holding other values as their JSON text. A value that does not fit is null, with a reason."""
+        if typ is None:
             try:
-                pa.array([v], type=typ)
-            except errors as e:
-                if reasons[i] is None:
-                    reasons[i] = (f"column {name!r}: {_short(v)} does not fit the column's type {typ} "
-                                  f"({type(e).__name__}: {str(e)[:80]})")
-                v = None
-            fixed.append(v)
-        return pa.array(fixed, type=typ)
+                return pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError, UnicodeError):
+                typ = pa.string()
+        arr, bad = _fit_typed(name, values, typ)
+        for i, why in bad.items():
+            if reasons[i] is None:
+                reasons[i] = why
+        return arr
 
 
 def _expand(inputs: Sequence[str | os.PathLike[str]], input_format: str | None) -> list[tuple[str, str]]:
@@ -622,14 +562,6 @@ def iter_embedded_batches(
             yield out, errors
     finally:
         ctx.execution_options.preserve_order = was
-
-
-def _jsonable(v: Any) -> Any:
-    if v is None or isinstance(v, (str, int, bool)):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else str(v)
-    return str(v)
 
 
 #: rows per row group of the output (about 30 MB of float32 768-wide vectors), as the local engine writes
