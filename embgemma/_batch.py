@@ -243,6 +243,19 @@ def _as_list(values: Any) -> list[Any]:
     return list(values)
 
 
+
+def make_options(model: Any, options: EmbedOptions | None, kwargs: dict[str, Any]) -> EmbedOptions:
+    """The integrations' two spellings, ``options=EmbedOptions(...)`` or ``model=`` plus keyword options."""
+    if options is not None:
+        if not isinstance(options, EmbedOptions):
+            raise TypeError(f"options must be an embgemma EmbedOptions, got {type(options).__name__}")
+        if model is not None or kwargs:
+            raise ValueError("give options= or model= with keyword options, not both")
+        return options
+    if model is None:
+        raise ValueError("model is required: a model folder, GGUF file or model name")
+    return EmbedOptions(model=model, **kwargs)
+
 class BatchEmbedder:
     """Embeds columns of texts with ``EmbedOptions``; the model loads on first use (once).
 

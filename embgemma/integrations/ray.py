@@ -46,7 +46,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 import numpy as np
 
-from .._batch import BatchEmbedder, EmbedOptions, _text_reason, _title_reason, to_arrow_embeddings
+from .._batch import BatchEmbedder, EmbedOptions, make_options, _text_reason, _title_reason, to_arrow_embeddings
 from ..embed import CsvColumns, _Columns, _jsonable, parse_json_line, parse_text_line
 from ..embed import _fit as _fit_typed
 
@@ -57,18 +57,6 @@ __all__ = ["EmbedOptions", "RayEmbedder", "embed_dataset", "iter_embedded_batche
 #: costs seconds, not minutes.
 DEFAULT_MAP_BATCH_SIZE = 512
 
-
-
-def _make_options(model: Any, options: EmbedOptions | None, kwargs: dict[str, Any]) -> EmbedOptions:
-    if options is not None:
-        if not isinstance(options, EmbedOptions):
-            raise TypeError(f"options must be an embgemma EmbedOptions, got {type(options).__name__}")
-        if model is not None or kwargs:
-            raise ValueError("give options= or model= with keyword options, not both")
-        return options
-    if model is None:
-        raise ValueError("model is required: a model folder, GGUF file or model name")
-    return EmbedOptions(model=model, **kwargs)
 
 
 def _assigned_cpus() -> int | None:
@@ -108,7 +96,7 @@ class RayEmbedder:
         error_column: str = "embedding_error",
         **option_kwargs: Any,
     ) -> None:
-        self.options = _make_options(model, options, option_kwargs)
+        self.options = make_options(model, options, option_kwargs)
         if threads is None:
             threads = self.options.threads or _assigned_cpus()
         self.embedder = BatchEmbedder(self.options, threads=threads)
@@ -220,7 +208,7 @@ def embed_dataset(
         map_batch_size: rows per ``map_batches`` call (default 512).
         actor_class: a ``RayEmbedder`` subclass to run instead.
     """
-    opts = _make_options(model, options, option_kwargs)
+    opts = make_options(model, options, option_kwargs)
     cpus, actors = default_sizing(_cluster_cpus(), cpus_per_actor or opts.threads, num_actors)
     compute = (ray.data.ActorPoolStrategy(size=actors) if num_actors is not None
                else ray.data.ActorPoolStrategy(min_size=1, max_size=actors))

@@ -40,24 +40,12 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 import numpy as np
 
-from .._batch import BatchEmbedder, EmbedOptions
+from .._batch import BatchEmbedder, EmbedOptions, make_options
 
 __all__ = ["embed_udf", "embed_frames", "embedding_type", "DEFAULT_UDF_BATCH_SIZE"]
 
 #: Rows per ``predict`` call (predict_batch_udf's ``batch_size``) by default.
 DEFAULT_UDF_BATCH_SIZE = 512
-
-
-def _make_options(model: Any, options: EmbedOptions | None, kwargs: dict[str, Any]) -> EmbedOptions:
-    if options is not None:
-        if not isinstance(options, EmbedOptions):
-            raise TypeError(f"options must be an embgemma EmbedOptions, got {type(options).__name__}")
-        if model is not None or kwargs:
-            raise ValueError("give options= or model= with keyword options, not both")
-        return options
-    if model is None:
-        raise ValueError("model is required: a model folder, GGUF file or model name")
-    return EmbedOptions(model=os.fspath(model), **kwargs)
 
 
 def embedding_type(precision: str = "float32") -> ArrayType:
@@ -133,7 +121,7 @@ def embed_udf(
         with_errors: return ``struct<embedding, error>`` (error: why the row was not embedded, else
             null) instead of the embedding (null for such rows).
     """
-    opts = _make_options(model, options, option_kwargs)
+    opts = make_options(model, options, option_kwargs)
     size = _check_udf_batch(udf_batch_size)
     emb_type = embedding_type(opts.precision)
     return_type = StructType([StructField("embedding", emb_type), StructField("error", StringType())])
@@ -195,7 +183,7 @@ def embed_frames(
     """
     if options is None and "id_column" not in option_kwargs:
         option_kwargs["id_column"] = "id"
-    opts = _make_options(model, options, option_kwargs)
+    opts = make_options(model, options, option_kwargs)
     if opts.id_column is None:
         raise ValueError("embed_frames needs id_column (the column identifying each row); or add one with "
                          "pyspark.sql.functions.monotonically_increasing_id()")
