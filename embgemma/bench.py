@@ -77,8 +77,18 @@ def _token_count(model, prompt: str, text: str) -> int:
     return int(model.tokenize([prompt + text])["attention_mask"].sum())
 
 
+def _usable_cores() -> int:
+    """Cores this process may use (its affinity mask), whatever OMP_NUM_THREADS says."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _untruncated_count(model, prompt: str, text: str) -> int:
-    return len(model.tokenizer.encode((prompt + text).strip()).ids)
+    from .model import _clean
+
+    return len(model.tokenizer.encode(_clean(text, 0, prompt, model.strip_whitespace)).ids)
 
 
 def _text_of_length(model, prompt: str, rng: random.Random, tokens: int) -> str:
@@ -213,7 +223,7 @@ def machine_info(threads: int | None) -> dict[str, Any]:
         "system": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "embgemma": b["version"],
-        "cores": b["default_threads"],
+        "cores": _usable_cores(),
         "threads": threads if threads is not None else b["default_threads"],
         "isa": b["chosen_isa"],
         "compiled_isas": b["compiled_isas"],
