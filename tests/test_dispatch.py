@@ -12,7 +12,9 @@ import embgemma
 from embgemma import EmbeddingGemma
 
 INFO = embgemma.build_info()
-ORDER = ["scalar", "avx2", "avxvnni", "avx512"]  # each ISA falls back to the one before it
+ORDER = ["scalar", "avx2", "avxvnni", "avx512", "avx512bf16"]  # each ISA falls back to the one before it
+OPT_IN = {"avx512bf16"}  # never chosen automatically, only by name
+BEST = [i for i in INFO["supported_isas"] if i not in OPT_IN][-1]  # what auto picks
 
 
 def test_isas_are_named_in_order_and_known():
@@ -35,6 +37,7 @@ def test_cpu_features_agree_with_supported_isas():
     assert ("avx2" in sup) == ("avx2" in f and "fma" in f)
     assert ("avxvnni" in sup) == ("avx2" in f and "fma" in f and "avx_vnni" in f)
     assert ("avx512" in sup) == ("avx512f/bw/dq/vl" in f and "avx512_vnni" in f and "avx2" in f)
+    assert ("avx512bf16" in sup) == ("avx512" in sup and "avx512_bf16" in f)
 
 
 @pytest.mark.parametrize("isa", [i for i in INFO["supported_isas"] if i != "scalar"])
@@ -56,7 +59,7 @@ def test_a_failing_self_check_falls_back_with_a_warning(isa, golden_dir, monkeyp
 
 
 def test_auto_falls_back_from_the_best_isa(golden_dir, monkeypatch):
-    best = INFO["supported_isas"][-1]
+    best = BEST
     if best == "scalar":
         pytest.skip("only the scalar kernels here")
     monkeypatch.setenv("EMBGEMMA_SELFCHECK_FAIL", best)
@@ -76,5 +79,30 @@ def test_a_passing_check_warns_nothing(golden_dir):
 
 def test_unknown_isa_names_the_choices(golden_dir, monkeypatch):
     monkeypatch.setenv("EMBGEMMA_ISA", "neon")
-    with pytest.raises(ValueError, match="auto, scalar, avx2, avxvnni or avx512"):
+    with pytest.raises(ValueError, match="auto, scalar, avx2, avxvnni, avx512 or avx512bf16"):
+        EmbeddingGemma(golden_dir)
+
+
+def test_opt_in_isas_are_chosen_only_by_name(golden_dir, monkeypatch):
+    """auto takes the best ISA that is not opt-in (avx512bf16 changes bfloat16's arithmetic and is
+    slower than avx512 on the CPU measured); asked for by name, an opt-in ISA is used."""
+    for name in (None, "auto"):
+        if name:
+            monkeypatch.setenv("EMBGEMMA_ISA", name)
+        else:
+            monkeypatch.delenv("EMBGEMMA_ISA", raising=False)
+        m = EmbeddingGemma(golden_dir)
+        assert m.info["isa"] == BEST and m.info["isa_note"].startswith(f"{BEST} (best for this CPU)")
+    for isa in OPT_IN & set(INFO["supported_isas"]):
+        monkeypatch.setenv("EMBGEMMA_ISA", isa)
+        m = EmbeddingGemma(golden_dir, dtype="bfloat16")
+        assert m.info["isa"] == isa and m.info["isa_note"].startswith(f"{isa} (asked for)")
+
+
+def test_an_opt_in_isa_the_cpu_lacks_is_refused(golden_dir, monkeypatch):
+    missing = [i for i in OPT_IN if i not in INFO["supported_isas"]]
+    if not missing:
+        pytest.skip("this CPU has every opt-in ISA")
+    monkeypatch.setenv("EMBGEMMA_ISA", missing[0])
+    with pytest.raises(Exception, match="not supported by the CPU|not compiled in"):
         EmbeddingGemma(golden_dir)
