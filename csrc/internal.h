@@ -306,8 +306,8 @@ typedef struct {
      * added as vdpbf16ps does: acc += a[2i+1] * w[2i+1], then acc += a[2i] * w[2i], each step a fused
      * multiply-add rounded to nearest even; subnormal inputs (bfloat16 and the accumulator) read as 0,
      * and a result whose value rounded to 24 bits (unbounded exponent) is below the normal range is
-     * flushed to a zero of its sign; MXCSR plays no part. The scalar twin, bit for bit: gemm_bf16dot_scalar. NULL
-     * in tables without such a kernel. */
+     * flushed to a zero of its sign; MXCSR plays no part. The scalar twin, bit for bit:
+     * gemm_bf16dot_scalar. NULL in tables without such a kernel. */
     void (*gemm_bf16dot)(const uint16_t *xb, int64_t ldb, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
                          float *y, int64_t ldy);
     /* the activations of a bf16dot GEMM: eg_round_bf16_rows (pack.c) is the twin, bit for bit */

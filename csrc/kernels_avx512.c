@@ -76,7 +76,9 @@ AI void fma_step(int mr, int np, __m512 c[][2], const float *x, int64_t ldx, int
 /* A BF16 k-pair of a panel (one 64-byte load: a column's k in the low half of its lane, k+1 in the
  * high half) widened exactly, as in kernels_avx2.c: k by a shift, k+1 by a mask. */
 AI __m512 pair_even(__m512i raw) { return _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16)); }
-AI __m512 pair_odd(__m512i raw) { return _mm512_castsi512_ps(_mm512_and_si512(raw, _mm512_set1_epi32((int)0xffff0000u))); }
+AI __m512 pair_odd(__m512i raw) {
+    return _mm512_castsi512_ps(_mm512_and_si512(raw, _mm512_set1_epi32((int)0xffff0000u)));
+}
 
 /* y[0..mr, 1 or 2 panels] = x . panels: one FMA chain over kk per output, as on AVX2. */
 AI void micro_f(int mr, int np, int bf16, const float *x, int64_t ldx, const void *pa, const void *pb, int64_t k,

@@ -29,7 +29,8 @@ eg_status eg_test_gemm(eg_isa isa, eg_weights weights, int pack, const float *x,
         eg_matrix_free(&mat);
         if (pack > 3) return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "pack must be -1 or 0..3, not %d", pack);
         return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "ISA %s %s", eg_isa_name(isa),
-                       bf16dot ? "has no bfloat16 pair-dot (vdpbf16ps) GEMM" : "sums int16 pairs: pack with its ranges");
+                       bf16dot ? "has no bfloat16 pair-dot (vdpbf16ps) GEMM"
+                               : "sums int16 pairs: pack with its ranges");
     }
     eg_matrix_ranges(&mat, pairs16, bf16dot);
     for (int64_t r = 0; r < n; r++) eg_matrix_pack_row(&mat, r, w + r * k);
