@@ -56,18 +56,24 @@ static int isa_on_cpu(eg_isa isa) {
     case EG_ISA_AVX2: return (f & base) == base;
     case EG_ISA_AVXVNNI: return (f & (base | F_AVXVNNI)) == (base | F_AVXVNNI);
     case EG_ISA_AVX512: return (f & (base | F_AVX512 | F_AVX512VNNI)) == (base | F_AVX512 | F_AVX512VNNI);
+    case EG_ISA_AVX512BF16: {
+        const unsigned need = base | F_AVX512 | F_AVX512VNNI | F_AVX512BF16;
+        return (f & need) == need;
+    }
     default: return 0;
     }
 }
 
 /* The tables of the ISAs above AVX2 are AVX2's with some kernels replaced, composed once. */
-static eg_kernels table_avxvnni, table_avx512;
+static eg_kernels table_avxvnni, table_avx512, table_avx512bf16;
 static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 static void make_tables(void) {
     table_avxvnni = eg_kernels_avx2;
     eg_kernels_avxvnni_fill(&table_avxvnni);
     table_avx512 = eg_kernels_avx2;
     eg_kernels_avx512_fill(&table_avx512);
+    table_avx512bf16 = eg_kernels_avx2;
+    eg_kernels_avx512bf16_fill(&table_avx512bf16);
 }
 #endif
 
@@ -161,6 +167,7 @@ const char *eg_cpu_features(void) {
 static const char *const isa_names[EG_ISA_COUNT] = {
     [EG_ISA_SCALAR] = "scalar", [EG_ISA_AVX2] = "avx2", [EG_ISA_AVXVNNI] = "avxvnni", [EG_ISA_AVX512] = "avx512",
     [EG_ISA_NEON] = "neon", [EG_ISA_DOTPROD] = "dotprod", [EG_ISA_I8MM] = "i8mm",
+    [EG_ISA_AVX512BF16] = "avx512bf16",
 };
 
 const char *eg_isa_name(eg_isa isa) { return (unsigned)isa < EG_ISA_COUNT ? isa_names[isa] : "unknown"; }
@@ -189,9 +196,15 @@ int eg_isa_supported(eg_isa isa) {
 #endif
 }
 
+/* avx512bf16 only when asked for: it rounds the bfloat16 mode's activations (its own fidelity), and
+ * on the one CPU measured (Sapphire Rapids) vdpbf16ps retires one per two cycles on the FMA port
+ * where two FMAs retire per cycle, so its GEMM is slower than avx512's widening one
+ * (docs/performance.md). */
+static int isa_automatic(eg_isa isa) { return isa != EG_ISA_AVX512BF16; }
+
 eg_isa eg_isa_best(void) {
     for (int i = EG_ISA_COUNT - 1; i > 0; i--)
-        if (eg_isa_supported((eg_isa)i)) return (eg_isa)i;
+        if (isa_automatic((eg_isa)i) && eg_isa_supported((eg_isa)i)) return (eg_isa)i;
     return EG_ISA_SCALAR;
 }
 
@@ -201,6 +214,7 @@ const eg_kernels *eg_kernels_for(eg_isa isa) {
     if (isa == EG_ISA_AVX2) return &eg_kernels_avx2;
     if (isa == EG_ISA_AVXVNNI) return &table_avxvnni;
     if (isa == EG_ISA_AVX512) return &table_avx512;
+    if (isa == EG_ISA_AVX512BF16) return &table_avx512bf16;
 #endif
 #ifdef EG_HAVE_ARM64
     pthread_once(&tables_once, make_tables);
@@ -218,10 +232,11 @@ const eg_kernels *eg_kernels_for(eg_isa isa) {
  * three panels (the last partial), M full tiles and a remainder on every ISA (row tiles of 3, 4, 5, 6, 12). */
 enum { SC_M = 17, SC_N = 37, SC_K = 96 };
 static void selfcheck_gemm(const eg_kernels *k, const float *x, const eg_matrix *w, float *y) {
-    uint8_t xq[SC_M * SC_K];
+    uint16_t xq[SC_M * SC_K]; /* uint8 or (bf16dot) bfloat16 rows */
     float xs[SC_M * (SC_K / EG_QBLOCK)];
-    const int64_t ldxs = eg_quantize_for(k, w, x, SC_K, SC_M, xq, SC_K, xs);
-    eg_gemm_panels(k, x, SC_K, xq, SC_K, xs, ldxs ? ldxs : 1, SC_M, w, 0, w->n_panels, y, SC_N);
+    const int64_t ldq = eg_xq_stride(w) ? eg_xq_stride(w) : SC_K;
+    const int64_t ldxs = eg_quantize_for(k, w, x, SC_K, SC_M, (uint8_t *)xq, ldq, xs);
+    eg_gemm_panels(k, x, SC_K, (const uint8_t *)xq, ldq, xs, ldxs ? ldxs : 1, SC_M, w, 0, w->n_panels, y, SC_N);
 }
 
 int eg_isa_selfcheck(eg_isa isa, char *why, size_t whylen) {
@@ -257,7 +272,7 @@ int eg_isa_selfcheck(eg_isa isa, char *why, size_t whylen) {
             if (why) snprintf(why, whylen, "self-check could not allocate: %s", err);
             return 0;
         }
-        eg_matrix_ranges(&w, k->pairs16); /* the data this ISA will see */
+        eg_matrix_ranges(&w, k->pairs16, k->bf16dot); /* the data and arithmetic this ISA will use */
         eg_matrix_layout(&w, k->kgroup);
         for (int r = 0; r < SC_N; r++) eg_matrix_pack_row(&w, r, wl + r * SC_K);
         selfcheck_gemm(k, xl, &w, y);
@@ -265,7 +280,9 @@ int eg_isa_selfcheck(eg_isa isa, char *why, size_t whylen) {
         eg_matrix_free(&w);
         const int exact = eg_wtype_is_int(types[ti]);
         for (int i = 0; i < SC_M * SC_N; i++) {
-            /* integer types: bit for bit; float: FMA chains against separate roundings */
+            /* integer types: bit for bit; float: FMA chains against separate roundings; bf16dot: the
+             * twin models vdpbf16ps exactly (tests/test_kernels.py holds it to the bit), but a CPU that
+             * rounded a step differently would still compute a fine GEMM, so rounding is allowed here */
             const float tol = exact ? 0.0f : 1e-5f * (1.0f + fabsf(yr[i]));
             if (!(fabsf(y[i] - yr[i]) <= tol)) {
                 if (why)

@@ -37,6 +37,9 @@ typedef enum {
     EG_ISA_NEON = 4,      /* Advanced SIMD: every ARMv8-A CPU                  */
     EG_ISA_DOTPROD = 5,   /* + FEAT_DotProd (SDOT)                             */
     EG_ISA_I8MM = 6,      /* + FEAT_I8MM (SMMLA)                               */
+    /* x86-64, never chosen automatically: only when asked for by name (see eg_isa_best) */
+    EG_ISA_AVX512BF16 = 7, /* AVX512's kernels + AVX512_BF16: bfloat16 weights times activations
+                              rounded to bfloat16 (vdpbf16ps)                                  */
     EG_ISA_COUNT
 } eg_isa;
 
@@ -45,7 +48,8 @@ typedef enum {
  * in every mode (never float16: Gemma's activations reach ~8e5). */
 typedef enum {
     EG_WEIGHTS_F32 = 0,   /* float32: the reference numbers                     */
-    EG_WEIGHTS_BF16,      /* bfloat16 weights (half the memory), float32 sums   */
+    EG_WEIGHTS_BF16,      /* bfloat16 weights (half the memory), float32 sums; on avx512bf16 the
+                             activations are rounded to bfloat16 too (vdpbf16ps) */
     EG_WEIGHTS_INT8,      /* int8 weights with a float32 scale per output row and 32
                              inputs; uint8 activations per token and 32 inputs,
                              exact int32 block sums                             */
@@ -58,7 +62,8 @@ typedef enum {
 
 typedef struct {
     const char *isa;          /* NULL or "" (auto; EMBGEMMA_ISA applies), "scalar", "avx2", "avxvnni", "avx512",
-                                 "neon", "dotprod", "i8mm" (those of the CPU architecture built for) */
+                                 "neon", "dotprod", "i8mm", "avx512bf16"
+                                 (those of the CPU architecture built for) */
     eg_weights mlp_weights;   /* gate/up and down projections (60% of the weights) */
     eg_weights attn_weights;  /* q/k/v and o projections                           */
     /* GGUF only. A GGUF without the Dense tensors cannot give the model's
@@ -154,11 +159,14 @@ const char *eg_gguf_type_name(int type); /* "uint32", "string", ... */
 const char *eg_isa_name(eg_isa isa);
 int eg_isa_compiled(eg_isa isa);
 int eg_isa_supported(eg_isa isa);
+/* The highest supported ISA that may be chosen automatically: avx512bf16 never is (it changes the
+ * bfloat16 mode's arithmetic, and on the Sapphire Rapids measured its vdpbf16ps runs at half the
+ * float32 FMA rate), so on such a CPU this is avx512. */
 eg_isa eg_isa_best(void);
 /* The CPU features dispatch looks at, space-separated ("avx2 fma avx512f ...", "asimd asimddp i8mm bf16"). */
 const char *eg_cpu_features(void);
 /* Runs every kernel of `isa` once against its scalar twin on a small fixed problem (well under a
- * millisecond): 1 when they agree (integer kernels bit for bit, float ones to rounding), else 0
+ * millisecond): 1 when they agree (integer kernels bit for bit, float and bfloat16 ones to rounding), else 0
  * with the first disagreement in why. EMBGEMMA_SELFCHECK_FAIL=<isa> makes that ISA fail (tests). */
 int eg_isa_selfcheck(eg_isa isa, char *why, size_t whylen);
 /* The ISA for a model: `name` (NULL/"": EMBGEMMA_ISA, else the best the CPU has), then the
@@ -174,11 +182,13 @@ int eg_forked_single_threaded(void);
 
 /* Testing hooks (csrc/testing.c): run one kernel of `isa` on caller buffers.
  * eg_test_gemm: y[m, n] = x[m, k] . w[n, k]^T with row strides ldx / ldy, w
- * packed (rounded / quantized) as `weights` the way the loader does; integer types use the value
- * ranges of an ISA that sums int16 pairs (pairs16 = 1, AVX2) or not (0), or -1: `isa`'s own.
+ * packed (rounded / quantized) as `weights` the way the loader does for the kernels `pack` names:
+ * -1 `isa`'s own, else the sum of 1 (integer types: the value ranges of an ISA that sums int16
+ * pairs, as AVX2 does) and 2 (bfloat16: activations rounded to bfloat16 and k-pairs summed as
+ * vdpbf16ps does, as avx512bf16 does; the scalar ISA runs that kernel's twin).
  * eg_test_vec: op 1 -> y += a x; op 2 -> y *= a; op 3 -> y = gelu_tanh(y) * x;
  * op 4 -> y = exp(y - a) (0 where y is -inf), *result = sum(y). */
-eg_status eg_test_gemm(eg_isa isa, eg_weights weights, int pairs16, const float *x, int64_t ldx, int64_t m, const float *w,
+eg_status eg_test_gemm(eg_isa isa, eg_weights weights, int pack, const float *x, int64_t ldx, int64_t m, const float *w,
                        int64_t n, int64_t k, float *y, int64_t ldy, char *err, size_t errlen);
 /* eg_test_parse: the "safetensors" header or "gguf" parser, or ("config") every reader of a model
  * folder's JSON files (config.json, modules.json, Pooling / Dense configs, the shard index), on bytes

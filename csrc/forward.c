@@ -43,7 +43,7 @@ typedef struct {
     float *att_tile; /* [threads, G*BQ*(BK + Hd + 2)] per-thread attention tile */
     float *head;     /* [S, 2*Wmax]     pooled vector and Dense outputs        */
     float *pool;     /* [threads, 4D]   per-thread pooling sums (D doubles) + a row */
-    uint8_t *xq;     /* [T, Kmax]       integer weights: activations quantized (u8) */
+    uint8_t *xq;     /* [T, Kmax]       activations quantized (u8) or rounded (bf16): eg_xq_bytes */
     float *xs;       /* [T, Kmax/32]    their scales, one per row and 32 inputs    */
 } scratch;
 
@@ -74,9 +74,9 @@ static void rope(float *v, const float *cos_row, const float *sin_row, int64_t h
 static void gemm(const eg_model *md, const float *x, int64_t ldx, int64_t m, const eg_matrix *w, float *y,
                  int64_t ldy, int nt, uint8_t *xq, float *xs) {
     const int64_t mb = (m + GEMM_MB - 1) / GEMM_MB, pb = (w->n_panels + GEMM_PB - 1) / GEMM_PB;
-    const int64_t tasks = mb * pb, ldq = eg_ldq(w->k);
+    const int64_t tasks = mb * pb, ldq = eg_xq_stride(w); /* bytes */
     const eg_kernels *k = md->k;
-    const int q = eg_wtype_is_int(w->type); /* xq / xs exist only then */
+    const int q = ldq > 0; /* xq (and for integer w, xs) exist only then */
     const int64_t ldxs = eg_ldq(w->k) / EG_QBLOCK;
 #pragma omp parallel num_threads(nt) if (nt > 1 && tasks > 1)
     {
@@ -220,7 +220,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     const size_t sizes[] = {
         (size_t)(T * D), (size_t)(T * D), (size_t)(T * QKV), (size_t)(T * QD),
         (size_t)(T * D), (size_t)(chunk * 2 * I), (size_t)(nt * tile), (size_t)(S * 2 * wmax),
-        (size_t)(nt * 4 * D), (size_t)(i8 ? (T * kq + 3) / 4 : 0), (size_t)(i8 ? T * (kq / EG_QBLOCK) : 0),
+        (size_t)(nt * 4 * D), (size_t)((T * kq * md->xq_bytes + 3) / 4), (size_t)(i8 ? T * (kq / EG_QBLOCK) : 0),
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (sizes[i] + 15) & ~(size_t)15;

@@ -180,10 +180,11 @@ typedef enum { EG_W_F32 = 0, EG_W_BF16, EG_W_I8, EG_W_Q8_0, EG_W_Q4_0 } eg_wtype
  * panels of EG_PANEL output rows, zero-padded past n, so one load per k step
  * feeds a whole micro-kernel row:
  *   F32:  float    [n_panels, k, 16]      W[p*16 + j][kk] at (p*k + kk)*16 + j
- *   BF16: uint16   [n_panels, k, 16]      same, but within each 16 the columns
- *                                          run 0,8,1,9,..,7,15 (one 32-bit lane
- *                                          holds columns j and j+8, unpacked by a
- *                                          shift and a mask)
+ *   BF16: uint16   [n_panels, k2, 16, 2]  k2 = ceil(k/2), k-pairs: W[p*16 + j][2i + e] at
+ *                                          ((p*k2 + i)*16 + j)*2 + e, 0 past k. A column's 32-bit
+ *                                          lane holds two consecutive k: what vdpbf16ps multiplies,
+ *                                          and the float kernels widen it exactly by a shift (k even)
+ *                                          and a mask (k odd)
  *   I8:   int8     [n_panels, kb/4, 16, 4] kb = k rounded up to a multiple of 32:
  *                                          W[p*16 + j][4*kq + e] at ((p*kb/4 + kq)*16 + j)*4 + e,
  *                                          padded with 0; |q| <= 127 with a float32 scale per
@@ -210,6 +211,8 @@ typedef struct {
     int32_t *wsum;             /* [n_panels, kb/32, 16] zero point x each block's sum of q */
     int aqmax;                 /* integer types: activations are quantized to |a| <= aqmax, + aqmax + 1 */
     int kgroup;                /* integer types: k values per column run in a panel, 4 (k-quads) or 8 (k-octets) */
+    int bf16dot;               /* BF16: the activations are rounded to bfloat16 as well, and the k-pairs
+                                  summed as vdpbf16ps does (gemm_bf16dot); else float x bf16 widened */
     int64_t n, k;
     int64_t n_panels;          /* ceil(n / 16)                                   */
     eg_wtype type;
@@ -220,6 +223,9 @@ static inline void eg_matrix_set_row(eg_matrix *m, int64_t r, const float *src) 
     float *dst = (float *)m->data + (r / EG_PANEL) * m->k * EG_PANEL + r % EG_PANEL;
     for (int64_t kk = 0; kk < m->k; kk++) dst[kk * EG_PANEL] = src[kk];
 }
+
+/* uint16 elements of one BF16 panel: k padded to whole pairs */
+static inline int64_t eg_bf16_panel_elems(int64_t k) { return (k + 1) / 2 * 2 * EG_PANEL; }
 
 static inline eg_wtype eg_wtype_of(eg_weights w) {
     switch (w) {
@@ -246,6 +252,10 @@ void eg_quantize_q4_0(const float *x, int64_t n, int8_t *q, float *d);
 void eg_matrix_free(eg_matrix *m);
 int64_t eg_matrix_bytes(const eg_matrix *m);                        /* panels plus scales */
 uint16_t eg_f32_to_bf16(float f);                                  /* round to nearest even */
+/* Activations for gemm_bf16dot: x [m, k] to bfloat16 [m, ldb] exactly as vcvtneps2bf16 rounds: to
+ * nearest even, subnormal inputs to a zero of their sign, NaN kept quiet; with k odd, element k of
+ * each row is set to 0 (the pair's other half). The twin of the table's to_bf16, bit for bit. */
+void eg_round_bf16_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uint16_t *xb, int64_t ldb);
 /* Activations for the integer kernels: per row and block of 32 k, symmetric, |a| <= aqmax,
  * stored as a + aqmax + 1 in a uint8 (u8 x s8 products). AVX2 without VNNI sums pairs of
  * products into int16 (vpmaddubsw), so there 2 * (2 aqmax + 1) * |w| must stay <= 32767;
@@ -259,7 +269,7 @@ uint16_t eg_f32_to_bf16(float f);                                  /* round to n
  * For I8 the AVX2 column gives up an activation bit rather than a weight bit: measured on the
  * real model against sentence-transformers (tests/data/real_texts, 102 texts), worst cosine
  * 0.99945 with 8-bit weights and 7-bit activations, 0.99874 with 7-bit weights and 8-bit ones. */
-void eg_matrix_ranges(eg_matrix *m, int pairs16); /* sets aqmax; before packing */
+void eg_matrix_ranges(eg_matrix *m, int pairs16, int bf16dot); /* sets aqmax and bf16dot; before packing */
 /* Sets the panel layout of an integer type, kgroup 4 or 8 (eg_kernels.kgroup; 0 means 4); before packing. */
 void eg_matrix_layout(eg_matrix *m, int kgroup);
 /* Quantized activations' row stride and weights' padded k: k rounded up to whole blocks of 32 */
@@ -298,6 +308,17 @@ typedef struct {
     /* the same for a BF16 w: weights widened exactly to float, float accumulation */
     void (*gemm_bf16)(const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
                       float *y, int64_t ldy);
+    /* the same for a BF16 w with bf16dot set, from xb [m, ldb]: x rounded to bfloat16 (to_bf16), padded
+     * to whole k-pairs with 0. Per output one float accumulator, from 0, over the k-pairs in order, each
+     * added as vdpbf16ps does: acc += a[2i+1] * w[2i+1], then acc += a[2i] * w[2i], each step a fused
+     * multiply-add rounded to nearest even; subnormal inputs (bfloat16 and the accumulator) read as 0,
+     * and a result whose value rounded to 24 bits (unbounded exponent) is below the normal range is
+     * flushed to a zero of its sign; MXCSR plays no part. The scalar twin, bit for bit:
+     * gemm_bf16dot_scalar. NULL in tables without such a kernel. */
+    void (*gemm_bf16dot)(const uint16_t *xb, int64_t ldb, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
+                         float *y, int64_t ldy);
+    /* the activations of a bf16dot GEMM: eg_round_bf16_rows (pack.c) is the twin, bit for bit */
+    void (*to_bf16)(const float *x, int64_t ldx, int64_t m, int64_t k, uint16_t *xb, int64_t ldb);
     /* the same for an I8 / Q8_0 / Q4_0 w and activations quantized per block of 32, xs [m, ldxs]:
      * y[i][j] = sum over blocks b, in order, of fmaf((float)(isum_b - w->wsum[p][b][j]), xs[i][b] * w->scale[p][b][j], acc),
      * isum_b = sum_{k in b} xq[i][k] * q[j][k] exact in int32 */
@@ -318,21 +339,31 @@ typedef struct {
     double (*fma_loop)(int64_t iters, float *sink);
     int pairs16; /* the integer GEMM sums pairs of products in int16 (vpmaddubsw): see eg_matrix_ranges */
     int kgroup;  /* the integer GEMM reads k-quads (4; 0 means the same) or k-octets (8): eg_matrix_layout */
+    int bf16dot; /* BF16 matrices are packed for gemm_bf16dot (the loader sets eg_matrix.bf16dot) */
 } eg_kernels;
 
-/* Runs panels p0..p1 of w on the kernel for its type; xq / xs (ldq, ldxs) are the
- * integer kernels' quantized rows of x and are ignored for the float types. */
+/* Bytes per input of what w's kernel reads in place of x (eg_quantize_for writes it, rows eg_ldq(k)
+ * inputs apart): uint8 for the integer types, bfloat16 for a bf16dot BF16, nothing (0) otherwise. */
+static inline int eg_xq_bytes(const eg_matrix *w) {
+    return eg_wtype_is_int(w->type) ? 1 : w->type == EG_W_BF16 && w->bf16dot ? 2 : 0;
+}
+static inline int64_t eg_xq_stride(const eg_matrix *w) { return eg_ldq(w->k) * eg_xq_bytes(w); } /* bytes */
+
+/* Runs panels p0..p1 of w on the kernel for its type; xq (row stride ldq bytes) / xs (ldxs) are
+ * the integer kernels' quantized rows of x, or a bf16dot kernel's bfloat16 ones (no xs), and are
+ * ignored for the kernels that read x. */
 static inline void eg_gemm_panels(const eg_kernels *k, const float *x, int64_t ldx, const uint8_t *xq, int64_t ldq,
                                   const float *xs, int64_t ldxs, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
                                   float *y, int64_t ldy) {
     if (w->type == EG_W_F32) k->gemm(x, ldx, m, w, p0, p1, y, ldy);
+    else if (w->type == EG_W_BF16 && w->bf16dot) k->gemm_bf16dot((const uint16_t *)xq, ldq / 2, m, w, p0, p1, y, ldy);
     else if (w->type == EG_W_BF16) k->gemm_bf16(x, ldx, m, w, p0, p1, y, ldy);
     else k->gemm_q(xq, ldq, xs, ldxs, m, w, p0, p1, y, ldy);
 }
 
 
-/* Quantizes the m rows of x the way w's kernel reads them (nothing for float w): xq [m, ldq],
- * xs [m, ldxs]; returns ldxs, the stride of xs (blocks per row). */
+/* Quantizes the m rows of x the way w's kernel reads them (nothing for the kernels that read x): xq
+ * [m, ldq bytes], xs [m, ldxs]; returns ldxs, the stride of xs (blocks per row; 0 when there is none). */
 int64_t eg_quantize_for(const eg_kernels *k, const eg_matrix *w, const float *x, int64_t ldx, int64_t m, uint8_t *xq,
                         int64_t ldq, float *xs);
 
@@ -343,6 +374,7 @@ const eg_kernels *eg_kernels_for(eg_isa isa);
 extern const eg_kernels eg_kernels_avx2;
 void eg_kernels_avxvnni_fill(eg_kernels *k); /* AVX2's table with the AVX-VNNI integer GEMMs */
 void eg_kernels_avx512_fill(eg_kernels *k);  /* AVX2's table with the zmm GEMMs              */
+void eg_kernels_avx512bf16_fill(eg_kernels *k); /* AVX512's table with the vdpbf16ps GEMM     */
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
 #define EG_HAVE_ARM64 1
@@ -369,6 +401,7 @@ struct eg_model {
     eg_dense dense[EG_MAX_DENSE];
     int n_dense;
     int has_int_weights;       /* some layer matrix is I8 / Q8_0 / Q4_0: scratch for quantized x */
+    int xq_bytes;              /* largest eg_xq_bytes of a layer matrix: scratch for converted x */
     eg_tensor_set files;       /* mappings kept for the embedding table          */
     char dtype_name[8];
     char isa_note[320];        /* eg_model_info.isa_note                         */

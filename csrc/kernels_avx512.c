@@ -1,9 +1,11 @@
-/* kernels_avx512.c - x86-64 AVX-512 (F, BW, DQ, VL) + AVX512_VNNI kernels: the GEMMs on zmm.
- * A packed panel is 16 columns wide, so one zmm holds a panel's k-row (F32, BF16 widened) or
- * its k-quad of int8 (I8, Q8_0, Q4_0 unpacked), and each micro-kernel runs two panels at
- * once: every broadcast of x feeds two multiply-adds. The float kernels do the same FMA chain
- * per output as kernels_avx2.c (bit-identical results); the integer ones use vpdpbusd (u8 x
- * s8, 4 products per int32 lane, exact) on the layouts of kernels_scalar.c. The row operations
+/* kernels_avx512.c - x86-64 AVX-512 (F, BW, DQ, VL) + AVX512_VNNI kernels: the GEMMs on zmm; and,
+ * for the avx512bf16 ISA, the AVX512_BF16 GEMM (vdpbf16ps) with its activation rounding.
+ * A packed panel is 16 columns wide, so one zmm holds a panel's k-row (F32; a BF16 k-pair widens
+ * to two), its k-pair of bfloat16 (vdpbf16ps) or its k-quad of int8 (I8, Q8_0, Q4_0 unpacked), and
+ * each micro-kernel runs two panels at once: every broadcast of x feeds two multiply-adds. The
+ * float kernels do the same FMA chain per output as kernels_avx2.c (bit-identical results); the
+ * integer ones use vpdpbusd (u8 x s8, 4 products per int32 lane, exact) and the bfloat16 one
+ * vdpbf16ps, on the layouts and arithmetic of kernels_scalar.c. The row operations
  * (axpy, GELU, exp) stay on the AVX2 kernels (dispatch.c). Compiled with target attributes;
  * nothing here runs unless dispatch.c has seen the CPU features and the OS-enabled ZMM state.
  * No allocation, no threads, no Python.
@@ -61,14 +63,21 @@ static inline int panel_pair(const eg_matrix *w, int64_t p, int64_t p1, __mmask1
 
 /* ---------------------------------------------------------------- float GEMM (F32, BF16) */
 
-/* A panel's k-row as 16 floats. A BF16 k-row's 32-bit lane holds columns j and j+8: a shift
- * and a mask widen both exactly, as in kernels_avx2.c. */
-AI __m512 panel_row(int bf16, const void *panel, int64_t kk) {
-    if (!bf16) return _mm512_loadu_ps((const float *)panel + kk * EG_PANEL);
-    const __m256i raw = _mm256_loadu_si256((const __m256i *)((const uint16_t *)panel + kk * EG_PANEL));
-    const __m256 lo = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
-    const __m256 hi = _mm256_castsi256_ps(_mm256_and_si256(raw, _mm256_set1_epi32((int)0xffff0000u)));
-    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+/* c[r] += x[r][kk] * (b0 | b1) for the mr rows and np panels: one k step of the float micro-kernel. */
+AI void fma_step(int mr, int np, __m512 c[][2], const float *x, int64_t ldx, int64_t kk, __m512 b0, __m512 b1) {
+    for (int r = 0; r < MRF; r++) {
+        if (r >= mr) break;
+        const __m512 a = _mm512_set1_ps(x[r * ldx + kk]);
+        c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
+        if (np == 2) c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
+    }
+}
+
+/* A BF16 k-pair of a panel (one 64-byte load: a column's k in the low half of its lane, k+1 in the
+ * high half) widened exactly, as in kernels_avx2.c: k by a shift, k+1 by a mask. */
+AI __m512 pair_even(__m512i raw) { return _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16)); }
+AI __m512 pair_odd(__m512i raw) {
+    return _mm512_castsi512_ps(_mm512_and_si512(raw, _mm512_set1_epi32((int)0xffff0000u)));
 }
 
 /* y[0..mr, 1 or 2 panels] = x . panels: one FMA chain over kk per output, as on AVX2. */
@@ -76,14 +85,25 @@ AI void micro_f(int mr, int np, int bf16, const float *x, int64_t ldx, const voi
                 float *y, int64_t ldy, __mmask16 m0, __mmask16 m1) {
     __m512 c[MRF][2];
     for (int r = 0; r < MRF; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
-    for (int64_t kk = 0; kk < k; kk++) {
-        const __m512 b0 = panel_row(bf16, pa, kk);
-        const __m512 b1 = np == 2 ? panel_row(bf16, pb, kk) : b0;
-        for (int r = 0; r < MRF; r++) {
-            if (r >= mr) break;
-            const __m512 a = _mm512_set1_ps(x[r * ldx + kk]);
-            c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
-            if (np == 2) c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
+    if (bf16) {
+        const uint16_t *wa = (const uint16_t *)pa, *wb = np == 2 ? (const uint16_t *)pb : wa;
+        int64_t kk = 0;
+        for (; kk + 2 <= k; kk += 2) {
+            const __m512i ra = _mm512_loadu_si512((const void *)(wa + kk * EG_PANEL));
+            const __m512i rb = _mm512_loadu_si512((const void *)(wb + kk * EG_PANEL));
+            fma_step(mr, np, c, x, ldx, kk, pair_even(ra), pair_even(rb));
+            fma_step(mr, np, c, x, ldx, kk + 1, pair_odd(ra), pair_odd(rb));
+        }
+        if (kk < k) { /* k odd: the last pair's even half */
+            const __m512i ra = _mm512_loadu_si512((const void *)(wa + kk * EG_PANEL));
+            const __m512i rb = _mm512_loadu_si512((const void *)(wb + kk * EG_PANEL));
+            fma_step(mr, np, c, x, ldx, kk, pair_even(ra), pair_even(rb));
+        }
+    } else {
+        for (int64_t kk = 0; kk < k; kk++) {
+            const __m512 b0 = _mm512_loadu_ps((const float *)pa + kk * EG_PANEL);
+            const __m512 b1 = np == 2 ? _mm512_loadu_ps((const float *)pb + kk * EG_PANEL) : b0;
+            fma_step(mr, np, c, x, ldx, kk, b0, b1);
         }
     }
     store_tile(mr, np, c, y, ldy, m0, m1);
@@ -91,7 +111,7 @@ AI void micro_f(int mr, int np, int bf16, const float *x, int64_t ldx, const voi
 
 AI void gemm_float(int bf16, const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
                    float *y, int64_t ldy) {
-    const int64_t k = w->k, pbytes = k * EG_PANEL * (bf16 ? 2 : 4);
+    const int64_t k = w->k, pbytes = bf16 ? eg_bf16_panel_elems(k) * 2 : k * EG_PANEL * 4;
     for (int64_t p = p0; p < p1; p += 2) {
         __mmask16 m0, m1;
         const int np = panel_pair(w, p, p1, &m0, &m1);
@@ -209,6 +229,65 @@ static EG_AVX512 void gemm_q_avx512(const uint8_t *xq, int64_t ldq, const float 
     else gemm_q_rows(0, xq, ldq, xs, ldxs, m, w, p0, p1, y, ldy);
 }
 
+/* ---------------------------------------------------------------- BF16 x bf16 activations (vdpbf16ps) */
+
+#define EG_AVX512BF16 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16")))
+#define AIB static inline __attribute__((always_inline)) EG_AVX512BF16
+
+/* y[0..mr, 1 or 2 panels] from bfloat16 activations: per k-pair, one 32-bit broadcast of each row's
+ * pair and one vdpbf16ps per row and panel into its single accumulator, in k order: the arithmetic of
+ * gemm_bf16dot_scalar. vdpbf16ps ignores MXCSR (rounding to nearest even, subnormals as zero). */
+AIB void micro_dp(int mr, int np, const uint16_t *xb, int64_t ldb, const uint16_t *pa, const uint16_t *pb,
+                  int64_t k2, float *y, int64_t ldy, __mmask16 m0, __mmask16 m1) {
+    __m512 c[MRF][2];
+    for (int r = 0; r < MRF; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < k2; t++) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(pa + t * 2 * EG_PANEL));
+        const __m512bh b1 = np == 2 ? (__m512bh)_mm512_loadu_si512((const void *)(pb + t * 2 * EG_PANEL)) : b0;
+        for (int r = 0; r < MRF; r++) {
+            if (r >= mr) break;
+            int32_t v;
+            memcpy(&v, xb + r * ldb + 2 * t, 4);
+            const __m512bh a = (__m512bh)_mm512_set1_epi32(v);
+            c[r][0] = _mm512_dpbf16_ps(c[r][0], a, b0);
+            if (np == 2) c[r][1] = _mm512_dpbf16_ps(c[r][1], a, b1);
+        }
+    }
+    store_tile(mr, np, c, y, ldy, m0, m1);
+}
+
+static EG_AVX512BF16 void gemm_bf16dot_avx512bf16(const uint16_t *xb, int64_t ldb, int64_t m, const eg_matrix *w,
+                                                  int64_t p0, int64_t p1, float *y, int64_t ldy) {
+    const int64_t k2 = (w->k + 1) / 2, pel = eg_bf16_panel_elems(w->k);
+    for (int64_t p = p0; p < p1; p += 2) {
+        __mmask16 m0, m1;
+        const int np = panel_pair(w, p, p1, &m0, &m1);
+        const uint16_t *pa = (const uint16_t *)w->data + p * pel, *pb = pa + pel;
+        float *yp = y + p * EG_PANEL;
+#define MICRO(mr)                                                                                                 \
+    (np == 2 ? micro_dp(mr, 2, xb + i * ldb, ldb, pa, pb, k2, yp + i * ldy, ldy, m0, m1)                          \
+             : micro_dp(mr, 1, xb + i * ldb, ldb, pa, pb, k2, yp + i * ldy, ldy, m0, m1))
+        ROW_TILES(MRF, MICRO);
+#undef MICRO
+    }
+}
+
+/* Activations to bfloat16 by vcvtne2ps2bf16, 32 at a time; a row's last < 32 go to the twin
+ * (eg_round_bf16_rows, which also writes a pair's zero half when k is odd). */
+static EG_AVX512BF16 void to_bf16_avx512bf16(const float *x, int64_t ldx, int64_t m, int64_t k, uint16_t *xb,
+                                             int64_t ldb) {
+    const int64_t full = k / 32 * 32;
+    for (int64_t i = 0; i < m; i++) {
+        const float *xi = x + i * ldx;
+        uint16_t *bi = xb + i * ldb;
+        for (int64_t kk = 0; kk < full; kk += 32) {
+            const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(xi + kk + 16), _mm512_loadu_ps(xi + kk));
+            _mm512_storeu_si512((void *)(bi + kk), (__m512i)v);
+        }
+        if (full < k) eg_round_bf16_rows(xi + full, ldx, 1, k - full, bi + full, ldb);
+    }
+}
+
 /* ---------------------------------------------------------------- FMA peak */
 
 static EG_AVX512 double fma_loop_avx512(int64_t iters, float *sink) {
@@ -227,5 +306,12 @@ void eg_kernels_avx512_fill(eg_kernels *k) {
     k->gemm_q = gemm_q_avx512;
     k->pairs16 = 0; /* vpdpbusd sums into int32 */
     k->fma_loop = fma_loop_avx512;
+}
+
+void eg_kernels_avx512bf16_fill(eg_kernels *k) {
+    eg_kernels_avx512_fill(k);
+    k->gemm_bf16dot = gemm_bf16dot_avx512bf16;
+    k->to_bf16 = to_bf16_avx512bf16;
+    k->bf16dot = 1;
 }
 #endif

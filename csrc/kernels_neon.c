@@ -14,17 +14,16 @@
 
 #define MRF 5 /* rows per float micro-kernel: 20 accumulators + 4 weight vectors + 5 x vectors (4 k each) */
 
-/* A panel's k-row as 4 vectors of 4 floats (columns 0..15). A BF16 k-row's 32-bit lane j holds
- * column j (low half) and j+8 (high half): a shift and a mask widen both exactly. */
+/* A panel's k-row as 4 vectors of 4 floats (columns 0..15). BF16 panels are k-pair interleaved
+ * (eg_bf16_panel_elems): the 32-bit lane j of pair kk/2 holds column j's even k (low half) and odd k
+ * (high half), so a shift or a mask widens the one wanted exactly. */
 EG_NEON_INLINE void panel_row(int bf16, const void *panel, int64_t kk, float32x4_t b[4]) {
     if (bf16) {
-        const uint16_t *p = (const uint16_t *)panel + kk * EG_PANEL;
-        const uint32x4_t r0 = vreinterpretq_u32_u16(vld1q_u16(p)), r1 = vreinterpretq_u32_u16(vld1q_u16(p + 8));
-        const uint32x4_t hi = vdupq_n_u32(0xffff0000u);
-        b[0] = vreinterpretq_f32_u32(vshlq_n_u32(r0, 16));
-        b[1] = vreinterpretq_f32_u32(vshlq_n_u32(r1, 16));
-        b[2] = vreinterpretq_f32_u32(vandq_u32(r0, hi));
-        b[3] = vreinterpretq_f32_u32(vandq_u32(r1, hi));
+        const uint16_t *p = (const uint16_t *)panel + (kk / 2) * 2 * EG_PANEL;
+        for (int q = 0; q < 4; q++) {
+            const uint32x4_t r = vreinterpretq_u32_u16(vld1q_u16(p + 8 * q));
+            b[q] = vreinterpretq_f32_u32(kk & 1 ? vandq_u32(r, vdupq_n_u32(0xffff0000u)) : vshlq_n_u32(r, 16));
+        }
     } else {
         const float *p = (const float *)panel + kk * EG_PANEL;
         for (int q = 0; q < 4; q++) b[q] = vld1q_f32(p + 4 * q);
@@ -76,7 +75,7 @@ EG_NEON_INLINE void micro_f(int mr, int bf16, const float *x, int64_t ldx, const
 
 EG_NEON_INLINE void gemm_float(int bf16, const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0,
                                int64_t p1, float *y, int64_t ldy) {
-    const int64_t k = w->k, pbytes = k * EG_PANEL * (bf16 ? 2 : 4);
+    const int64_t k = w->k, pbytes = bf16 ? eg_bf16_panel_elems(k) * 2 : k * EG_PANEL * 4;
     for (int64_t p = p0; p < p1; p++) {
         const void *panel = (const uint8_t *)w->data + p * pbytes;
         const int64_t cols = w->n - p * EG_PANEL < EG_PANEL ? w->n - p * EG_PANEL : EG_PANEL;

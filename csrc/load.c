@@ -166,7 +166,7 @@ static eg_status load_stacked(finder *f, eg_matrix *m, int count, const char *co
     if (type == (eg_wtype)-1) type = auto_type(t, count);
     eg_status s = eg_matrix_alloc(m, total, k, type, f->err, f->errlen);
     if (s == EG_OK && f->k) {
-        eg_matrix_ranges(m, f->k->pairs16);
+        eg_matrix_ranges(m, f->k->pairs16, f->k->bf16dot);
         eg_matrix_layout(m, f->k->kgroup);
     }
     for (int i = 0, row0 = 0; i < count && s == EG_OK; row0 += (int)rows[i], i++)
@@ -387,6 +387,9 @@ static eg_status finish(eg_model *m, const finder *f, eg_isa isa, int64_t width,
                             eg_matrix_bytes(&L->down);
         m->has_int_weights |= eg_wtype_is_int(L->qkv.type) || eg_wtype_is_int(L->o.type) ||
                               eg_wtype_is_int(L->gate_up.type) || eg_wtype_is_int(L->down.type);
+        const eg_matrix *mats[] = {&L->qkv, &L->o, &L->gate_up, &L->down};
+        for (int i = 0; i < 4; i++)
+            if (eg_xq_bytes(mats[i]) > m->xq_bytes) m->xq_bytes = eg_xq_bytes(mats[i]);
     }
     for (int i = 0; i < m->n_dense; i++) in->weight_bytes += eg_matrix_bytes(&m->dense[i].w);
     return EG_OK;

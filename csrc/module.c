@@ -438,9 +438,10 @@ static int row_matrix(PyObject *o, const char *what, int writeable, int64_t *row
     return 1;
 }
 
-/* _test_gemm(isa, x, w, y, weights="float32", pairs16=-1): y = x . w^T with the kernel of `isa`, w
- * packed as `weights` (rows may be strided/unaligned); integer types with the value ranges of an ISA
- * that sums int16 pairs (1) or not (0), or -1: as the loader does for `isa`. */
+/* _test_gemm(isa, x, w, y, weights="float32", pack=-1): y = x . w^T with the kernel of `isa`, w
+ * packed as `weights` (rows may be strided/unaligned) for the kernels `pack` names (eg_test_gemm):
+ * -1 as the loader does for `isa`; else 1 (int16 pair sums, AVX2's value ranges) + 2 (bfloat16 x
+ * bfloat16 activations, vdpbf16ps). */
 static PyObject *test_gemm(PyObject *mod, PyObject *args) {
     const char *isa_name, *wname = "float32";
     PyObject *x, *w, *y;

@@ -1,6 +1,7 @@
 /* pack.c - weight matrices in the GEMM kernels' packed layouts (F32, BF16,
  * I8, Q8_0, Q4_0; see eg_matrix in internal.h), ggml's block quantizers, and
- * the dynamic quantization of activations for the integer kernels. Plain C shared by every ISA, so all kernels
+ * the dynamic quantization of activations for the integer kernels (and their
+ * rounding to bfloat16 for the vdpbf16ps one). Plain C shared by every ISA, so all kernels
  * see bit-identical packed weights and quantized activations. No Python here.
  */
 #include <math.h>
@@ -11,7 +12,7 @@
 
 static int64_t panel_bytes(const eg_matrix *m) {
     switch (m->type) {
-    case EG_W_BF16: return m->k * EG_PANEL * 2;
+    case EG_W_BF16: return eg_bf16_panel_elems(m->k) * 2;
     case EG_W_I8:
     case EG_W_Q8_0: return eg_ldq(m->k) * EG_PANEL;
     case EG_W_Q4_0: return m->k / 2 * EG_PANEL;
@@ -24,8 +25,9 @@ static int64_t scale_count(const eg_matrix *m) {
     return 0;
 }
 
-void eg_matrix_ranges(eg_matrix *m, int pairs16) {
+void eg_matrix_ranges(eg_matrix *m, int pairs16, int bf16dot) {
     m->aqmax = pairs16 && m->type != EG_W_Q4_0 ? 63 : 127;
+    m->bf16dot = bf16dot && m->type == EG_W_BF16;
 }
 
 void eg_matrix_layout(eg_matrix *m, int kgroup) { m->kgroup = kgroup == 8 ? 8 : 4; }
@@ -43,7 +45,7 @@ eg_status eg_matrix_alloc(eg_matrix *m, int64_t n, int64_t k, eg_wtype type, cha
     m->n = n;
     m->k = k;
     m->type = type;
-    eg_matrix_ranges(m, 1); /* safe on every ISA; the loader widens them where the kernels allow */
+    eg_matrix_ranges(m, 1, 0); /* safe on every ISA; the loader widens them where the kernels allow */
     m->kgroup = 4;
     m->n_panels = (n + EG_PANEL - 1) / EG_PANEL;
     size_t bytes = (size_t)(m->n_panels * panel_bytes(m));
@@ -79,6 +81,24 @@ uint16_t eg_f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
+/* vcvtneps2bf16 on one float (Intel's pseudocode, checked against the instruction on all 2^32 inputs) */
+static inline uint16_t bf16_of_activation(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);                /* zero, subnormal */
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);          /* NaN, made quiet */
+    if ((u & 0x7fffffffu) == 0x7f800000u) return (uint16_t)(u >> 16);                  /* infinity        */
+    u += 0x7fffu + ((u >> 16) & 1u);                                                   /* nearest even    */
+    return (uint16_t)(u >> 16);
+}
+
+void eg_round_bf16_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uint16_t *xb, int64_t ldb) {
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t kk = 0; kk < k; kk++) xb[i * ldb + kk] = bf16_of_activation(x[i * ldx + kk]);
+        if (k & 1) xb[i * ldb + k] = 0;
+    }
+}
+
 /* Byte offset of W[r][kk] in an I8 / Q8_0 panel set (kb/g runs of 16 x g, g = kgroup). */
 static inline int64_t i8_offset(const eg_matrix *m, int64_t r, int64_t kk) {
     const int64_t g = m->kgroup, p = r / EG_PANEL, j = r % EG_PANEL, kg = eg_ldq(m->k) / g; /* whole blocks */
@@ -112,9 +132,9 @@ void eg_matrix_pack_row(eg_matrix *m, int64_t r, const float *src) {
     const int64_t p = r / EG_PANEL, j = r % EG_PANEL, k = m->k;
     if (m->type == EG_W_F32) {
         eg_matrix_set_row(m, r, src);
-    } else if (m->type == EG_W_BF16) {
-        uint16_t *dst = (uint16_t *)m->data + p * k * EG_PANEL + (j < 8 ? 2 * j : 2 * (j - 8) + 1);
-        for (int64_t kk = 0; kk < k; kk++) dst[kk * EG_PANEL] = eg_f32_to_bf16(src[kk]);
+    } else if (m->type == EG_W_BF16) { /* k-pairs: (i, j, e) at (i*16 + j)*2 + e */
+        uint16_t *dst = (uint16_t *)m->data + p * eg_bf16_panel_elems(k) + 2 * j;
+        for (int64_t kk = 0; kk < k; kk++) dst[kk / 2 * 2 * EG_PANEL + (kk & 1)] = eg_f32_to_bf16(src[kk]);
     } else if (m->type == EG_W_I8) { /* symmetric, a float32 scale per row and block of 32 k */
         for (int64_t b = 0; b * EG_QBLOCK < k; b++) {
             const int64_t len = k - b * EG_QBLOCK < EG_QBLOCK ? k - b * EG_QBLOCK : EG_QBLOCK;
@@ -232,6 +252,10 @@ void eg_quantize_blocks_u8(const float *x, int64_t ldx, int64_t m, int64_t k, in
 
 int64_t eg_quantize_for(const eg_kernels *k, const eg_matrix *w, const float *x, int64_t ldx, int64_t m, uint8_t *xq,
                         int64_t ldq, float *xs) {
+    if (w->type == EG_W_BF16 && w->bf16dot) {
+        k->to_bf16(x, ldx, m, w->k, (uint16_t *)(void *)xq, ldq / 2);
+        return 0;
+    }
     if (!eg_wtype_is_int(w->type)) return 0;
     const int64_t nb = eg_ldq(w->k) / EG_QBLOCK;
     k->quantize(x, ldx, m, w->k, w->aqmax, xq, ldq, xs, nb);

@@ -12,7 +12,7 @@ static const eg_kernels *kernels_or_null(eg_isa isa) {
     return eg_isa_supported(isa) ? eg_kernels_for(isa) : NULL;
 }
 
-eg_status eg_test_gemm(eg_isa isa, eg_weights weights, int pairs16, const float *x, int64_t ldx, int64_t m, const float *w,
+eg_status eg_test_gemm(eg_isa isa, eg_weights weights, int pack, const float *x, int64_t ldx, int64_t m, const float *w,
                        int64_t n, int64_t k, float *y, int64_t ldy, char *err, size_t errlen) {
     const eg_kernels *kt = kernels_or_null(isa);
     if (!kt) return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "ISA %s is not supported here", eg_isa_name(isa));
@@ -23,20 +23,23 @@ eg_status eg_test_gemm(eg_isa isa, eg_weights weights, int pairs16, const float 
     eg_matrix mat;
     eg_status s = eg_matrix_alloc(&mat, n, k, type, err, errlen);
     if (s) return s;
-    if (pairs16 < 0) pairs16 = kt->pairs16;
-    if (kt->pairs16 && !pairs16) {
+    if (pack < 0) pack = kt->pairs16 | kt->bf16dot << 1;
+    const int pairs16 = pack & 1, bf16dot = pack >> 1 & 1;
+    if (pack > 3 || (kt->pairs16 && !pairs16) || (bf16dot && type == EG_W_BF16 && !kt->gemm_bf16dot)) {
         eg_matrix_free(&mat);
-        return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "ISA %s sums int16 pairs: pack with its ranges",
-                       eg_isa_name(isa));
+        if (pack > 3) return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "pack must be -1 or 0..3, not %d", pack);
+        return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "ISA %s %s", eg_isa_name(isa),
+                       bf16dot ? "has no bfloat16 pair-dot (vdpbf16ps) GEMM"
+                               : "sums int16 pairs: pack with its ranges");
     }
-    eg_matrix_ranges(&mat, pairs16);
+    eg_matrix_ranges(&mat, pairs16, bf16dot);
     eg_matrix_layout(&mat, kt->kgroup);
     for (int64_t r = 0; r < n; r++) eg_matrix_pack_row(&mat, r, w + r * k);
-    const int64_t ldq = eg_ldq(k);
+    const int64_t ldq = eg_xq_stride(&mat); /* bytes; 0: the kernel reads x */
     uint8_t *xq = NULL;
     float *xs = NULL;
-    const int64_t ldxs = ldq / EG_QBLOCK;
-    if (eg_wtype_is_int(type)) {
+    const int64_t ldxs = eg_ldq(k) / EG_QBLOCK;
+    if (ldq) {
         xq = malloc((size_t)((m ? m : 1) * ldq));
         xs = malloc((size_t)((m ? m : 1) * ldxs) * sizeof *xs);
         if (!xq || !xs) {

@@ -114,7 +114,8 @@ def _bf16(a: np.ndarray) -> np.ndarray:
 
 
 def _pairs16(isa: str) -> int:
-    """1 where the ISA sums u8 x s8 pairs in int16 (AVX2's vpmaddubsw): narrower value ranges."""
+    """1 where the ISA sums u8 x s8 pairs in int16 (AVX2's vpmaddubsw): narrower value ranges.
+    As _test_gemm's `pack` it also asks for the float x bfloat16 GEMM on every ISA (not vdpbf16ps)."""
     return 1 if isa == "avx2" else 0
 
 
@@ -142,7 +143,7 @@ def test_bf16_gemm_is_float_gemm_on_rounded_weights(isa, m, n, k):
     x = _strided(rng, m, k, pad=3)
     w = rng.standard_normal((n, k)).astype(np.float32)
     y = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 1 : 1 + n]
-    _core._test_gemm(isa, x, w, y, "bfloat16")
+    _core._test_gemm(isa, x, w, y, "bfloat16", _pairs16(isa))  # float activations (avx512bf16: see below)
     wr = _bf16(w)
     exact = x.astype(np.float64) @ wr.astype(np.float64).T
     assert np.all(np.abs(y - exact) <= _bound(x, wr))
@@ -223,8 +224,176 @@ def test_float_gemm_isas_agree_bitwise(isa):
     for wt in ("float32", "bfloat16"):
         a, b = np.zeros((37, 53), np.float32), np.zeros((37, 53), np.float32)
         _core._test_gemm(ref, x, w, a, wt)
-        _core._test_gemm(isa, x, w, b, wt)
+        _core._test_gemm(isa, x, w, b, wt, _pairs16(isa))  # avx512bf16: its float x bfloat16 GEMM
         np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- bfloat16 x bfloat16 (vdpbf16ps)
+
+BF16DOT = 2  # _test_gemm's pack: activations rounded to bfloat16, k-pairs summed as vdpbf16ps does
+DOT_ISAS = [i for i in ISAS if i == "avx512bf16"]  # the ISAs with such a kernel (run on this CPU)
+
+
+def _bf16_act(a: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 as vcvtneps2bf16 rounds activations (nearest even; subnormals to a signed
+    zero; NaN kept, made quiet), back to float32."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    exp0 = (u & 0x7F800000) == 0
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    r = np.where(nan, ((u >> 16) | 0x40) << 16, r)
+    r = np.where((u & 0x7FFFFFFF) == 0x7F800000, u, r)
+    r = np.where(exp0, u & 0x80000000, r)
+    return (r & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
+
+
+def _dot_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The bf16dot GEMM written independently of the C twin, for normal-range data: per output one
+    float32 accumulator over the k-pairs in order, odd element's product first, each step the exact
+    float64 sum rounded once to float32 (bfloat16 products are exact in float64, and so are these sums
+    while exponents stay close, as they do for N(0, 1) data)."""
+    xr, wr = _bf16_act(x).astype(np.float64), _bf16(w).astype(np.float64)
+    m, k = xr.shape
+    if k % 2:
+        xr, wr = np.pad(xr, ((0, 0), (0, 1))), np.pad(wr, ((0, 0), (0, 1)))
+    acc = np.zeros((m, w.shape[0]), np.float32)
+    for t in range(0, xr.shape[1], 2):
+        for e in (1, 0):
+            acc = (acc.astype(np.float64) + np.outer(xr[:, t + e], wr[:, t + e])).astype(np.float32)
+    return acc
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit for bit, any NaN equal to any NaN (payloads are not part of the specification)."""
+    nan = np.isnan(a)
+    return bool(np.array_equal(nan, np.isnan(b)) and np.array_equal(a.view(np.uint32)[~nan], b.view(np.uint32)[~nan]))
+
+
+@pytest.mark.parametrize("m", [1, 2, 5, 11, 12, 13, 25])
+@pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (16, 2), (17, 33), (33, 64), (48, 257), (100, 768), (33, 1153)])
+def test_bf16dot_twin_matches_its_specification(m, n, k):
+    """The scalar twin against an independent model of vdpbf16ps, and within float rounding of float64."""
+    rng = np.random.default_rng(m * 17 + n * 3 + k)
+    x = _strided(rng, m, k, pad=3)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    y = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 1 : 1 + n]
+    _core._test_gemm("scalar", x, w, y, "bfloat16", BF16DOT)
+    assert _same_bits(y, _dot_reference(x, w))
+    xr, wr = _bf16_act(x), _bf16(w)
+    exact = xr.astype(np.float64) @ wr.astype(np.float64).T
+    assert np.all(np.abs(y - exact) <= _bound(xr, wr))
+    assert np.isnan(y.base[:, :1]).all() and np.isnan(y.base[:, 1 + n :]).all()
+
+
+@pytest.mark.parametrize("isa", DOT_ISAS)
+@pytest.mark.parametrize("m", [1, 2, 5, 11, 12, 13, 25, 97])
+@pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (16, 2), (17, 33), (33, 64), (48, 257), (100, 768), (33, 1153)])
+def test_bf16dot_kernel_matches_its_twin_bitwise(isa, m, n, k):
+    rng = np.random.default_rng(m * 19 + n * 7 + k)
+    x = _strided(rng, m, k, pad=5)
+    x[0, 0] = 3e4  # an outlier channel, as Gemma's activations have
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    out = {}
+    for i, pack in (("scalar", BF16DOT), (isa, -1)):  # the kernel as the loader packs for it
+        out[i] = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 2 : 2 + n]
+        _core._test_gemm(i, x, w, out[i], "bfloat16", pack)
+    assert _same_bits(out[isa], out["scalar"])
+    assert np.isnan(out[isa].base[:, :2]).all() and np.isnan(out[isa].base[:, 2 + n :]).all()
+
+
+def _bf16_patterns(rng, shape, kind):
+    """float32 values that are bfloat16 numbers (so weight rounding keeps them): ordinary, tiny
+    (subnormal and near the normal range's edge), huge (overflow, infinities), NaN, signed zeros."""
+    h = rng.integers(0, 1 << 16, size=shape, dtype=np.uint32)
+    sign, mant = h & 0x8000, h & 0x7F
+    if kind == "ordinary":
+        e = rng.integers(120, 136, size=shape)
+    elif kind == "tiny":  # products and sums around 2^-126
+        e = rng.choice([0, 0, 1, 2, 40, 50, 60, 63, 64, 65, 70], size=shape)
+    elif kind == "huge":  # products past float32's range
+        e = rng.choice([200, 230, 250, 254, 255], size=shape)
+    else:  # any exponent
+        e = rng.integers(0, 256, size=shape)
+    bits = (sign | (e.astype(np.uint32) << 7) | mant) << 16
+    f = bits.view(np.float32)
+    f[rng.random(shape) < 0.05] = 0.0
+    f[rng.random(shape) < 0.05] = -0.0
+    return f
+
+
+@pytest.mark.parametrize("isa", DOT_ISAS)
+@pytest.mark.parametrize("kind", ["ordinary", "tiny", "huge", "any"])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 6, 9])
+def test_bf16dot_special_values_bitwise(isa, kind, k):
+    """Subnormals (read as zero), results flushed below the normal range, overflow to infinity,
+    inf - inf, NaN, signed zeros, and cancellation (rows of w that are minus, or nearly minus, other
+    rows): the kernel and its twin agree bit for bit."""
+    rng = np.random.default_rng(k * 31 + len(kind))
+    m, n = 29, 70
+    x = _bf16_patterns(rng, (m, k), kind)
+    w = _bf16_patterns(rng, (n, k), kind)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN and infinity stay what they are
+        w[n // 2 :] = -w[: n // 2] * rng.choice([1.0, 1.0078125, 0.9921875], size=(n // 2, 1)).astype(np.float32)
+    x[1::7] = 1.5e-38  # float32 activations that round to subnormal bfloat16: they become 0
+    out = {}
+    for i, pack in (("scalar", BF16DOT), (isa, -1)):
+        out[i] = np.zeros((m, n), np.float32)
+        _core._test_gemm(i, x, w, out[i], "bfloat16", pack)
+    assert _same_bits(out[isa], out["scalar"])
+
+
+@pytest.mark.parametrize("x2,w2,expect", [
+    (-(2.0**-75), 2.0**-75, 0x00000000),  # FLT_MIN - 2^-150: tiny, flushed (an IEEE FMA gives FLT_MIN)
+    (-(2.0**-75), 2.0**-76, 0x00800000),  # FLT_MIN - 2^-151: rounds to FLT_MIN at 24 bits: kept
+    (-1.5 * 2.0**-75, 2.0**-76, 0x00000000),  # FLT_MIN - 1.5 * 2^-151: rounds below FLT_MIN: flushed
+    (-(2.0**-75), 2.0**-77, 0x00800000),
+    (-(2.0**-63), 2.0**-63, 0x00000000),  # FLT_MIN - 2^-126 = +0 exactly
+])
+def test_bf16dot_flushes_tiny_results_as_the_instruction_does(x2, w2, expect):
+    """Tininess is judged on the result rounded to 24 bits with unbounded exponent, then flushed to a
+    zero of its sign (measured on Sapphire Rapids). k = 3: the first pair builds acc = 1 * FLT_MIN,
+    the second adds x2 * w2 (its other half is the zero padding)."""
+    x = np.array([[1.0, 0.0, x2]], np.float32)
+    w = np.array([[2.0**-126, 0.0, w2]], np.float32)
+    for isa, pack in [("scalar", BF16DOT)] + [(i, -1) for i in DOT_ISAS]:
+        y = np.zeros((1, 1), np.float32)
+        _core._test_gemm(isa, x, w, y, "bfloat16", pack)
+        assert y.view(np.uint32)[0, 0] == expect, (isa, hex(y.view(np.uint32)[0, 0]))
+
+
+def test_bf16_activation_rounding_matches_the_instruction():
+    """Activations to bfloat16 by vcvtne2ps2bf16 (32 at a time) and by the twin (a row's tail), as
+    _bf16_act specifies: a GEMM against one-hot weights returns each rounded activation. Rows of finite
+    values (ties, subnormals, the edge of overflow), then rows with one infinity or NaN each (whose
+    column shows it; the others see it times 0)."""
+    rng = np.random.default_rng(12)
+    k = 37  # a full 32 and a tail, odd
+    edge = np.array([0, 0x80000000, 1, 0x807FFFFF, 0x007FFFFF, 0x00800000, 0x7F7F7FFF, 0x7F7F8000, 0xFF7F7FFF,
+                     0x3F808000, 0x3F818000, 0x3F807FFF, 0xBF808000, 0x00008000, 0x00018000], np.uint32)
+    bits = rng.integers(0, 1 << 32, 40 * k, dtype=np.uint64).astype(np.uint32)
+    bits[: edge.size] = edge
+    x = bits.view(np.float32).reshape(-1, k)
+    x[~np.isfinite(_bf16_act(x))] = 1.0  # finite rows: no infinity or NaN, before or after rounding
+    specials = np.array([0x7F800000, 0xFF800000, 0x7F800001, 0x7FC00000, 0xFFFF0000, 0x7F7FFFFF, 0xFF7F8000],
+                        np.uint32).view(np.float32)
+    xs = np.ones((specials.size, k), np.float32)
+    cols = np.arange(specials.size) * 5 % k
+    xs[np.arange(specials.size), cols] = specials
+    w = np.eye(k, dtype=np.float32)
+    for isa, pack in [("scalar", BF16DOT)] + [(i, -1) for i in DOT_ISAS]:
+        y = np.zeros(x.shape, np.float32)
+        _core._test_gemm(isa, x, w, y, "bfloat16", pack)
+        assert _same_bits(y, _bf16_act(x) + np.float32(0)), isa  # + 0: the sum of -0 and +0 products is +0
+        ys = np.zeros(xs.shape, np.float32)
+        _core._test_gemm(isa, xs, w, ys, "bfloat16", pack)
+        assert _same_bits(ys[np.arange(specials.size), cols], _bf16_act(specials)), isa
+
+
+def test_bf16dot_is_refused_where_the_isa_has_none():
+    x = np.zeros((2, 4), np.float32)
+    for isa in [i for i in ISAS if i in ("avx2", "avxvnni", "avx512")]:
+        with pytest.raises(ValueError, match="no bfloat16 pair-dot"):
+            _core._test_gemm(isa, x, x, np.zeros((2, 2), np.float32), "bfloat16", BF16DOT | _pairs16(isa))
 
 
 # ---------------------------------------------------------------- ggml Q8_0 / Q4_0 blocks

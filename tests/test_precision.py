@@ -86,6 +86,28 @@ def test_precision_modes_are_deterministic_across_isas_and_threads(full_plain_di
         assert cos.min() > 0.995  # two quantizations of this random model (measured 0.9975)
 
 
+DOT_ISA = "avx512bf16"  # bfloat16 weights times activations rounded to bfloat16 (vdpbf16ps); opt-in
+
+
+@pytest.mark.skipif(DOT_ISA not in embgemma.build_info()["supported_isas"], reason="this CPU has no AVX512_BF16")
+def test_bfloat16_activations_keep_the_bar_and_determinism(full_plain_dir, plain_f32, monkeypatch):
+    """The avx512bf16 kernels round bfloat16's activations too: the same bar against float32, and results
+    bitwise independent of the thread count and of how sequences are batched."""
+    monkeypatch.setenv("EMBGEMMA_ISA", DOT_ISA)
+    model = embgemma.EmbeddingGemma(full_plain_dir, dtype="bfloat16")
+    assert model._info["isa"] == DOT_ISA and model.dtype == "bfloat16"
+    for name, seqs in _cases(np.random.default_rng(3)).items():
+        record_fidelity(f"bfloat16, bfloat16 activations ({DOT_ISA}): {name}", model.encode_ids(seqs),
+                        plain_f32.encode_ids(seqs), BARS["bfloat16"])
+    rng = np.random.default_rng(10)
+    seqs = [np.r_[2, rng.integers(3, 4096, n), 1] for n in (1, 7, 40, 130)]
+    a = model.encode_ids(seqs)
+    for threads in (1, 3):
+        model.threads = threads
+        np.testing.assert_array_equal(model.encode_ids(seqs), a)
+    np.testing.assert_array_equal(np.vstack([model.encode_ids([s]) for s in seqs]), a)
+
+
 @pytest.mark.parametrize("bad", ["float16", "fp16", "int4", ""])
 def test_unsupported_dtype_is_refused(golden_dir, bad):
     with pytest.raises(ValueError, match="float16 is refused on purpose|not supported"):

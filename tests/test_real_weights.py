@@ -106,14 +106,27 @@ def test_reference_retrieves_the_written_document(reference, corpus):
     assert fidelity.reference_margins(reference).min() > 0.05
 
 
-@pytest.mark.parametrize("dtype", list(BARS))
-def test_dtype_against_sentence_transformers(dtype, real_dir, corpus, reference):
+# (dtype, ISA asked for): the automatic choice for each dtype, and the opt-in avx512bf16 kernels, whose
+# bfloat16 rounds the activations to bfloat16 as well (vdpbf16ps), held to bfloat16's bars.
+CASES = [(d, None) for d in BARS] + [("bfloat16", "avx512bf16")]
+
+
+@pytest.mark.parametrize("dtype,isa", CASES, ids=[d if i is None else f"{d}-{i}" for d, i in CASES])
+def test_dtype_against_sentence_transformers(dtype, isa, real_dir, corpus, reference, monkeypatch):
     bars = BARS[dtype]
+    if isa is not None:
+        import embgemma
+
+        if isa not in embgemma.build_info()["supported_isas"]:
+            pytest.skip(f"this CPU cannot run the {isa} kernels")
+        monkeypatch.setenv("EMBGEMMA_ISA", isa)
     model = fidelity.load_ours(real_dir, dtype, THREADS)
-    assert model.dtype == dtype
+    assert model.dtype == dtype and (isa is None or model.info["isa"] == isa)
     ours = fidelity.encode_ours(model, corpus)
+    used_isa = model.info["isa"]
     del model
     r = fidelity.compare(ours, reference, corpus)
+    r.setdefault("isa", used_isa)
     summary = (f"{dtype}: worst cos {r['worst_cos']:.6f} ({r['worst_text']}), mean {r['mean_cos']:.6f}, "
                f"long documents worst {r['worst_cos_long']:.6f}; top-1 agreement {r['top1_agreement']:.3f} "
                f"(differs for {r['top1_disagree'] or 'none'}); mean top-10 overlap {r['top10_overlap']:.3f} "
@@ -125,7 +138,7 @@ def test_dtype_against_sentence_transformers(dtype, real_dir, corpus, reference)
         ("mean top-10 overlap", "top10_overlap", "top10"),
         ("mean top-10 overlap, near ties forgiven", "top10_overlap_ties_forgiven", "top10_ties")) if r[key] < bars[bar]]
     # the session's fidelity report (conftest); its own bar check is the worst-cosine one above
-    record_fidelity(f"real weights, {dtype}, vs sentence-transformers",
+    record_fidelity(f"real weights, {dtype}{f' ({isa})' if isa else ''}, vs sentence-transformers",
                     np.vstack([ours.queries, ours.docs]), np.vstack([reference.queries, reference.docs]),
                     None if failed else bars["worst_cos"])
     assert not failed, f"{'; '.join(failed)} -- {summary}"

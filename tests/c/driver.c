@@ -78,16 +78,17 @@ static const char *const wnames[] = {"float32", "bfloat16", "int8", "Q8_0", "Q4_
 static void pack(eg_matrix *mat, const eg_kernels *kt, int kgroup, eg_wtype t, const float *w, int64_t n, int64_t k) {
     char err[256];
     if (eg_matrix_alloc(mat, n, k, t, err, sizeof err) != EG_OK) die("eg_matrix_alloc", err);
-    eg_matrix_ranges(mat, kt->pairs16);
+    eg_matrix_ranges(mat, kt->pairs16, kt->bf16dot);
     eg_matrix_layout(mat, kgroup);
     for (int64_t r = 0; r < n; r++) eg_matrix_pack_row(mat, r, w + r * k);
 }
 
 /* y (stride ldy) = x . mat^T with kernels kt; the panels in two ranges (split != 0), as the
- * threaded driver cuts them. xq / xs: the activations kt quantized (integer types). */
+ * threaded driver cuts them. xq / xs: the activations kt quantized (integer types) or rounded to
+ * bfloat16 (a bf16dot BF16: 2 bytes per input). */
 static void run_gemm(const eg_kernels *kt, const eg_matrix *mat, const float *x, int64_t ldx, int64_t m, uint8_t *xq,
                      float *xs, float *y, int64_t ldy, int split) {
-    const int64_t ldq = eg_ldq(mat->k);
+    const int64_t ldq = eg_xq_stride(mat) ? eg_xq_stride(mat) : eg_ldq(mat->k);
     int64_t ldxs = eg_quantize_for(kt, mat, x, ldx, m, xq, ldq, xs);
     if (!ldxs) ldxs = 1;
     const int64_t cut = split ? mat->n_panels / 2 : 0;
@@ -120,12 +121,12 @@ static void gemm_case(const char *isa, const eg_kernels *kt, eg_wtype t, int64_t
     float *y = xmalloc(sizeof(float) * (size_t)(m * ldy + 1)), *yr = xmalloc(sizeof(float) * (size_t)(m * ldy + 1));
     float *yq = xmalloc(sizeof(float) * (size_t)(m * ldy + 1));
     for (int64_t i = 0; i < m * ldy + 1; i++) y[i] = yr[i] = yq[i] = NAN;
-    uint8_t *xq = xmalloc((size_t)(m * ldq)), *xqr = xmalloc((size_t)(m * ldq));
+    uint8_t *xq = xmalloc((size_t)(m * ldq * 2)), *xqr = xmalloc((size_t)(m * ldq * 2)); /* bf16dot: 2 bytes */
     float *xs = xmalloc(sizeof(float) * (size_t)(m * nb)), *xsr = xmalloc(sizeof(float) * (size_t)(m * nb));
     run_gemm(kt, &mat, x, ldx, m, xq, xs, y + 2, ldy, 1);
     run_gemm(ref, &mat, x, ldx, m, xqr, xsr, yr + 2, ldy, 0);
     run_gemm(ref, &quads, x, ldx, m, xqr, xsr, yq + 2, ldy, 0);
-    const int is_int = eg_wtype_is_int(t);
+    const int is_int = eg_wtype_is_int(t), bf16dot = mat.bf16dot; /* bf16dot: twin bit for bit, x rounded */
     if (is_int) {
         CHECK(memcmp(xq, xqr, (size_t)(m * ldq)) == 0, "%s quantize: activation bytes differ from the twin's", isa);
         CHECK(memcmp(xs, xsr, sizeof(float) * (size_t)(m * nb)) == 0, "%s quantize: scales differ from the twin's", isa);
@@ -164,9 +165,15 @@ static void gemm_case(const char *isa, const eg_kernels *kt, eg_wtype t, int64_t
                     qbound += fabs(xv) * dw + dx * fabs(wv) + dx * dw;
                 }
             }
-            const double fbound = (double)(k + 2) * EPS * mag + 1e-30;
+            /* bf16dot also rounds each activation to bfloat16: a relative 2^-8 more per product */
+            const double fbound = (double)(k + 2) * EPS * mag + (bf16dot ? 0x1p-8 * mag : 0.0) + 1e-30;
             int ok;
-            if (is_int) {
+            if (bf16dot) {
+                ok = same_bits(got, tw) && fabs((double)got - exact) <= fbound;
+                CHECK(ok, "%s bf16dot m=%lld n=%lld k=%lld: y[%lld][%lld] = %.9g, twin %.9g (bit for bit), float64 %.9g",
+                      isa, (long long)m, (long long)n, (long long)k, (long long)i, (long long)j, (double)got,
+                      (double)tw, exact);
+            } else if (is_int) {
                 ok = same_bits(got, tw) && isfinite(got);
                 CHECK(ok, "%s %s m=%lld n=%lld k=%lld: y[%lld][%lld] = %.9g, scalar twin %.9g (must be bit for bit)",
                       isa, wnames[t], (long long)m, (long long)n, (long long)k, (long long)i, (long long)j,
@@ -208,7 +215,7 @@ static void gemm_extremes(const char *isa, const eg_kernels *kt) {
             for (int64_t i = 0; i < m * k; i++) x[i] = (float)sign;
             eg_matrix mat;
             if (eg_matrix_alloc(&mat, n, k, t, err, sizeof err) != EG_OK) die("eg_matrix_alloc", err);
-            eg_matrix_ranges(&mat, kt->pairs16);
+            eg_matrix_ranges(&mat, kt->pairs16, kt->bf16dot);
             eg_matrix_layout(&mat, kt->kgroup);
             for (int64_t r = 0; r < n; r++) {
                 for (int64_t kk = 0; kk < k; kk++) q[kk] = (int8_t)(t == EG_W_Q8_0 ? (r % 2 ? -128 : 127) : (r % 2 ? -8 : 7));
@@ -508,7 +515,7 @@ static eg_isa same_results_as(eg_isa isa) {
         const eg_kernels *o = eg_kernels_for((eg_isa)i);
         if (o->gemm == k->gemm && o->gemm_bf16 == k->gemm_bf16 && o->quantize == k->quantize && o->axpy == k->axpy &&
             o->scale == k->scale && o->gelu_gate == k->gelu_gate && o->exp_sub == k->exp_sub &&
-            o->pairs16 == k->pairs16)
+            o->pairs16 == k->pairs16 && o->bf16dot == k->bf16dot)
             return (eg_isa)i;
     }
     return isa;
@@ -569,7 +576,8 @@ static void test_golden(const char *data, eg_isa isa, int forced, golden_case *c
             CHECK(cos_exp >= (mode == EG_WEIGHTS_BF16 ? 0.99 : 0.9), "golden %s on %s: worst cosine to float32 %.6f",
                   eg_weights_name(mode), name, cos_exp);
             const int same_ranges = eg_kernels_for(isa)->pairs16 == eg_kernels_scalar.pairs16;
-            if (sc && (mode == EG_WEIGHTS_BF16 || same_ranges))
+            /* a bf16dot ISA rounds bfloat16's activations as well: other arithmetic than the scalar kernels' */
+            if (sc && (mode == EG_WEIGHTS_BF16 ? !eg_kernels_for(isa)->bf16dot : same_ranges))
                 CHECK(cos_sc >= 0.9999, "golden %s on %s: worst cosine to the scalar kernels %.8f", eg_weights_name(mode),
                       name, cos_sc);
         }
@@ -599,7 +607,7 @@ static void test_dispatch(const char *expect) {
     for (int i = 0; i < EG_ISA_COUNT; i++) {
         const eg_isa isa = (eg_isa)i;
         if (eg_isa_supported(isa)) {
-            best = isa;
+            if (isa != EG_ISA_AVX512BF16) best = isa; /* only when asked for (eg_isa_best) */
             CHECK(eg_isa_selfcheck(isa, why, sizeof why), "%s fails its self-check: %s", eg_isa_name(isa), why);
         } else if (eg_isa_compiled(isa)) {
             eg_isa out;
