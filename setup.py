@@ -38,6 +38,7 @@ SOURCES = [
     "csrc/kernels_avx2.c",
     "csrc/kernels_avxvnni.c",
     "csrc/kernels_avx512.c",
+    "csrc/kernels_amx.c",
     "csrc/kernels_neon.c",
     "csrc/kernels_dotprod.c",
     "csrc/kernels_i8mm.c",

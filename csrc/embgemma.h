@@ -37,9 +37,13 @@ typedef enum {
     EG_ISA_NEON = 4,      /* Advanced SIMD: every ARMv8-A CPU                  */
     EG_ISA_DOTPROD = 5,   /* + FEAT_DotProd (SDOT)                             */
     EG_ISA_I8MM = 6,      /* + FEAT_I8MM (SMMLA)                               */
-    /* x86-64, never chosen automatically: only when asked for by name (see eg_isa_best) */
+    /* x86-64 again */
     EG_ISA_AVX512BF16 = 7, /* AVX512's kernels + AVX512_BF16: bfloat16 weights times activations
-                              rounded to bfloat16 (vdpbf16ps)                                  */
+                              rounded to bfloat16 (vdpbf16ps). Never chosen automatically: only
+                              when asked for by name (see eg_isa_best)                         */
+    EG_ISA_AMX = 8,        /* avx512bf16's kernels + AMX-BF16 (OS-permitted tile state): the same
+                              bfloat16 x bfloat16 products on tiles (tdpbf16ps; its own summation
+                              order); falls back to avx512                                     */
     EG_ISA_COUNT
 } eg_isa;
 
@@ -62,7 +66,7 @@ typedef enum {
 
 typedef struct {
     const char *isa;          /* NULL or "" (auto; EMBGEMMA_ISA applies), "scalar", "avx2", "avxvnni", "avx512",
-                                 "neon", "dotprod", "i8mm", "avx512bf16"
+                                 "neon", "dotprod", "i8mm", "avx512bf16", "amx"
                                  (those of the CPU architecture built for) */
     eg_weights mlp_weights;   /* gate/up and down projections (60% of the weights) */
     eg_weights attn_weights;  /* q/k/v and o projections                           */
@@ -161,7 +165,7 @@ int eg_isa_compiled(eg_isa isa);
 int eg_isa_supported(eg_isa isa);
 /* The highest supported ISA that may be chosen automatically: avx512bf16 never is (it changes the
  * bfloat16 mode's arithmetic, and on the Sapphire Rapids measured its vdpbf16ps runs at half the
- * float32 FMA rate), so on such a CPU this is avx512. */
+ * float32 FMA rate), so on such a CPU this is amx where it has AMX-BF16 tiles, else avx512. */
 eg_isa eg_isa_best(void);
 /* The CPU features dispatch looks at, space-separated ("avx2 fma avx512f ...", "asimd asimddp i8mm bf16"). */
 const char *eg_cpu_features(void);
@@ -185,7 +189,8 @@ int eg_forked_single_threaded(void);
  * packed (rounded / quantized) as `weights` the way the loader does for the kernels `pack` names:
  * -1 `isa`'s own, else the sum of 1 (integer types: the value ranges of an ISA that sums int16
  * pairs, as AVX2 does) and 2 (bfloat16: activations rounded to bfloat16 and k-pairs summed as
- * vdpbf16ps does, as avx512bf16 does; the scalar ISA runs that kernel's twin).
+ * vdpbf16ps does, as avx512bf16 does) or 4 (the same products summed as AMX's tdpbf16ps does, as
+ * amx does); the scalar ISA runs those kernels' twins.
  * eg_test_vec: op 1 -> y += a x; op 2 -> y *= a; op 3 -> y = gelu_tanh(y) * x;
  * op 4 -> y = exp(y - a) (0 where y is -inf), *result = sum(y). */
 eg_status eg_test_gemm(eg_isa isa, eg_weights weights, int pack, const float *x, int64_t ldx, int64_t m, const float *w,

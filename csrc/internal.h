@@ -211,8 +211,9 @@ typedef struct {
     int32_t *wsum;             /* [n_panels, kb/32, 16] zero point x each block's sum of q */
     int aqmax;                 /* integer types: activations are quantized to |a| <= aqmax, + aqmax + 1 */
     int kgroup;                /* integer types: k values per column run in a panel, 4 (k-quads) or 8 (k-octets) */
-    int bf16dot;               /* BF16: the activations are rounded to bfloat16 as well, and the k-pairs
-                                  summed as vdpbf16ps does (gemm_bf16dot); else float x bf16 widened */
+    int bf16dot;               /* BF16: 0: float x bf16 widened (gemm_bf16); else the activations are
+                                  rounded to bfloat16 as well (gemm_bf16dot), the products summed as
+                                  EG_BF16DOT_VDP (vdpbf16ps) or EG_BF16DOT_AMX (AMX tdpbf16ps) does */
     int64_t n, k;
     int64_t n_panels;          /* ceil(n / 16)                                   */
     eg_wtype type;
@@ -224,8 +225,12 @@ static inline void eg_matrix_set_row(eg_matrix *m, int64_t r, const float *src) 
     for (int64_t kk = 0; kk < m->k; kk++) dst[kk * EG_PANEL] = src[kk];
 }
 
-/* uint16 elements of one BF16 panel: k padded to whole pairs */
-static inline int64_t eg_bf16_panel_elems(int64_t k) { return (k + 1) / 2 * 2 * EG_PANEL; }
+/* The arithmetic of a bf16dot GEMM (eg_matrix.bf16dot, eg_kernels.bf16dot) */
+enum { EG_BF16DOT_VDP = 1, EG_BF16DOT_AMX = 2 };
+
+/* uint16 elements of one BF16 panel: k padded with zeros to whole blocks of 32 (whole k-pairs for the
+ * float and vdpbf16ps kernels, whole AMX tile rows for tdpbf16ps) */
+static inline int64_t eg_bf16_panel_elems(int64_t k) { return (k + 31) / 32 * 32 * EG_PANEL; }
 
 static inline eg_wtype eg_wtype_of(eg_weights w) {
     switch (w) {
@@ -253,8 +258,9 @@ void eg_matrix_free(eg_matrix *m);
 int64_t eg_matrix_bytes(const eg_matrix *m);                        /* panels plus scales */
 uint16_t eg_f32_to_bf16(float f);                                  /* round to nearest even */
 /* Activations for gemm_bf16dot: x [m, k] to bfloat16 [m, ldb] exactly as vcvtneps2bf16 rounds: to
- * nearest even, subnormal inputs to a zero of their sign, NaN kept quiet; with k odd, element k of
- * each row is set to 0 (the pair's other half). The twin of the table's to_bf16, bit for bit. */
+ * nearest even, subnormal inputs to a zero of their sign, NaN kept quiet; elements k .. eg_ldq(k) of
+ * each row are set to 0 (whole k-pairs, whole AMX tile rows; ldb >= eg_ldq(k)). The twin of the
+ * table's to_bf16, bit for bit. */
 void eg_round_bf16_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uint16_t *xb, int64_t ldb);
 /* Activations for the integer kernels: per row and block of 32 k, symmetric, |a| <= aqmax,
  * stored as a + aqmax + 1 in a uint8 (u8 x s8 products). AVX2 without VNNI sums pairs of
@@ -313,8 +319,12 @@ typedef struct {
      * added as vdpbf16ps does: acc += a[2i+1] * w[2i+1], then acc += a[2i] * w[2i], each step a fused
      * multiply-add rounded to nearest even; subnormal inputs (bfloat16 and the accumulator) read as 0,
      * and a result whose value rounded to 24 bits (unbounded exponent) is below the normal range is
-     * flushed to a zero of its sign; MXCSR plays no part. The scalar twin, bit for bit:
-     * gemm_bf16dot_scalar. NULL in tables without such a kernel. */
+     * flushed to a zero of its sign; MXCSR plays no part (w->bf16dot == EG_BF16DOT_VDP). With
+     * EG_BF16DOT_AMX (tdpbf16ps), per block of 32 k from the first: the even-k products summed in k
+     * order from +0 into one float, the odd-k ones into another, each step as one vdpbf16ps step above;
+     * then acc = (even + odd) + acc, each addition rounded to nearest even, a result below the normal
+     * range flushed. The scalar twin of both, bit for bit: gemm_bf16dot_scalar. NULL in tables
+     * without such a kernel. */
     void (*gemm_bf16dot)(const uint16_t *xb, int64_t ldb, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
                          float *y, int64_t ldy);
     /* the activations of a bf16dot GEMM: eg_round_bf16_rows (pack.c) is the twin, bit for bit */
@@ -339,7 +349,7 @@ typedef struct {
     double (*fma_loop)(int64_t iters, float *sink);
     int pairs16; /* the integer GEMM sums pairs of products in int16 (vpmaddubsw): see eg_matrix_ranges */
     int kgroup;  /* the integer GEMM reads k-quads (4; 0 means the same) or k-octets (8): eg_matrix_layout */
-    int bf16dot; /* BF16 matrices are packed for gemm_bf16dot (the loader sets eg_matrix.bf16dot) */
+    int bf16dot; /* 0, or EG_BF16DOT_*: BF16 matrices go to gemm_bf16dot (the loader sets eg_matrix.bf16dot) */
 } eg_kernels;
 
 /* Bytes per input of what w's kernel reads in place of x (eg_quantize_for writes it, rows eg_ldq(k)
@@ -375,6 +385,7 @@ extern const eg_kernels eg_kernels_avx2;
 void eg_kernels_avxvnni_fill(eg_kernels *k); /* AVX2's table with the AVX-VNNI integer GEMMs */
 void eg_kernels_avx512_fill(eg_kernels *k);  /* AVX2's table with the zmm GEMMs              */
 void eg_kernels_avx512bf16_fill(eg_kernels *k); /* AVX512's table with the vdpbf16ps GEMM     */
+void eg_kernels_amx_fill(eg_kernels *k);        /* avx512bf16's table with the AMX tile GEMM  */
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
 #define EG_HAVE_ARM64 1

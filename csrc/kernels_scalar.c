@@ -33,7 +33,7 @@ static void gemm_float_scalar(const float *x, int64_t ldx, int64_t m, const eg_m
     }
 }
 
-/* ---------------------------------------------------------------- vdpbf16ps */
+/* ---------------------------------------------------------------- bfloat16 x bfloat16 (vdpbf16ps, AMX) */
 
 /* A float below the normal range reads as a zero of its sign (DAZ; FTZ on a result already rounded). */
 static inline float flush(float v) { return fabsf(v) < FLT_MIN ? copysignf(0.0f, v) : v; }
@@ -63,8 +63,25 @@ static inline float dp_step(float a, float b, float acc) {
     return flush(r);
 }
 
-/* gemm_bf16dot's twin: per output one accumulator over the k-pairs in order, each pair as one
- * vdpbf16ps lane does it (Intel's pseudocode: the odd element's product first). */
+/* One output of AMX's tdpbf16ps over k = 32 c .. 32 c + 31 (one tile row of A times one column of B),
+ * added to acc. Measured on Sapphire Rapids (not Intel's pseudocode, which reads as one chain): the
+ * even-k products summed in order from +0 into one float, the odd-k ones into another, each step
+ * fused and flushed as vdpbf16ps's (dp_step: subnormal products are kept, a result tiny at 24 bits
+ * becomes a zero of its sign), then (even + odd) + acc, each addition rounded to nearest even and
+ * flushed (a tiny sum of two normal floats is exact, so flush is the whole rule there). */
+static inline float amx_block(const uint16_t *x, const uint16_t *w, float acc) {
+    float even = 0.0f, odd = 0.0f;
+    for (int t = 0; t < EG_QBLOCK / 2; t++) {
+        even = dp_step(bf16_daz(x[2 * t]), bf16_daz(w[t * 2 * EG_PANEL]), even);
+        odd = dp_step(bf16_daz(x[2 * t + 1]), bf16_daz(w[t * 2 * EG_PANEL + 1]), odd);
+    }
+    return flush(flush(even + odd) + flush(acc));
+}
+
+/* gemm_bf16dot's twin: per output one accumulator. EG_BF16DOT_VDP: over the k-pairs in order, each
+ * pair as one vdpbf16ps lane does it (Intel's pseudocode: the odd element's product first);
+ * EG_BF16DOT_AMX: over the blocks of 32 k in order, each as amx_block (xb and the panels are padded
+ * with zeros to whole blocks). */
 static void gemm_bf16dot_scalar(const uint16_t *xb, int64_t ldb, int64_t m, const eg_matrix *w, int64_t p0,
                                 int64_t p1, float *y, int64_t ldy) {
     const int64_t k2 = (w->k + 1) / 2;
@@ -76,6 +93,12 @@ static void gemm_bf16dot_scalar(const uint16_t *xb, int64_t ldb, int64_t m, cons
             const uint16_t *xi = xb + i * ldb;
             for (int64_t j = 0; j < cols; j++) {
                 float acc = 0.0f;
+                if (w->bf16dot == EG_BF16DOT_AMX) {
+                    for (int64_t c = 0; c < eg_ldq(w->k) / EG_QBLOCK; c++)
+                        acc = amx_block(xi + c * EG_QBLOCK, panel + c * EG_QBLOCK * EG_PANEL + 2 * j, acc);
+                    y[i * ldy + p * EG_PANEL + j] = acc;
+                    continue;
+                }
                 for (int64_t t = 0; t < k2; t++) {
                     const uint16_t *wt = panel + t * 2 * EG_PANEL + 2 * j;
                     acc = dp_step(bf16_daz(xi[2 * t + 1]), bf16_daz(wt[1]), flush(acc));

@@ -441,7 +441,7 @@ static int row_matrix(PyObject *o, const char *what, int writeable, int64_t *row
 /* _test_gemm(isa, x, w, y, weights="float32", pack=-1): y = x . w^T with the kernel of `isa`, w
  * packed as `weights` (rows may be strided/unaligned) for the kernels `pack` names (eg_test_gemm):
  * -1 as the loader does for `isa`; else 1 (int16 pair sums, AVX2's value ranges) + 2 (bfloat16 x
- * bfloat16 activations, vdpbf16ps). */
+ * bfloat16 activations, vdpbf16ps) or 4 (the same on AMX tiles). */
 static PyObject *test_gemm(PyObject *mod, PyObject *args) {
     const char *isa_name, *wname = "float32";
     PyObject *x, *w, *y;

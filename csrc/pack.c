@@ -27,7 +27,7 @@ static int64_t scale_count(const eg_matrix *m) {
 
 void eg_matrix_ranges(eg_matrix *m, int pairs16, int bf16dot) {
     m->aqmax = pairs16 && m->type != EG_W_Q4_0 ? 63 : 127;
-    m->bf16dot = bf16dot && m->type == EG_W_BF16;
+    m->bf16dot = m->type == EG_W_BF16 ? bf16dot : 0; /* 0 or EG_BF16DOT_* */
 }
 
 void eg_matrix_layout(eg_matrix *m, int kgroup) { m->kgroup = kgroup == 8 ? 8 : 4; }
@@ -95,7 +95,7 @@ static inline uint16_t bf16_of_activation(float f) {
 void eg_round_bf16_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uint16_t *xb, int64_t ldb) {
     for (int64_t i = 0; i < m; i++) {
         for (int64_t kk = 0; kk < k; kk++) xb[i * ldb + kk] = bf16_of_activation(x[i * ldx + kk]);
-        if (k & 1) xb[i * ldb + k] = 0;
+        for (int64_t kk = k; kk < eg_ldq(k); kk++) xb[i * ldb + kk] = 0;
     }
 }
 

@@ -24,13 +24,17 @@ eg_status eg_test_gemm(eg_isa isa, eg_weights weights, int pack, const float *x,
     eg_status s = eg_matrix_alloc(&mat, n, k, type, err, errlen);
     if (s) return s;
     if (pack < 0) pack = kt->pairs16 | kt->bf16dot << 1;
-    const int pairs16 = pack & 1, bf16dot = pack >> 1 & 1;
-    if (pack > 3 || (kt->pairs16 && !pairs16) || (bf16dot && type == EG_W_BF16 && !kt->gemm_bf16dot)) {
+    /* bit 0: the int16-pair value ranges; bits 1-2: the bf16dot arithmetic (EG_BF16DOT_*; the scalar
+     * table has the twins of both, an ISA only its own) */
+    const int pairs16 = pack & 1, bf16dot = pack >> 1;
+    const int no_dot = bf16dot && type == EG_W_BF16 && (!kt->gemm_bf16dot || (kt->bf16dot && kt->bf16dot != bf16dot));
+    if (pack > 5 || (kt->pairs16 && !pairs16) || no_dot) {
         eg_matrix_free(&mat);
-        if (pack > 3) return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "pack must be -1 or 0..3, not %d", pack);
+        if (pack > 5) return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "pack must be -1 or 0..5, not %d", pack);
         return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "ISA %s %s", eg_isa_name(isa),
-                       bf16dot ? "has no bfloat16 pair-dot (vdpbf16ps) GEMM"
-                               : "sums int16 pairs: pack with its ranges");
+                       no_dot ? (bf16dot == EG_BF16DOT_AMX ? "has no AMX bfloat16 GEMM"
+                                                           : "has no bfloat16 pair-dot (vdpbf16ps) GEMM")
+                              : "sums int16 pairs: pack with its ranges");
     }
     eg_matrix_ranges(&mat, pairs16, bf16dot);
     eg_matrix_layout(&mat, kt->kgroup);

@@ -12,9 +12,9 @@ import embgemma
 from embgemma import EmbeddingGemma
 
 INFO = embgemma.build_info()
-# each ISA falls back to the one before it (of those this CPU supports); x86-64, then ARM64, then the
-# opt-in x86-64 avx512bf16 (it falls back to avx512)
-ORDER = ["scalar", "avx2", "avxvnni", "avx512", "neon", "dotprod", "i8mm", "avx512bf16"]
+# each ISA falls back to the one before it (of those this CPU supports, opt-in ones skipped); x86-64,
+# then ARM64, then x86-64's avx512bf16 (opt-in) and amx (both fall back to avx512)
+ORDER = ["scalar", "avx2", "avxvnni", "avx512", "neon", "dotprod", "i8mm", "avx512bf16", "amx"]
 OPT_IN = {"avx512bf16"}  # never chosen automatically, only by name
 BEST = [i for i in INFO["supported_isas"] if i not in OPT_IN][-1]  # what auto picks
 
@@ -43,6 +43,7 @@ def test_cpu_features_agree_with_supported_isas():
     assert ("dotprod" in sup) == ("asimd" in f and "asimddp" in f)
     assert ("i8mm" in sup) == ("asimd" in f and "asimddp" in f and "i8mm" in f)
     assert ("avx512bf16" in sup) == ("avx512" in sup and "avx512_bf16" in f)
+    assert ("amx" in sup) == ("avx512bf16" in sup and "amx_bf16" in f)
 
 
 def test_isas_of_one_architecture_are_compiled_in():
@@ -56,7 +57,7 @@ def test_a_failing_self_check_falls_back_with_a_warning(isa, golden_dir, monkeyp
     """Each ISA asked for (the best one is also what auto picks) gives way to the next one below."""
     monkeypatch.setenv("EMBGEMMA_ISA", isa)
     monkeypatch.setenv("EMBGEMMA_SELFCHECK_FAIL", isa)
-    below = [i for i in ORDER[: ORDER.index(isa)] if i in INFO["supported_isas"]][-1]
+    below = [i for i in ORDER[: ORDER.index(isa)] if i in INFO["supported_isas"] and i not in OPT_IN][-1]
     with pytest.warns(RuntimeWarning, match=f"{isa} \\(asked for\\); {isa} self-check failed.*fell back to {below}"):
         m = EmbeddingGemma(golden_dir)
     assert m.info["isa"] == below

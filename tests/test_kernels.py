@@ -231,7 +231,13 @@ def test_float_gemm_isas_agree_bitwise(isa):
 # ---------------------------------------------------------------- bfloat16 x bfloat16 (vdpbf16ps)
 
 BF16DOT = 2  # _test_gemm's pack: activations rounded to bfloat16, k-pairs summed as vdpbf16ps does
-DOT_ISAS = [i for i in ISAS if i == "avx512bf16"]  # the ISAs with such a kernel (run on this CPU)
+BF16AMX = 4  # _test_gemm's pack: the same products summed as AMX's tdpbf16ps does
+DOT_ISAS = [i for i in ISAS if i in ("avx512bf16", "amx")]  # the ISAs with such a kernel (run on this CPU)
+
+
+def _dot_pack(isa: str) -> int:
+    """The pack asking the scalar ISA for isa's bfloat16 x bfloat16 arithmetic (its twin)."""
+    return BF16AMX if isa == "amx" else BF16DOT
 
 
 def _bf16_act(a: np.ndarray) -> np.ndarray:
@@ -263,6 +269,26 @@ def _dot_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return acc
 
 
+def _amx_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AMX's tdpbf16ps written independently of the C twin, for normal-range data, as measured on the
+    instruction: per block of 32 k (zero-padded), the even-k products summed in order from 0 in
+    float32, the odd-k ones likewise, then acc = (even + odd) + acc (bfloat16 products are exact in
+    float32)."""
+    xr, wr = _bf16_act(x), _bf16(w)
+    m, k = xr.shape
+    kp = -(-k // 32) * 32
+    xr, wr = np.pad(xr, ((0, 0), (0, kp - k))), np.pad(wr, ((0, 0), (0, kp - k)))
+    acc = np.zeros((m, w.shape[0]), np.float32)
+    for b in range(0, kp, 32):
+        even = np.zeros_like(acc)
+        odd = np.zeros_like(acc)
+        for t in range(b, b + 32, 2):
+            even = even + np.outer(xr[:, t], wr[:, t])
+            odd = odd + np.outer(xr[:, t + 1], wr[:, t + 1])
+        acc = (even + odd) + acc
+    return acc
+
+
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     """Bit for bit, any NaN equal to any NaN (payloads are not part of the specification)."""
     nan = np.isnan(a)
@@ -285,8 +311,25 @@ def test_bf16dot_twin_matches_its_specification(m, n, k):
     assert np.isnan(y.base[:, :1]).all() and np.isnan(y.base[:, 1 + n :]).all()
 
 
+@pytest.mark.parametrize("m", [1, 2, 15, 16, 17, 33, 40])
+@pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (16, 2), (17, 33), (33, 64), (48, 257), (100, 768), (33, 1153)])
+def test_amx_twin_matches_its_specification(m, n, k):
+    """The scalar twin of the AMX arithmetic against an independent model of it, and within float
+    rounding of float64."""
+    rng = np.random.default_rng(m * 13 + n * 5 + k)
+    x = _strided(rng, m, k, pad=3)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    y = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 1 : 1 + n]
+    _core._test_gemm("scalar", x, w, y, "bfloat16", BF16AMX)
+    assert _same_bits(y, _amx_reference(x, w))
+    xr, wr = _bf16_act(x), _bf16(w)
+    exact = xr.astype(np.float64) @ wr.astype(np.float64).T
+    assert np.all(np.abs(y - exact) <= _bound(xr, wr))
+    assert np.isnan(y.base[:, :1]).all() and np.isnan(y.base[:, 1 + n :]).all()
+
+
 @pytest.mark.parametrize("isa", DOT_ISAS)
-@pytest.mark.parametrize("m", [1, 2, 5, 11, 12, 13, 25, 97])
+@pytest.mark.parametrize("m", [1, 2, 5, 11, 12, 13, 15, 16, 17, 25, 31, 33, 97])
 @pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (16, 2), (17, 33), (33, 64), (48, 257), (100, 768), (33, 1153)])
 def test_bf16dot_kernel_matches_its_twin_bitwise(isa, m, n, k):
     rng = np.random.default_rng(m * 19 + n * 7 + k)
@@ -294,7 +337,7 @@ def test_bf16dot_kernel_matches_its_twin_bitwise(isa, m, n, k):
     x[0, 0] = 3e4  # an outlier channel, as Gemma's activations have
     w = rng.standard_normal((n, k)).astype(np.float32)
     out = {}
-    for i, pack in (("scalar", BF16DOT), (isa, -1)):  # the kernel as the loader packs for it
+    for i, pack in (("scalar", _dot_pack(isa)), (isa, -1)):  # the kernel as the loader packs for it
         out[i] = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 2 : 2 + n]
         _core._test_gemm(i, x, w, out[i], "bfloat16", pack)
     assert _same_bits(out[isa], out["scalar"])
@@ -336,7 +379,7 @@ def test_bf16dot_special_values_bitwise(isa, kind, k):
         w[n // 2 :] = -w[: n // 2] * rng.choice([1.0, 1.0078125, 0.9921875], size=(n // 2, 1)).astype(np.float32)
     x[1::7] = 1.5e-38  # float32 activations that round to subnormal bfloat16: they become 0
     out = {}
-    for i, pack in (("scalar", BF16DOT), (isa, -1)):
+    for i, pack in (("scalar", _dot_pack(isa)), (isa, -1)):
         out[i] = np.zeros((m, n), np.float32)
         _core._test_gemm(i, x, w, out[i], "bfloat16", pack)
     assert _same_bits(out[isa], out["scalar"])
@@ -355,7 +398,26 @@ def test_bf16dot_flushes_tiny_results_as_the_instruction_does(x2, w2, expect):
     the second adds x2 * w2 (its other half is the zero padding)."""
     x = np.array([[1.0, 0.0, x2]], np.float32)
     w = np.array([[2.0**-126, 0.0, w2]], np.float32)
-    for isa, pack in [("scalar", BF16DOT)] + [(i, -1) for i in DOT_ISAS]:
+    for isa, pack in [("scalar", BF16DOT)] + [(i, -1) for i in DOT_ISAS if i == "avx512bf16"]:
+        y = np.zeros((1, 1), np.float32)
+        _core._test_gemm(isa, x, w, y, "bfloat16", pack)
+        assert y.view(np.uint32)[0, 0] == expect, (isa, hex(y.view(np.uint32)[0, 0]))
+
+
+@pytest.mark.parametrize("x2,w2,expect", [
+    (-(2.0**-75), 2.0**-75, 0x00000000),  # FLT_MIN - 2^-150: tiny at 24 bits, flushed (as vdpbf16ps)
+    (-(2.0**-75), 2.0**-76, 0x00800000),  # FLT_MIN - 2^-151: rounds to FLT_MIN at 24 bits: kept
+    (-1.5 * 2.0**-75, 2.0**-76, 0x00000000),
+    (2.0**-75, 2.0**-75, 0x00800000),  # FLT_MIN + 2^-150: the subnormal product is not flushed first...
+    (1.5 * 2.0**-75, 2.0**-75, 0x00800001),  # ...it counts: FLT_MIN + 1.5 * 2^-150 rounds up
+    (-(2.0**-63), 1.0078125 * 2.0**-63, 0x00000000),  # a sum below the normal range: flushed
+])
+def test_amx_flushes_tiny_sums_as_the_instruction_does(x2, w2, expect):
+    """AMX's even and odd sums step as vdpbf16ps does (fused, tininess judged at 24 bits, flushed to a
+    zero of its sign; measured on Sapphire Rapids): k = 3, the even products 1 * FLT_MIN, then x2 * w2."""
+    x = np.array([[1.0, 0.0, x2]], np.float32)
+    w = np.array([[2.0**-126, 0.0, w2]], np.float32)
+    for isa, pack in [("scalar", BF16AMX)] + [(i, -1) for i in DOT_ISAS if i == "amx"]:
         y = np.zeros((1, 1), np.float32)
         _core._test_gemm(isa, x, w, y, "bfloat16", pack)
         assert y.view(np.uint32)[0, 0] == expect, (isa, hex(y.view(np.uint32)[0, 0]))
@@ -391,9 +453,12 @@ def test_bf16_activation_rounding_matches_the_instruction():
 
 def test_bf16dot_is_refused_where_the_isa_has_none():
     x = np.zeros((2, 4), np.float32)
-    for isa in [i for i in ISAS if i in ("avx2", "avxvnni", "avx512")]:
+    for isa in [i for i in ISAS if i in ("avx2", "avxvnni", "avx512", "amx")]:
         with pytest.raises(ValueError, match="no bfloat16 pair-dot"):
             _core._test_gemm(isa, x, x, np.zeros((2, 2), np.float32), "bfloat16", BF16DOT | _pairs16(isa))
+    for isa in [i for i in ISAS if i in ("avx2", "avxvnni", "avx512", "avx512bf16")]:
+        with pytest.raises(ValueError, match="no AMX bfloat16 GEMM"):
+            _core._test_gemm(isa, x, x, np.zeros((2, 2), np.float32), "bfloat16", BF16AMX | _pairs16(isa))
 
 
 # ---------------------------------------------------------------- ggml Q8_0 / Q4_0 blocks
