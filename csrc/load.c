@@ -163,10 +163,13 @@ static eg_status load_stacked(finder *f, eg_matrix *m, int count, const char *co
         if (s) return s;
         total += rows[i];
     }
-    if (type == (eg_wtype)-1) type = auto_type(t, count);
+    /* bfloat16 activations (an ISA's bf16dot GEMM) only where bfloat16 was asked for: weights that are
+     * bfloat16 as stored keep their exact float32 activations */
+    const int asked = type != (eg_wtype)-1;
+    if (!asked) type = auto_type(t, count);
     eg_status s = eg_matrix_alloc(m, total, k, type, f->err, f->errlen);
     if (s == EG_OK && f->k) {
-        eg_matrix_ranges(m, f->k->pairs16, f->k->bf16dot);
+        eg_matrix_ranges(m, f->k->pairs16, asked ? f->k->bf16dot : 0);
         eg_matrix_layout(m, f->k->kgroup);
     }
     for (int i = 0, row0 = 0; i < count && s == EG_OK; row0 += (int)rows[i], i++)

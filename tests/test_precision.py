@@ -76,7 +76,9 @@ def test_precision_modes_are_deterministic_across_isas_and_threads(full_plain_di
     scalar = embgemma.EmbeddingGemma(full_plain_dir, dtype=dtype)
     assert scalar._info["isa"] == "scalar"
     cos = (scalar.encode_ids(seqs) * a).sum(1)
-    if dtype == "bfloat16":
+    if dtype == "bfloat16" and model._info["isa"] in DOT_ISAS:
+        assert cos.min() > 0.9995  # amx rounds the activations to bfloat16 too, scalar does not
+    elif dtype == "bfloat16":
         assert cos.min() > 0.99999  # same packed weights; only float summation order differs
     elif model._info["isa"] != "avx2":
         # same packed weights and integer sums; the float parts' summation order differs, and a
@@ -86,18 +88,21 @@ def test_precision_modes_are_deterministic_across_isas_and_threads(full_plain_di
         assert cos.min() > 0.995  # two quantizations of this random model (measured 0.9975)
 
 
-DOT_ISA = "avx512bf16"  # bfloat16 weights times activations rounded to bfloat16 (vdpbf16ps); opt-in
+# bfloat16 weights times activations rounded to bfloat16: vdpbf16ps (opt-in) and AMX tiles (auto)
+DOT_ISAS = ("avx512bf16", "amx")
 
 
-@pytest.mark.skipif(DOT_ISA not in embgemma.build_info()["supported_isas"], reason="this CPU has no AVX512_BF16")
-def test_bfloat16_activations_keep_the_bar_and_determinism(full_plain_dir, plain_f32, monkeypatch):
-    """The avx512bf16 kernels round bfloat16's activations too: the same bar against float32, and results
-    bitwise independent of the thread count and of how sequences are batched."""
-    monkeypatch.setenv("EMBGEMMA_ISA", DOT_ISA)
+@pytest.mark.parametrize("isa", DOT_ISAS)
+def test_bfloat16_activations_keep_the_bar_and_determinism(full_plain_dir, plain_f32, monkeypatch, isa):
+    """The avx512bf16 and amx kernels round bfloat16's activations too: the same bar against float32,
+    and results bitwise independent of the thread count and of how sequences are batched."""
+    if isa not in embgemma.build_info()["supported_isas"]:
+        pytest.skip(f"this CPU (or OS) cannot run {isa}")
+    monkeypatch.setenv("EMBGEMMA_ISA", isa)
     model = embgemma.EmbeddingGemma(full_plain_dir, dtype="bfloat16")
-    assert model._info["isa"] == DOT_ISA and model.dtype == "bfloat16"
+    assert model._info["isa"] == isa and model.dtype == "bfloat16"
     for name, seqs in _cases(np.random.default_rng(3)).items():
-        record_fidelity(f"bfloat16, bfloat16 activations ({DOT_ISA}): {name}", model.encode_ids(seqs),
+        record_fidelity(f"bfloat16, bfloat16 activations ({isa}): {name}", model.encode_ids(seqs),
                         plain_f32.encode_ids(seqs), BARS["bfloat16"])
     rng = np.random.default_rng(10)
     seqs = [np.r_[2, rng.integers(3, 4096, n), 1] for n in (1, 7, 40, 130)]
