@@ -338,8 +338,8 @@ static eg_status load_backbone(eg_model *m, finder *f, const char *embed_name, c
     const eg_wtype wm = wtype_opt(opts->mlp_weights), wa = wtype_opt(opts->attn_weights);
     /* int8 keeps the last eighth of the layers in bfloat16: on the real weights the last layers
      * carry most of int8's error (bfloat16 in the last 3 of 24 halves 1 - mean cosine to the
-     * float32 reference and lifts the top-10 overlap to the issue's bar, for ~5-9% more encode
-     * time; docs/fidelity.md). File blocks (Q8_0 / Q4_0) stay as they are. */
+     * float32 reference and lifts the top-10 overlap to the issue's bar, for ~12% more encode
+     * time on AVX-512 VNNI, ~5% on AVX2; docs/fidelity.md). File blocks (Q8_0 / Q4_0) stay as they are. */
     const int64_t i8_tail = c->n_layers / 8;
     for (int64_t l = 0; l < c->n_layers; l++) {
         const int tail = l >= c->n_layers - i8_tail;
