@@ -73,7 +73,11 @@ static void rope(float *v, const float *cos_row, const float *sin_row, int64_t h
  * the thread that owns it), then every task reads them. */
 static void gemm(const eg_model *md, const float *x, int64_t ldx, int64_t m, const eg_matrix *w, float *y,
                  int64_t ldy, int nt, uint8_t *xq, float *xs) {
-    const int64_t mb = (m + GEMM_MB - 1) / GEMM_MB, pb = (w->n_panels + GEMM_PB - 1) / GEMM_PB;
+    /* AMX tiles want bigger tasks: each call loads its tile configuration, and a 2 x 2 tile block
+     * reuses more of what it loads over more rows (measured: 1.1-1.3x the GEMM at 192 x 8) */
+    const int amx = w->bf16dot == EG_BF16DOT_AMX;
+    const int64_t MB = amx ? 2 * GEMM_MB : GEMM_MB, PB = amx ? 2 * GEMM_PB : GEMM_PB;
+    const int64_t mb = (m + MB - 1) / MB, pb = (w->n_panels + PB - 1) / PB;
     const int64_t tasks = mb * pb, ldq = eg_xq_stride(w); /* bytes */
     const eg_kernels *k = md->k;
     const int q = ldq > 0; /* xq (and for integer w, xs) exist only then */
@@ -88,8 +92,8 @@ static void gemm(const eg_model *md, const float *x, int64_t ldx, int64_t m, con
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < tasks; t++) {
             int64_t pi = t % pb, mi = t / pb;
-            int64_t r0 = mi * GEMM_MB, r1 = r0 + GEMM_MB < m ? r0 + GEMM_MB : m;
-            int64_t p0 = pi * GEMM_PB, p1 = p0 + GEMM_PB < w->n_panels ? p0 + GEMM_PB : w->n_panels;
+            int64_t r0 = mi * MB, r1 = r0 + MB < m ? r0 + MB : m;
+            int64_t p0 = pi * PB, p1 = p0 + PB < w->n_panels ? p0 + PB : w->n_panels;
             eg_gemm_panels(k, x + r0 * ldx, ldx, q ? xq + r0 * ldq : NULL, ldq, q ? xs + r0 * ldxs : NULL, ldxs,
                            r1 - r0, w, p0, p1, y + r0 * ldy, ldy);
         }
