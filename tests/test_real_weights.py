@@ -26,16 +26,15 @@ from conftest import HAVE_REFERENCE, IN_CI, record_fidelity
 # the reference's; top10: |top-10 ours ∩ top-10 reference| / 10, averaged over the queries; top10_ties: the
 # same, counting a document of ours within 0.005 of the reference's 10th score as agreement.
 # The issue asked for top10 >= 0.98 for int8 and q8_0. Measured (2026-12-01): int8 0.989 on AVX-512 VNNI
-# (0.983 on AVX2) since it keeps its last 3 of 24 layers in bfloat16 (all-int8 gave 0.975 / 0.981);
-# q8_0 0.983 (0.981). Ranks 5-10 of this corpus are unrelated documents a few thousandths apart, and
-# all-int8 weights with float activations already reorder 6 of the 360 places (0.983), so q8_0, whose weights
-# are the file's, keeps the literal bar 0.97 (what is met on every ISA); the tie-forgiving one keeps 0.98
-# (measured 0.997-1.000).
+# (0.983 on AVX2, 0.986 on amx) since it keeps its last 3 of 24 layers in bfloat16 (all-int8 gave 0.975 /
+# 0.981); q8_0 0.983 (0.981 on AVX2: one swap from the bar; its weights are the file's). Ranks 5-10 of this
+# corpus are unrelated documents a few thousandths apart, so the tie-forgiving overlap (measured
+# 0.997-1.000) is the one that says more; both are asserted.
 BARS: dict[str, dict[str, float]] = {
     "float32": {"worst_cos": 0.99999, "top1": 1.0, "top10": 0.98, "top10_ties": 0.98},
     "bfloat16": {"worst_cos": 0.9999, "top1": 1.0, "top10": 0.98, "top10_ties": 0.98},
     "int8": {"worst_cos": 0.999, "top1": 1.0, "top10": 0.98, "top10_ties": 0.98},  # 0.99988 / 0.989 / 1.000
-    "q8_0": {"worst_cos": 0.999, "top1": 1.0, "top10": 0.97, "top10_ties": 0.98},  # 0.99970 / 0.983 / 1.000
+    "q8_0": {"worst_cos": 0.999, "top1": 1.0, "top10": 0.98, "top10_ties": 0.98},  # 0.99970 / 0.983 / 1.000
     "q4_0": {"worst_cos": 0.92, "top1": 0.97, "top10": 0.90, "top10_ties": 0.94},  # 0.932, 36/36, 0.933, 0.964
 }
 
