@@ -24,7 +24,7 @@ LIMIT = 2 * 1024 * 1024
 NATIVE = re.compile(r"\.(so|dylib)(\.[0-9.]+)?$|\.pyd$")
 # top-level folders and files a wheel of this project must not carry
 FOREIGN = re.compile(r"^(tests|csrc|build|benchmarks|docs|\.?venv[^/]*|[^/]*\.egg-info)/|(^|/)__pycache__/|\.(pyc|o|a|c|h)$")
-X86_LEVELS = ["scalar", "avx2", "avxvnni", "avx512"]
+X86_LEVELS = ["scalar", "avx2", "avxvnni", "avx512", "avx512bf16", "amx"]
 
 
 def check_wheel(path: str) -> list[str]:
