@@ -237,7 +237,7 @@ int eg_isa_supported(eg_isa isa) {
  * on the one CPU measured (Sapphire Rapids) vdpbf16ps retires one per two cycles on the FMA port
  * where two FMAs retire per cycle, so its GEMM is slower than avx512's widening one
  * (docs/performance.md). amx rounds them too, but its tiles make the bfloat16 mode the fastest
- * there is on such a CPU (2.3-3.1x float32 end to end, measured) within bfloat16's fidelity bars: chosen
+ * there is on such a CPU (1.9-3.1x float32 end to end in the real-weight harness) within bfloat16's fidelity bars: chosen
  * automatically; its float32 and integer modes are avx512's kernels, bit for bit. */
 static int isa_automatic(eg_isa isa) { return isa != EG_ISA_AVX512BF16; }
 

@@ -78,35 +78,39 @@ static inline float amx_block(const uint16_t *x, const uint16_t *w, float acc) {
     return flush(flush(even + odd) + flush(acc));
 }
 
-/* gemm_bf16dot's twin: per output one accumulator. EG_BF16DOT_VDP: over the k-pairs in order, each
- * pair as one vdpbf16ps lane does it (Intel's pseudocode: the odd element's product first);
- * EG_BF16DOT_AMX: over the blocks of 32 k in order, each as amx_block (xb and the panels are padded
- * with zeros to whole blocks). */
+/* One output of vdpbf16ps GEMM: one accumulator over the k2 k-pairs in order, each pair as one
+ * vdpbf16ps lane does it (Intel's pseudocode: the odd element's product first). */
+static inline float vdp_output(const uint16_t *x, const uint16_t *w, int64_t k2) {
+    float acc = 0.0f;
+    for (int64_t t = 0; t < k2; t++) {
+        const uint16_t *wt = w + t * 2 * EG_PANEL;
+        acc = dp_step(bf16_daz(x[2 * t + 1]), bf16_daz(wt[1]), flush(acc));
+        acc = dp_step(bf16_daz(x[2 * t]), bf16_daz(wt[0]), acc);
+    }
+    return acc;
+}
+
+/* One output of the AMX GEMM: over the kc blocks of 32 k in order, each as amx_block (xb and the
+ * panels are padded with zeros to whole blocks). */
+static inline float amx_output(const uint16_t *x, const uint16_t *w, int64_t kc) {
+    float acc = 0.0f;
+    for (int64_t c = 0; c < kc; c++) acc = amx_block(x + c * EG_QBLOCK, w + c * EG_QBLOCK * EG_PANEL, acc);
+    return acc;
+}
+
+/* gemm_bf16dot's twin, for either arithmetic (w->bf16dot: EG_BF16DOT_VDP or EG_BF16DOT_AMX). */
 static void gemm_bf16dot_scalar(const uint16_t *xb, int64_t ldb, int64_t m, const eg_matrix *w, int64_t p0,
                                 int64_t p1, float *y, int64_t ldy) {
-    const int64_t k2 = (w->k + 1) / 2;
+    const int64_t k2 = (w->k + 1) / 2, kc = eg_ldq(w->k) / EG_QBLOCK;
+    const int amx = w->bf16dot == EG_BF16DOT_AMX;
     for (int64_t p = p0; p < p1; p++) {
         const uint16_t *panel = (const uint16_t *)w->data + p * eg_bf16_panel_elems(w->k);
         int64_t cols = w->n - p * EG_PANEL;
         if (cols > EG_PANEL) cols = EG_PANEL;
-        for (int64_t i = 0; i < m; i++) {
-            const uint16_t *xi = xb + i * ldb;
-            for (int64_t j = 0; j < cols; j++) {
-                float acc = 0.0f;
-                if (w->bf16dot == EG_BF16DOT_AMX) {
-                    for (int64_t c = 0; c < eg_ldq(w->k) / EG_QBLOCK; c++)
-                        acc = amx_block(xi + c * EG_QBLOCK, panel + c * EG_QBLOCK * EG_PANEL + 2 * j, acc);
-                    y[i * ldy + p * EG_PANEL + j] = acc;
-                    continue;
-                }
-                for (int64_t t = 0; t < k2; t++) {
-                    const uint16_t *wt = panel + t * 2 * EG_PANEL + 2 * j;
-                    acc = dp_step(bf16_daz(xi[2 * t + 1]), bf16_daz(wt[1]), flush(acc));
-                    acc = dp_step(bf16_daz(xi[2 * t]), bf16_daz(wt[0]), acc);
-                }
-                y[i * ldy + p * EG_PANEL + j] = acc;
-            }
-        }
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < cols; j++)
+                y[i * ldy + p * EG_PANEL + j] = amx ? amx_output(xb + i * ldb, panel + 2 * j, kc)
+                                                    : vdp_output(xb + i * ldb, panel + 2 * j, k2);
     }
 }
 

@@ -295,33 +295,19 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(nan, np.isnan(b)) and np.array_equal(a.view(np.uint32)[~nan], b.view(np.uint32)[~nan]))
 
 
-@pytest.mark.parametrize("m", [1, 2, 5, 11, 12, 13, 25])
+@pytest.mark.parametrize("arith", ["vdpbf16ps", "amx"])
+@pytest.mark.parametrize("m", [1, 2, 5, 11, 12, 13, 15, 16, 17, 25, 33, 40])
 @pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (16, 2), (17, 33), (33, 64), (48, 257), (100, 768), (33, 1153)])
-def test_bf16dot_twin_matches_its_specification(m, n, k):
-    """The scalar twin against an independent model of vdpbf16ps, and within float rounding of float64."""
+def test_bf16dot_twin_matches_its_specification(arith, m, n, k):
+    """The scalar twin of each bfloat16 x bfloat16 arithmetic (vdpbf16ps, AMX's tdpbf16ps) against an
+    independent model of it, and within float rounding of float64."""
+    pack, reference = (BF16AMX, _amx_reference) if arith == "amx" else (BF16DOT, _dot_reference)
     rng = np.random.default_rng(m * 17 + n * 3 + k)
     x = _strided(rng, m, k, pad=3)
     w = rng.standard_normal((n, k)).astype(np.float32)
     y = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 1 : 1 + n]
-    _core._test_gemm("scalar", x, w, y, "bfloat16", BF16DOT)
-    assert _same_bits(y, _dot_reference(x, w))
-    xr, wr = _bf16_act(x), _bf16(w)
-    exact = xr.astype(np.float64) @ wr.astype(np.float64).T
-    assert np.all(np.abs(y - exact) <= _bound(xr, wr))
-    assert np.isnan(y.base[:, :1]).all() and np.isnan(y.base[:, 1 + n :]).all()
-
-
-@pytest.mark.parametrize("m", [1, 2, 15, 16, 17, 33, 40])
-@pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (16, 2), (17, 33), (33, 64), (48, 257), (100, 768), (33, 1153)])
-def test_amx_twin_matches_its_specification(m, n, k):
-    """The scalar twin of the AMX arithmetic against an independent model of it, and within float
-    rounding of float64."""
-    rng = np.random.default_rng(m * 13 + n * 5 + k)
-    x = _strided(rng, m, k, pad=3)
-    w = rng.standard_normal((n, k)).astype(np.float32)
-    y = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 1 : 1 + n]
-    _core._test_gemm("scalar", x, w, y, "bfloat16", BF16AMX)
-    assert _same_bits(y, _amx_reference(x, w))
+    _core._test_gemm("scalar", x, w, y, "bfloat16", pack)
+    assert _same_bits(y, reference(x, w))
     xr, wr = _bf16_act(x), _bf16(w)
     exact = xr.astype(np.float64) @ wr.astype(np.float64).T
     assert np.all(np.abs(y - exact) <= _bound(xr, wr))
