@@ -350,6 +350,9 @@ typedef struct {
     int pairs16; /* the integer GEMM sums pairs of products in int16 (vpmaddubsw): see eg_matrix_ranges */
     int kgroup;  /* the integer GEMM reads k-quads (4; 0 means the same) or k-octets (8): eg_matrix_layout */
     int bf16dot; /* 0, or EG_BF16DOT_*: BF16 matrices go to gemm_bf16dot (the loader sets eg_matrix.bf16dot) */
+    int tail_bf16; /* int8's higher-precision last layers are bfloat16 (1: this ISA's bfloat16 GEMM is its fastest
+                      float one, avx512's widening and AMX tiles) or float32 (0: AVX2's widening bfloat16 runs
+                      at 0.96x float32, and vdpbf16ps at ~0.65x avx512's) */
 } eg_kernels;
 
 /* Bytes per input of what w's kernel reads in place of x (eg_quantize_for writes it, rows eg_ldq(k)

@@ -115,5 +115,6 @@ void eg_kernels_amx_fill(eg_kernels *k) {
     eg_kernels_avx512bf16_fill(k);
     k->gemm_bf16dot = gemm_bf16dot_amx;
     k->bf16dot = EG_BF16DOT_AMX;
+    k->tail_bf16 = 1; /* tiles: 1.9-3.1x float32 */
 }
 #endif

@@ -339,14 +339,16 @@ static eg_status load_backbone(eg_model *m, finder *f, const char *embed_name, c
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     if (!m->layers) return eg_fail(f->err, f->errlen, EG_ERR_NOMEM, "out of memory");
     const eg_wtype wm = wtype_opt(opts->mlp_weights), wa = wtype_opt(opts->attn_weights);
-    /* int8 keeps the last eighth of the layers in bfloat16: on the real weights the last layers
-     * carry most of int8's error (bfloat16 in the last 3 of 24 halves 1 - mean cosine to the
-     * float32 reference and lifts the top-10 overlap to the issue's bar, for ~12% more encode
-     * time on AVX-512 VNNI, ~5% on AVX2; docs/fidelity.md). File blocks (Q8_0 / Q4_0) stay as they are. */
+    /* int8 keeps the last eighth of the layers in a float type: on the real weights the last layers
+     * carry most of int8's error (the last 3 of 24 in bfloat16 halve 1 - mean cosine to the float32
+     * reference and lift the top-10 overlap to the issue's bar, for ~12% more encode time on AVX-512
+     * VNNI; docs/fidelity.md). The type is the ISA's fastest float GEMM's (eg_kernels.tail_bf16):
+     * bfloat16 on avx512 and amx, float32 elsewhere. File blocks (Q8_0 / Q4_0) stay as they are. */
     const int64_t i8_tail = c->n_layers / 8;
+    const eg_wtype tail_type = f->k && f->k->tail_bf16 ? EG_W_BF16 : EG_W_F32;
     for (int64_t l = 0; l < c->n_layers; l++) {
         const int tail = l >= c->n_layers - i8_tail;
-        const eg_wtype la = tail && wa == EG_W_I8 ? EG_W_BF16 : wa, lm = tail && wm == EG_W_I8 ? EG_W_BF16 : wm;
+        const eg_wtype la = tail && wa == EG_W_I8 ? tail_type : wa, lm = tail && wm == EG_W_I8 ? tail_type : wm;
         if ((s = load_layer(f, c, l, la, lm, &m->layers[l]))) return s;
     }
     if ((s = load_norm(f, norm_name, c->hidden, &m->final_norm))) return s;

@@ -12,6 +12,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import platform
 
     import embgemma
+    from embgemma.auto_dtype import resolve
     from embgemma.bench import cpu_model
 
     # the machine first: the same wheel chooses different kernels on different CPUs
@@ -24,10 +25,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
         },
         "build": embgemma.build_info(),
     }
+    dtype, why = resolve(out["build"]["chosen_isa"])
+    out["auto_dtype"] = {"dtype": dtype, "note": why}  # what dtype="auto" (the default) gives a float file here
     if args.model:
-        m = embgemma.EmbeddingGemma(args.model, threads=args.threads)
+        m = embgemma.EmbeddingGemma(args.model, threads=args.threads, dtype=args.dtype)
         out["model"] = {
             "path": str(m.model_path),
+            "dtype": m.dtype,
+            "dtype_note": m.dtype_note,
             **m.info,
             "max_seq_length": m.max_seq_length,
             "prompts": m.prompts,
@@ -63,7 +68,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         print("embgemma encode: no text given (pass TEXT arguments, or - to read non-blank lines from stdin)",
               file=sys.stderr)
         return 2
-    model = embgemma.EmbeddingGemma(args.model, threads=args.threads)
+    model = embgemma.EmbeddingGemma(args.model, threads=args.threads, dtype=args.dtype)
     emb = model.encode(
         texts,
         prompt_name=args.prompt_name,
@@ -209,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dim", type=int, help="Matryoshka width: 768, 512, 256 or 128")
     e.add_argument("--batch-size", type=int, default=None, help="texts per engine call (default: calls filled up to 4096 tokens)")
     e.add_argument("--threads", type=int, help="worker threads (default: OMP_NUM_THREADS, else all cores)")
+    e.add_argument("--dtype", help="weights mode: auto, float32, bfloat16, int8, q8_0, q4_0 (default: auto, the fastest mode measured bfloat16-class on this CPU; float32 is exact)")
     e.add_argument("--no-normalize", action="store_true", help="do not re-normalize truncated vectors")
     e.add_argument("--no-truncate", action="store_true", help="fail on texts over max_seq_length instead of cutting")
     e.add_argument("--output", "-o", help="write a .npy file instead of JSON lines")
@@ -219,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="build facts (ISAs, OpenMP, threads) and, with --model, the model's")
     i.add_argument("--model", help="also describe this model")
     i.add_argument("--threads", type=int)
+    i.add_argument("--dtype", help="weights mode: auto, float32, bfloat16, int8, q8_0, q4_0 (default: auto, the fastest mode measured bfloat16-class on this CPU; float32 is exact)")
     i.set_defaults(func=_cmd_info)
 
     m = sub.add_parser("models", help="list the models in the local Ollama store and Hugging Face cache")
@@ -230,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model folder, GGUF file, Ollama name (embeddinggemma:300m) or Hugging Face id")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--dtype", help="weights mode: float32, bfloat16, int8, q8_0, q4_0 (default: as stored)")
+    s.add_argument("--dtype", help="weights mode: auto, float32, bfloat16, int8, q8_0, q4_0 (default: auto, the fastest mode measured bfloat16-class on this CPU; float32 is exact)")
     s.add_argument("--threads", type=int, help="engine threads (default: all cores)")
     s.add_argument("--max-seq-length", type=int, help="longest input in tokens (default: the model's)")
     s.add_argument("--cache-folder", help="Hugging Face cache to find hub ids in")

@@ -212,6 +212,8 @@ def cpu_model() -> str:
 def machine_info(threads: int | None) -> dict[str, Any]:
     import embgemma
 
+    from .auto_dtype import resolve
+
     b = embgemma.build_info()
     try:
         load = round(os.getloadavg()[0], 2)
@@ -226,6 +228,7 @@ def machine_info(threads: int | None) -> dict[str, Any]:
         "cores": _usable_cores(),
         "threads": threads if threads is not None else b["default_threads"],
         "isa": b["chosen_isa"],
+        "auto_dtype": resolve(b["chosen_isa"])[0],  # what dtype="auto" (the default) gives a float file here
         "compiled_isas": b["compiled_isas"],
         "supported_isas": b["supported_isas"],
         "openmp": b["openmp"],
@@ -236,7 +239,7 @@ def machine_info(threads: int | None) -> dict[str, Any]:
 def machine_line(m: dict[str, Any]) -> str:
     line = (
         f"{m['cpu']} ({m['machine']}, {m['cores']} cores usable), {m['threads']} threads, ISA {m['isa']} "
-        f"(supported: {', '.join(m['supported_isas'])}), OpenMP {'on' if m['openmp'] else 'off'}, "
+        f"(supported: {', '.join(m['supported_isas'])}), default dtype here: {m.get('auto_dtype', '?')}, OpenMP {'on' if m['openmp'] else 'off'}, "
         f"embgemma {m['embgemma']}, Python {m['python']}, {m['system']}"
     )
     load = m.get("load_average_1min")
@@ -448,7 +451,7 @@ def run_bench(
             row.update(_throughput(model, work, tp_budget, lambda f: bar.update(idx, dtype, "throughput", f)))
             row.update(_latency(model, work, measure - tp_budget, lambda f: bar.update(idx, dtype, "latency", f)))
             row["peak_rss_increase_mib"] = rss.increase_mib()
-            if model.dtype != dtype:  # "auto": name what the file's own type turned out to be
+            if model.dtype != dtype:  # "auto": name what it resolved to
                 row["note"] = f"loaded as {model.dtype}"
             del model
             bar.update(idx, dtype, "latency", 1.0)
@@ -543,7 +546,7 @@ def parse_dtypes(spec: str) -> list[str]:
         if canon is None:
             raise ValueError(
                 f"--dtypes: unknown dtype {s!r}; choose from {', '.join(DEFAULT_DTYPES)} or auto "
-                "(as the file stores them); float16 is not a weights mode"
+                "(the default mode: the fastest one measured bfloat16-class here); float16 is not a weights mode"
             )
         if canon not in out:
             out.append(canon)

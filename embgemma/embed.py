@@ -1029,7 +1029,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--prompt-name", help="task prompt, e.g. query, Clustering, STS (default: document, for a corpus)")
     p.add_argument("--prompt", help="a literal prompt string ('' for none)")
     p.add_argument("--dim", type=int, help="Matryoshka width: 768, 512, 256 or 128 (default: the model's)")
-    p.add_argument("--dtype", help="weights mode: float32, bfloat16, int8, q8_0, q4_0 (default: as stored)")
+    p.add_argument("--dtype", help="weights mode: auto, float32, bfloat16, int8, q8_0, q4_0 (default: auto, the fastest mode measured bfloat16-class on this CPU; float32 is exact)")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="float32",
                    help="output type; int8 / uint8 need --ranges, binary / ubinary pack 8 dimensions a byte")
     p.add_argument("--ranges", metavar="FILE.npy",

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, auto_dtype
 from ._hub import resolve_model_path
 from .prompts import DEFAULT_PROMPTS, DOCUMENT_PROMPT_NAMES, document_prompt_with_title, resolve_prompt
 
@@ -90,19 +90,34 @@ _DTYPES = {
 
 
 def _resolve_dtype(dtype) -> str:
-    """The weights mode for a dtype given as a name ("bf16") or a NumPy / PyTorch dtype-like object."""
+    """The weights mode for a dtype given as a name ("bf16") or a NumPy / PyTorch dtype-like object.
+    None: $EMBGEMMA_DTYPE when set (a process-wide default, e.g. for a server or a test suite), else
+    "auto" (resolved at load from the measurements in auto_dtype.py)."""
     if dtype is None:
-        return "auto"
+        env = os.environ.get("EMBGEMMA_DTYPE", "").strip()
+        if not env:
+            return "auto"
+        if env.lower() not in _DTYPES:
+            raise ValueError(f"EMBGEMMA_DTYPE={env!r} is not a weights mode: use auto, float32, bfloat16, int8, "
+                             "q8_0 or q4_0, or unset it")
+        return _DTYPES[env.lower()]
     name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype).rsplit(".", 1)[-1]
     try:
         return _DTYPES[str(name).lower()]
     except KeyError:
         raise ValueError(
             f"dtype={dtype!r} is not supported: use 'float32' (exact), 'bfloat16' (half the weight memory, "
-            "cosine >= 0.9995 to float32), 'int8' (a quarter, cosine >= 0.99), ggml's 'q8_0' or 'q4_0', or "
-            "None / 'auto' (as the file stores them). float16 is refused on purpose: EmbeddingGemma's "
-            "activations overflow it."
+            "cosine >= 0.9999 to float32), 'int8' (a quarter, cosine >= 0.999), ggml's 'q8_0' or 'q4_0', or "
+            "None / 'auto' (the default: the fastest mode measured bfloat16-class on this CPU). float16 is refused "
+            "on purpose: EmbeddingGemma's activations overflow it."
         ) from None
+
+
+def _stored_quantized(path: Path) -> bool:
+    """A GGUF whose layer matrices are stored as ggml blocks (Q8_0 / Q4_0): "auto" keeps them as stored."""
+    if not path.is_file():
+        return False  # a sentence-transformers folder: safetensors hold F32 / F16 / BF16
+    return any(name.startswith("blk.") and kind in ("Q8_0", "Q4_0") for name, kind, _ in _core.gguf_read(str(path))["tensors"])
 
 
 class EmbeddingGemma:
@@ -118,12 +133,16 @@ class EmbeddingGemma:
             process may use).
         max_seq_length: longest input in tokens, BOS and EOS included (default: the model's, 2048).
         cache_folder: Hugging Face cache to look hub ids up in (default: HF_HUB_CACHE / HF_HOME).
-        dtype: how the transformer layers' weights are held and multiplied: ``None`` (the default:
-            as the file stores them; float32 for float32 and float16 files, bfloat16, Q8_0 or Q4_0
-            otherwise, never expanded), ``"float32"`` (exact), ``"bfloat16"`` (half the weight memory;
-            cosine >= 0.9995 to float32), ``"int8"`` (a quarter, int8 weights per output row and int16
-            activations per token; cosine >= 0.99), or ggml's ``"q8_0"`` / ``"q4_0"`` (a scale per 32
-            weights). Activations, norms, attention, pooling and the Dense head stay float32 in every mode.
+        dtype: how the transformer layers' weights are held and multiplied: ``None`` / ``"auto"`` (the
+            default: the fastest mode whose fidelity on the real weights was measured bfloat16-class on
+            this CPU's kernels, from the table in ``embgemma.auto_dtype``: bfloat16 on AMX CPUs, float32
+            elsewhere today; a GGUF stored as Q8_0 / Q4_0 loads as stored; ``model.dtype`` says what it
+            resolved to and ``model.dtype_note`` why), ``"float32"`` (exact: sentence-transformers'
+            numbers, ask for it when you compare with them), ``"bfloat16"`` (half the weight memory;
+            worst cosine >= 0.9999 to float32), ``"int8"`` (a quarter; int8 weights and 8-bit
+            activations per block of 32, the last 3 layers in bfloat16; worst cosine >= 0.999), or
+            ggml's ``"q8_0"`` / ``"q4_0"`` (a scale per 32 weights). Norms, attention, pooling and the
+            Dense head stay float32 in every mode (docs/fidelity.md).
         dense_from: GGUF files only. A sentence-transformers folder of the model whose Dense modules
             complete a GGUF converted without them (such a GGUF cannot reproduce the model's
             embeddings and is refused otherwise). Its prompts are used when it has any.
@@ -164,9 +183,14 @@ class EmbeddingGemma:
         extra: dict[str, Any] = {"no_dense": bool(no_dense)}
         if dense_dir is not None:
             extra["dense_from"] = str(dense_dir)
+        self.dtype_note = f"asked for: {want}"
+        if want == "auto" and not _stored_quantized(path):
+            want, self.dtype_note = auto_dtype.resolve(_core.build_info()["chosen_isa"])
         self._core = _core.Model(str(path), mlp_weights=want, attn_weights=want, **extra)
         self._info = self._core.info
         self.dtype: str = self._info["mlp_weights"]
+        if self.dtype_note.startswith("asked for: auto"):
+            self.dtype_note = f"auto: {self.dtype}, as the file stores its layers ({self._info['weight_dtype']})"
         if no_dense and self._info["n_dense"] == 0:
             warnings.warn(
                 f"{path}: no Dense tensors; returning the normalized mean of the last hidden states, which is NOT "

@@ -36,7 +36,7 @@ def finetuned(tmp_path_factory):
 def test_finetuned_checkpoint_uses_its_own_settings(finetuned):
     import refmodel
 
-    m = EmbeddingGemma(finetuned)
+    m = EmbeddingGemma(finetuned, dtype="float32")
     ref = refmodel.load_reference(finetuned)
     assert m.prompts == {"query": "find: ", "doc": "passage: ", "cluster": "group: "}
     assert m.default_prompt_name == "cluster"
@@ -73,7 +73,7 @@ def test_qat_release_in_bfloat16(tmp_path, tiny_dir):
             q = gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q4_0)
             sd[k] = torch.from_numpy(gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q4_0).reshape(a.shape).copy())
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, str(f), metadata={"format": "pt"})
-    m = EmbeddingGemma(d)
+    m = EmbeddingGemma(d, dtype="float32")
     assert m.info["weight_dtype"] == "BF16" and m.dtype == "bfloat16"  # as stored: exact, half the memory
     ref = refmodel.load_reference(d)
     assert_parity("checkpoints: QAT bf16", m.encode(TEXTS), ref.encode(TEXTS))

@@ -67,8 +67,8 @@ def test_half_gguf_matches_its_rounded_safetensors_twin(tiny_dir, gguf_dir, tmp_
     twin = EmbeddingGemma(ggufwrite.rounded_copy(tiny_dir, tmp_path / "twin", qtype))
     m = EmbeddingGemma(path)
     assert m.info["weight_dtype"] == qtype
-    # as stored: F16 runs on float32 panels (exact widening), BF16 on bfloat16 panels
-    assert m.dtype == ("bfloat16" if qtype == "BF16" else "float32")
+    # float32 (the suite's default, conftest): F16 and BF16 widen exactly to float32 panels
+    assert m.dtype == "float32"
     assert_parity(f"gguf {qtype} {layout}", _emb(m), _emb(twin))
 
 
@@ -88,8 +88,8 @@ def test_quantized_gguf_stays_quantized_and_is_exact(tiny_dir, gguf_dir, qtype):
     embedding is F32 gives exactly what the safetensors model gives under dtype="q8_0" / "q4_0"
     (same ggml quantizer, same kernels)."""
     path = _write(tiny_dir, gguf_dir, f"{qtype}-embf32", qtype=qtype, embed_type="F32")
-    m = EmbeddingGemma(path)
-    assert m.dtype == qtype.lower() and m.info["attn_weights"] == qtype.lower()
+    m = EmbeddingGemma(path, dtype="auto")  # the default (conftest pins the suite's to float32): as stored
+    assert m.dtype == qtype.lower() and m.dtype_note.startswith(f"auto: {qtype.lower()}, as the file stores") and m.info["attn_weights"] == qtype.lower()
     st = EmbeddingGemma(tiny_dir, dtype=qtype.lower())
     assert m.info["weight_bytes"] == st.info["weight_bytes"]
     np.testing.assert_array_equal(_emb(m), _emb(st))
@@ -117,7 +117,8 @@ def test_quantized_gguf_fidelity_full_shape(full_plain_dir, tmp_path, qtype):
     shutil.copy(full_plain_dir / "tokenizer.json", tmp_path / "tokenizer.json")
     rng = np.random.default_rng(5)
     seqs = [[2, *rng.integers(4, 4000, size=n), 1] for n in (1, 5, 18, 40, 126, 300)]
-    model = EmbeddingGemma(path)
+    model = EmbeddingGemma(path, dtype="auto")  # as stored
+    assert model.dtype == qtype.lower()
     avx2 = model.info["isa"] == "avx2" and qtype == "Q8_0"
     ours = model.encode_ids(seqs)
     ref = EmbeddingGemma(full_plain_dir).encode_ids(seqs)

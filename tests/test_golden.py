@@ -21,7 +21,7 @@ EXPECTED = np.load(DATA / "golden_expected.npz")
 @pytest.mark.parametrize("case", [c[0] for c in CASES["cases"]])
 def test_golden(isa, case, monkeypatch):
     monkeypatch.setenv("EMBGEMMA_ISA", isa)
-    model = embgemma.EmbeddingGemma(GOLDEN_DIR)
+    model = embgemma.EmbeddingGemma(GOLDEN_DIR, dtype="float32")
     assert model.info["isa"] == isa
     kwargs = dict(CASES["cases"])[case]
     ours = model.encode(CASES["texts"], batch_size=3, **kwargs)

@@ -38,7 +38,7 @@ def _ids(rng, n, vocab):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_dir):
-    return EmbeddingGemma(tiny_dir)
+    return EmbeddingGemma(tiny_dir, dtype="float32")
 
 
 @pytest.mark.parametrize("prompt_name", [
@@ -90,7 +90,7 @@ def test_outer_whitespace_in_the_wrappers(tiny, tiny_ref):
 
 def test_strip_whitespace_option_is_sentence_transformers_5(tiny_dir, tiny_ref):
     """strip_whitespace=True: (prompt + text).strip() is tokenized, as sentence-transformers 5 did."""
-    st5 = EmbeddingGemma(tiny_dir, strip_whitespace=True)
+    st5 = EmbeddingGemma(tiny_dir, strip_whitespace=True, dtype="float32")
     prompt = st5.prompts["query"]
     ref = tiny_ref.encode([(prompt + t).strip() for t in WS_TEXTS])
     assert_parity("tiny: strip_whitespace=True", st5.encode_query(WS_TEXTS), ref)
@@ -127,7 +127,7 @@ def test_mixed_length_batches(tiny, tiny_ref, batch_size):
 
 
 def test_truncation_matches(tiny_dir, tiny_ref):
-    model = EmbeddingGemma(tiny_dir, max_seq_length=40)
+    model = EmbeddingGemma(tiny_dir, max_seq_length=40, dtype="float32")
     tiny_ref.max_seq_length = 40
     try:
         with pytest.warns(UserWarning, match="truncated"):
@@ -147,7 +147,7 @@ def test_half_precision_stored_weights(tmp_path, tiny_dir, dtype):
     folder = tmp_path / dtype
     shutil.copytree(tiny_dir, folder)
     refmodel.convert_dtype(folder, dtype)
-    model = EmbeddingGemma(folder)
+    model = EmbeddingGemma(folder, dtype="float32")
     assert model.info["weight_dtype"] == {"bfloat16": "BF16", "float16": "F16"}[dtype]
     ref = refmodel.load_reference(folder).encode(TEXTS)
     assert_parity(f"tiny: {dtype} weights", model.encode(TEXTS), ref)
@@ -155,7 +155,7 @@ def test_half_precision_stored_weights(tmp_path, tiny_dir, dtype):
 
 def test_scalar_kernels_match_reference(tiny_dir, tiny_ref, monkeypatch):
     monkeypatch.setenv("EMBGEMMA_ISA", "scalar")
-    model = EmbeddingGemma(tiny_dir)
+    model = EmbeddingGemma(tiny_dir, dtype="float32")
     assert model.info["isa"] == "scalar"
     assert_parity("tiny: scalar ISA", model.encode(TEXTS), tiny_ref.encode(TEXTS))
 
@@ -170,7 +170,7 @@ def test_window_matters(tiny_dir, tiny):
         cfg = json.loads((folder / "config.json").read_text())
         cfg["sliding_window"] = 100000
         (folder / "config.json").write_text(json.dumps(cfg))
-    wide = EmbeddingGemma(folder)
+    wide = EmbeddingGemma(folder, dtype="float32")
     a, b = tiny.encode(TEXTS[-2]), wide.encode(TEXTS[-2])
     assert float(a @ b) < 0.9999, "window had no effect: the test models would not detect a mask bug"
     short = "hi"  # 4 tokens, inside the radius-8 window
@@ -227,7 +227,7 @@ def test_full_shape_half_precision_weights(tmp_path_factory, full_dir, dtype):
     rng = np.random.default_rng(9)
     seqs = [_ids(rng, n, 4096) for n in [40, 300]]
     ref = refmodel.reference_ids(refmodel.load_reference(folder), seqs)
-    assert_parity(f"full: {dtype} weights", EmbeddingGemma(folder).encode_ids(seqs), ref)
+    assert_parity(f"full: {dtype} weights", EmbeddingGemma(folder, dtype="float32").encode_ids(seqs), ref)
 
 
 @pytest.mark.slow

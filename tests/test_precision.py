@@ -45,12 +45,14 @@ def test_precision_bars(full_plain_dir, plain_f32, dtype):
     f32_bytes = plain_f32._info["weight_bytes"]
     # int8: 1 byte per weight + a float32 scale and an int32 zero-point sum per 32 (1.25 bytes)
     assert model._info["weight_bytes"] < (0.51 if dtype == "bfloat16" else 0.33) * f32_bytes + 20e6
-    if dtype == "int8":  # the last n_layers // 8 layers (3 of 24) stay bfloat16 (docs/fidelity.md)
+    if dtype == "int8":  # the last n_layers // 8 layers (3 of 24) stay in a float type (docs/fidelity.md)
         i, n = model._info, model._info["num_hidden_layers"]
         per_layer = (i["hidden_size"] * 2 * (i["num_attention_heads"] + i["num_key_value_heads"]) * i["head_dim"]
                      + 3 * i["intermediate_size"] * i["hidden_size"])
         dense = f32_bytes - 4 * n * per_layer  # the Dense head stays float32
-        assert i["weight_bytes"] == dense + per_layer * (1.25 * (n - n // 8) + 2 * (n // 8))
+        tail_bytes = (i["weight_bytes"] - dense - per_layer * 1.25 * (n - n // 8)) / (per_layer * (n // 8))
+        # bfloat16 where it is the ISA's fastest float GEMM (avx512, amx), float32 elsewhere (AVX2: 0.96x)
+        assert tail_bytes in (2, 4) and (tail_bytes == 4) == (i["isa"] not in ("avx512", "amx")), (tail_bytes, i["isa"])
     for name, seqs in _cases(np.random.default_rng(3)).items():
         ref = plain_f32.encode_ids(seqs)
         got = model.encode_ids(seqs)

@@ -762,6 +762,7 @@ class EmbeddingServer:
         if m is not None:
             body.update({
                 "model_path": str(m.model_path), "model_format": m.format, "model_dtype": m.dtype,
+                "model_dtype_note": m.dtype_note,
                 "embedding_dimension": m.info["output_dim"],
                 "matryoshka_dimensions": [d for d in MATRYOSHKA_DIMS if d <= m.info["output_dim"]],
                 "max_input_length": m.max_seq_length, "isa": m.info["isa"], "threads": m.threads,
