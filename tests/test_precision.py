@@ -43,8 +43,9 @@ def test_precision_bars(full_plain_dir, plain_f32, dtype):
     assert model.dtype == dtype
     assert model._info["mlp_weights"] == dtype and model._info["attn_weights"] == dtype
     f32_bytes = plain_f32._info["weight_bytes"]
-    # int8: 1 byte per weight + a float32 scale and an int32 zero-point sum per 32 (1.25 bytes)
-    assert model._info["weight_bytes"] < (0.51 if dtype == "bfloat16" else 0.33) * f32_bytes + 20e6
+    # int8: 1 byte per weight + a float32 scale and an int32 zero-point sum per 32 (1.25 bytes), its last
+    # eighth of the layers 2 or 4 bytes (float32 where that is the ISA's fastest float GEMM, e.g. AVX2)
+    assert model._info["weight_bytes"] < (0.51 if dtype == "bfloat16" else 0.41) * f32_bytes + 20e6
     if dtype == "int8":  # the last n_layers // 8 layers (3 of 24) stay in a float type (docs/fidelity.md)
         i, n = model._info, model._info["num_hidden_layers"]
         per_layer = (i["hidden_size"] * 2 * (i["num_attention_heads"] + i["num_key_value_heads"]) * i["head_dim"]
