@@ -10,7 +10,8 @@ The first run creates benchmarks/.venv-bench (pinned requirements from requireme
 against requirements-lock.txt; llama-cpp-python built from source for this CPU) and installs
 embgemma from this checkout into it. The model is --model DIR, else the real EmbeddingGemma-300m
 (../shared/tools/get-real-weights), else the random-weight model of tests/refmodel.py; it is
-exported once to ONNX (fp32 + int8), OpenVINO IR and GGUF (f32, bf16, q8_0) under
+exported once to ONNX (fp32 + int8, and the whole pipeline for fastembed), OpenVINO IR (fp32, static
+int8, int8 weight-compressed) and GGUF (f32, bf16, q8_0) under
 benchmarks/.cache. Later runs reuse all of it. This file uses only the standard library: it parses
 the arguments, sets the environment up, then re-executes itself inside it.
 """
@@ -39,8 +40,8 @@ LLAMA_CMAKE_ARGS = os.environ.get(
 )
 SETUP_VERSION = 2
 # modules the harness needs in the environment: checked on every run (a stamp must not hide a broken env)
-NEEDED_MODULES = ["torch", "transformers", "sentence_transformers", "optimum", "onnxruntime", "openvino",
-                  "llama_cpp", "gguf", "sentencepiece", "tokenizers", "matplotlib", "psutil", "numpy"]
+NEEDED_MODULES = ["torch", "transformers", "sentence_transformers", "optimum", "onnxruntime", "openvino", "nncf",
+                  "fastembed", "llama_cpp", "gguf", "sentencepiece", "tokenizers", "matplotlib", "psutil", "numpy"]
 # what embgemma is built from: a change in any of these reinstalls it into the environment
 EMBGEMMA_SOURCES = ["setup.py", "pyproject.toml", "README.md", "MANIFEST.in", "LICENSE", "csrc", "embgemma"]
 EMBGEMMA_MARK = VENV / ".embgemma-install.json"

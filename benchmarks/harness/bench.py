@@ -45,7 +45,7 @@ def log(msg: str) -> None:
 
 PACKAGES = ["torch", "transformers", "sentence-transformers", "tokenizers", "huggingface-hub", "safetensors",
             "optimum", "optimum-onnx", "onnx", "onnxruntime", "optimum-intel", "openvino", "openvino-tokenizers",
-            "nncf", "llama-cpp-python", "gguf", "sentencepiece", "numpy", "scipy", "matplotlib", "psutil", "embgemma"]
+            "nncf", "fastembed", "llama-cpp-python", "gguf", "sentencepiece", "numpy", "scipy", "matplotlib", "psutil", "embgemma"]
 
 
 def versions() -> dict:
@@ -248,7 +248,7 @@ def prepare(args, cache: Path, logdir: Path, needs: set[str], vers: dict, model:
             _step("export_onnx", logdir, model=str(st_dir), out=str(d), qconfig="avx512_vnni", **src_kw)
         paths["onnx"] = str(d)
         info["onnx"] = json.loads((d / "export.json").read_text())
-    if "openvino" in needs:
+    if needs & {"openvino", "openvino_qint8", "openvino_wc8"}:  # the int8 IRs are made from the float32 IR
         ekey = _h([mkey, vers["optimum-intel"], vers["openvino"]])
         d = mdir / f"openvino-{ekey}"
         if not (d / "export.json").exists():
@@ -256,6 +256,38 @@ def prepare(args, cache: Path, logdir: Path, needs: set[str], vers: dict, model:
             _step("export_openvino", logdir, model=str(st_dir), out=str(d), **src_kw)
         paths["openvino"] = str(d)
         info["openvino"] = json.loads((d / "export.json").read_text())
+    if "openvino_qint8" in needs:
+        # calibration texts: the harness's own generator (corpus-like, document prompt), a separate seeded sample
+        calib = workloads.quant_calibration(cache, wl_tok, args.quant_calib_texts)
+        ekey = _h([mkey, Path(paths["openvino"]).name, vers["optimum-intel"], vers["openvino"], vers["nncf"],
+                   vers["sentence-transformers"], vers["transformers"],
+                   {k: calib[k] for k in ("key", "n", "seed", "min", "max", "prompt")}, "qint8-v1"])
+        d = mdir / f"openvino-qint8-{ekey}"
+        if not (d / "export.json").exists():
+            cj = logdir / "quant-calibration-texts.json"
+            cj.write_text(json.dumps({k: v for k, v in calib.items()}))
+            log(f"exporting OpenVINO static int8 (NNCF, {calib['n']} calibration texts, {calib['total_tokens']} "
+                f"tokens; {free()} GiB free)")
+            _step("export_openvino_qint8", logdir, src=paths["openvino"], out=str(d), calib_json=str(cj))
+        paths["openvino_qint8"] = str(d)
+        info["openvino_qint8"] = json.loads((d / "export.json").read_text())
+    if "openvino_wc8" in needs:
+        ekey = _h([mkey, Path(paths["openvino"]).name, vers["openvino"], vers["nncf"], "wc8-v1"])
+        d = mdir / f"openvino-wc8-{ekey}"
+        if not (d / "export.json").exists():
+            log(f"exporting OpenVINO int8 weight compression (nncf.compress_weights; {free()} GiB free)")
+            _step("export_openvino_wc8", logdir, src=paths["openvino"], out=str(d))
+        paths["openvino_wc8"] = str(d)
+        info["openvino_wc8"] = json.loads((d / "export.json").read_text())
+    if "onnx_st" in needs:
+        ekey = _h([mkey, vers["optimum"], vers["optimum-onnx"], vers["onnx"], vers["torch"], vers["transformers"],
+                   vers["sentence-transformers"], "onnx-st-v1"])
+        d = mdir / f"onnx-st-{ekey}"
+        if not (d / "export.json").exists():
+            log(f"exporting ONNX with the sentence-transformers head in the graph, for fastembed ({free()} GiB free)")
+            _step("export_onnx_st", logdir, model=str(st_dir), out=str(d), onnx_dir=paths.get("onnx", ""), **src_kw)
+        paths["onnx_st"] = str(d)
+        info["onnx_st"] = json.loads((d / "export.json").read_text())
     if "gguf" in needs:
         src = cache / f"llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}-src"
         if not (src / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py").exists():
@@ -410,6 +442,12 @@ def main(argv: list[str]) -> int:
             del k["tokens"]
     results["workloads"]["corpus"]["token_histogram"] = np.histogram(
         wl["corpus"]["tokens"], bins=[10, 50, 100, 200, 300, 400, 501])[0].tolist()
+    if "st-openvino-qint8" in args.system_names:  # its calibration sample must not be any measured text
+        measured = {x for k in ("fixed", "corpus", "query", "long", "calib") for x in texts[k]}
+        qc = workloads.quant_calibration(cache, paths["tokenizer_dir"], args.quant_calib_texts, exclude=measured)
+        results["meta"]["quant_calibration"] = {
+            "description": qc["description"], "n": qc["n"], "total_tokens": qc["total_tokens"], "key": qc["key"],
+            "overlap_with_measured_texts": 0, "used_by": ["st-openvino-qint8"]}
     R = results["systems"]
     for c in classes:
         R[c.name] = {"name": c.name, "family": c.family, "precision": c.precision, "description": c.description,

@@ -20,6 +20,7 @@ GET_REAL_WEIGHTS = SHARED / "tools" / "get-real-weights"
 # the systems of harness/systems.py, in table order (systems.py checks that the two lists agree)
 SYSTEM_NAMES = [
     "st-torch-fp32", "st-onnx-fp32", "st-onnx-int8", "st-openvino-fp32", "st-openvino-default",
+    "st-openvino-qint8", "st-openvino-wc8", "fastembed",
     "llamacpp-f32", "llamacpp-bf16", "llamacpp-q8_0",
     "embgemma-fp32", "embgemma-bf16", "embgemma-int8", "embgemma-q8_0", "embgemma-q4_0",
 ]
@@ -29,7 +30,8 @@ ALIASES = {"a": "fixed", "b": "corpus", "c": "query", "d": "long"}
 DESCRIPTION = """\
 embgemma competitor benchmark (benchmarks/README.md). The first run creates benchmarks/.venv-bench
 (pinned requirements; llama-cpp-python built from source) and installs embgemma from this checkout
-into it; every export of the model (ONNX fp32/int8, OpenVINO IR, GGUF f32/bf16/q8_0) is cached under
+into it; every export of the model (ONNX fp32/int8 and with the Dense head for fastembed, OpenVINO IR fp32 / static
+int8 / int8 weight-compressed, GGUF f32/bf16/q8_0) is cached under
 benchmarks/.cache, keyed by the model folder's files.
 
 Model: --model DIR (any sentence-transformers folder of EmbeddingGemma); without it, the real
@@ -68,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-sizes", help="calibration candidates (default 8,16,32,64; quick 8,16); "
                     "one value = no calibration")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quant-calib-texts", type=int, default=128,
+                    help="harness-generated corpus-like texts (document prompt, own seed, never the measured texts) "
+                         "that calibrate st-openvino-qint8's static int8 quantization (default 128: what "
+                         "OVQuantizationConfig() falls back to when num_samples is unset, as sentence-transformers "
+                         "leaves it); part of that export's cache key")
     ap.add_argument("--tokenizer", default=None,
                     help="dir with tokenizer.json + tokenizer_config.json for the workloads' exact token counts "
                          "(default: the model folder's own; for the random model $EMBGEMMA_TEST_TOKENIZER_DIR "
@@ -119,8 +126,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         a.batch_sizes = [int(x) for x in (a.batch_sizes or ("8,16" if q else "8,16,32,64")).split(",")]
     except ValueError:
         ap.error(f"--batch-sizes must be a comma list of integers, got {a.batch_sizes!r}")
-    if min(a.batch_sizes) < 1 or a.reps < 1 or a.corpus_size < 1 or a.query_calls < 1 or a.threads < 1:
-        ap.error("--batch-sizes, --reps, --corpus-size, --query-calls and --threads must be positive")
+    if (min(a.batch_sizes) < 1 or a.reps < 1 or a.corpus_size < 1 or a.query_calls < 1 or a.threads < 1
+            or a.quant_calib_texts < 1):
+        ap.error("--batch-sizes, --reps, --corpus-size, --query-calls, --threads and --quant-calib-texts must be "
+                 "positive")
     a.name = a.name or ("quick" if q else "full")
     if a.docs is None:  # docs/ only from a full measuring run, or when asked for
         a.docs = not q and not a.report_only

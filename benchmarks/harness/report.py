@@ -26,10 +26,11 @@ PRECISION_BY_SUFFIX = {"fp32": "fp32", "f32": "fp32", "bf16": "bf16", "int8": "i
 
 
 def _precision(s: dict) -> str:
+    declared = s.get("precision") or PRECISION_BY_SUFFIX.get(s["name"].rsplit("-", 1)[-1], "?")
     hint = str(((s.get("info") or {}).get("openvino_compiled") or {}).get("INFERENCE_PRECISION_HINT", ""))
-    if "bfloat16" in hint or "bf16" in hint:  # OpenVINO computes a float32 IR in bf16 on AMX / AVX512_BF16 CPUs
-        return "bf16"
-    return s.get("precision") or PRECISION_BY_SUFFIX.get(s["name"].rsplit("-", 1)[-1], "?")
+    if declared in ("fp32", "bf16", "?") and ("bfloat16" in hint or "bf16" in hint):
+        return "bf16"  # OpenVINO computes a float32 IR in bf16 on AMX / AVX512_BF16 CPUs (int8 IRs stay int8)
+    return declared
 
 
 def worst_cosine(s: dict):
@@ -343,7 +344,16 @@ def render_markdown(results: dict, plot_name: str | None = "performance.png") ->
         if "openvino_compiled" in info:
             oc = info["openvino_compiled"]
             notes.append(f"OpenVINO compiled INFERENCE_PRECISION_HINT={oc.get('INFERENCE_PRECISION_HINT')}, "
-                         f"INFERENCE_NUM_THREADS={oc.get('INFERENCE_NUM_THREADS')}, NUM_STREAMS={oc.get('NUM_STREAMS')}")
+                         f"INFERENCE_NUM_THREADS={oc.get('INFERENCE_NUM_THREADS')}, NUM_STREAMS={oc.get('NUM_STREAMS')}"
+                         + (f", DYNAMIC_QUANTIZATION_GROUP_SIZE={oc['DYNAMIC_QUANTIZATION_GROUP_SIZE']}"
+                            if "DYNAMIC_QUANTIZATION_GROUP_SIZE" in oc else ""))
+        if isinstance(info.get("openvino_runtime_ops"), dict):
+            notes.append("compiled graph: " + ", ".join(f"{k} ×{v}" for k, v in sorted(info["openvino_runtime_ops"].items())))
+        if "fastembed_pipeline" in info:
+            fp = info["fastembed_pipeline"]
+            notes.append(f"fastembed custom model: {fp.get('model_file')}, output {fp.get('output_name') or 'first'}, "
+                         f"pooling {fp.get('pooling')}, normalization {fp.get('normalization')}; ORT intra/inter op "
+                         f"threads {info.get('ort_intra_op_threads')}/{info.get('ort_inter_op_threads')}")
         for fv in (s.get("calibration") or {}).get("failed_variants", []):
             notes.append(f"calibration variant {fv['options']} failed ({fv['error']}), not used")
         if "tokenizer_check" in s and s["tokenizer_check"]:
@@ -352,6 +362,15 @@ def render_markdown(results: dict, plot_name: str | None = "performance.png") ->
                          f"{tc['texts']} texts; tokens from {info.get('tokenizer', '?')}")
         if notes:
             L.append(f"- `{s['name']}`: " + "; ".join(notes) + ".")
+    qx = m.get("exports", {}).get("openvino_qint8")
+    if qx:
+        qc = m.get("quant_calibration") or qx.get("calibration") or {}
+        L.append(f"- `st-openvino-qint8` IR: {qx.get('method')}; calibrated on {qx.get('effective_num_samples')} of "
+                 f"{qc.get('description', '?')} (the function's Hub dataset, glue/sst2, replaced: no Hub here); "
+                 f"{(qx.get('ir') or {}).get('FakeQuantize')} FakeQuantize nodes.")
+    wx = m.get("exports", {}).get("openvino_wc8")
+    if wx:
+        L.append(f"- `st-openvino-wc8` IR: {wx.get('method')}, mode {wx.get('mode')}.")
     gg = m.get("exports", {}).get("gguf")
     if gg:
         L.append("- GGUF files made by llama.cpp's `convert_hf_to_gguf.py --sentence-transformers-dense-modules`: "

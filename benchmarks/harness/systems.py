@@ -18,6 +18,33 @@ from .cli import SYSTEM_NAMES
 ONNX_FP32 = "onnx/model.onnx"
 ONNX_INT8 = "onnx/model_qint8_avx512_vnni.onnx"
 OV_XML = "openvino/openvino_model.xml"
+# sentence-transformers' export_static_quantized_openvino_model names its output with file_suffix "qint8_quantized"
+OV_QINT8_XML = "openvino/openvino_model_qint8_quantized.xml"
+OV_WC8_XML = "openvino/openvino_model_wc8.xml"  # nncf.compress_weights of the float32 IR (harness/prepare.py)
+WC8_DQ_GROUP_SIZE = 32  # the CPU plugin's dynamic activation quantization group for st-openvino-wc8
+
+
+def feed_position_ids(am) -> bool:
+    """Make an optimum-intel OVModelForFeatureExtraction feed its exported position_ids input.
+
+    optimum-intel exports gemma3_text feature extraction with a position_ids input that
+    OVModelForFeatureExtraction.forward never feeds (all tokens would sit at one rotary position:
+    cosine ~0.98 to the reference). Feed 0..T-1, as transformers does. Used by the OpenVINO workers
+    and by the static int8 export (whose calibration runs the same forward). True when patched.
+    """
+    if "position_ids" not in getattr(am, "input_names", {}):
+        return False
+    orig = am._inference
+
+    def _inference(inputs, _orig=orig):
+        if "position_ids" not in inputs:
+            ids = inputs["input_ids"]
+            b, t = ids.shape
+            inputs["position_ids"] = np.ascontiguousarray(np.broadcast_to(np.arange(t, dtype=np.int64), (b, t)))
+        return _orig(inputs)
+
+    am._inference = _inference
+    return True
 
 
 class System:
@@ -145,6 +172,12 @@ class STOpenVINO(_ST):
     needs = ("openvino",)
     backend = "openvino"
     precision_hint: str | None = "f32"  # None: OpenVINO's default (bf16 on CPUs with AVX512_BF16 / AMX)
+    folder_key = "openvino"  # which prepared folder (paths[...]) and IR file it loads
+    file_name = OV_XML
+    ov_extra: dict = {}  # further CPU plugin properties
+    # compiled properties recorded in info()
+    reported_props = ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT",
+                      "EXECUTION_MODE_HINT")
 
     def import_libs(self):
         super().import_libs()
@@ -156,43 +189,35 @@ class STOpenVINO(_ST):
                      "CACHE_DIR": ""}
         if self.precision_hint:
             ov_config["INFERENCE_PRECISION_HINT"] = self.precision_hint
-        self.model = self._load(self.paths["openvino"], backend="openvino",
-                                model_kwargs={"file_name": OV_XML, "ov_config": ov_config})
+        ov_config.update(self.ov_extra)
+        self.ov_config = ov_config
+        self.model = self._load(self.paths[self.folder_key], backend="openvino",
+                                model_kwargs={"file_name": self.file_name, "ov_config": ov_config})
         am = self.model[0].auto_model
         am.compile()
-        if "position_ids" in getattr(am, "input_names", {}):
-            # optimum-intel exports gemma3_text feature-extraction with a position_ids input that
-            # OVModelForFeatureExtraction.forward never feeds (all tokens would sit at one rotary
-            # position: cosine ~0.98 to the reference). Feed 0..T-1, as transformers does.
-            orig = am._inference
-
-            def _inference(inputs, _orig=orig):
-                if "position_ids" not in inputs:
-                    ids = inputs["input_ids"]
-                    b, t = ids.shape
-                    inputs["position_ids"] = np.ascontiguousarray(
-                        np.broadcast_to(np.arange(t, dtype=np.int64), (b, t)))
-                return _orig(inputs)
-
-            am._inference = _inference
+        if feed_position_ids(am):
             self.notes.append("position_ids fed by the harness (optimum-intel 1.27 OVModelForFeatureExtraction "
                               "does not pass the exported position_ids input)")
 
+    def compiled_model(self):
+        am = self.model[0].auto_model
+        req = getattr(am, "request", None)
+        if req is None:
+            return None
+        return req.get_compiled_model() if hasattr(req, "get_compiled_model") else req
+
     def info(self):
         d = super().info()
-        am = self.model[0].auto_model
-        cm = None
-        req = getattr(am, "request", None)
-        if req is not None:
-            cm = req.get_compiled_model() if hasattr(req, "get_compiled_model") else req
+        cm = self.compiled_model()
         props = {}
-        for p in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT",
-                  "EXECUTION_MODE_HINT"):
+        for p in self.reported_props:
             try:
                 props[p] = str(cm.get_property(p))
             except Exception as e:  # noqa: BLE001
                 props[p] = f"? ({type(e).__name__})"
         d["openvino_compiled"] = props
+        d["openvino_file"] = self.file_name
+        d["ov_config"] = {k: str(v) for k, v in self.ov_config.items()}
         hint = props.get("INFERENCE_PRECISION_HINT", "")
         # what the CPU plugin actually computes in: the report's "float32 competitor" must be float32
         d["precision"] = "bf16" if "bf16" in hint or "bfloat16" in hint else ("fp32" if "f32" in hint or "float32" in hint
@@ -211,6 +236,128 @@ class STOpenVINODefault(STOpenVINO):
     description = ("sentence-transformers, OpenVINO, the same IR at the CPU plugin's default inference precision "
                    "(bf16 where the CPU has AVX512_BF16 / AMX, else f32; the compiled precision is recorded)")
     precision_hint = None
+
+
+class _STOpenVINOInt8(STOpenVINO):
+    """An int8 OpenVINO IR at the CPU plugin's default inference precision (what a user gets).
+
+    Its precision class stays int8 (the report's 8-bit competitor); the plugin's compute precision
+    for the ops left in floating point is recorded as compute_precision."""
+    precision = "int8"
+    precision_hint = None
+
+    def info(self):
+        d = super().info()
+        d["compute_precision"] = d.get("precision")
+        d["precision"] = self.precision
+        cm = self.compiled_model()
+        try:  # what the compiled graph really runs: int8 / u8 convolutions and matmuls
+            rt = cm.get_runtime_model()
+            kinds: dict = {}
+            def _get(rt_info, key, default):
+                try:
+                    v = rt_info[key]
+                except Exception:  # noqa: BLE001
+                    return default
+                return v.astype(str) if hasattr(v, "astype") else str(v)
+
+            for op in rt.get_ordered_ops():
+                info = op.get_rt_info()
+                lt = _get(info, "layerType", op.get_type_name())
+                prec = _get(info, "runtimePrecision", "?")  # for weight-compressed FCs: the weights' type
+                prim = _get(info, "primitiveType", "?")  # the kernel the plugin picked
+                if lt in ("FullyConnected", "MatMul", "Convolution", "Gather", "ScaledDotProductAttention"):
+                    k = f"{lt}:{prec}:{prim}"
+                    kinds[k] = kinds.get(k, 0) + 1
+            d["openvino_runtime_ops"] = kinds
+        except Exception as e:  # noqa: BLE001
+            d["openvino_runtime_ops"] = f"? ({type(e).__name__}: {e})"
+        return d
+
+
+class STOpenVINOQInt8(_STOpenVINOInt8):
+    name = "st-openvino-qint8"
+    description = ("sentence-transformers, OpenVINO static int8 (export_static_quantized_openvino_model: "
+                   "optimum-intel OVQuantizer + NNCF, default OVQuantizationConfig with SmoothQuant), calibrated on "
+                   "harness-generated corpus-like texts")
+    needs = ("openvino_qint8",)
+    folder_key = "openvino_qint8"
+    file_name = OV_QINT8_XML
+
+
+class STOpenVINOWC8(_STOpenVINOInt8):
+    name = "st-openvino-wc8"
+    description = ("sentence-transformers, OpenVINO float32 IR with int8 weights (nncf.compress_weights, NNCF's "
+                   f"default int8 mode), run with the CPU plugin's dynamic activation quantization "
+                   f"(DYNAMIC_QUANTIZATION_GROUP_SIZE={WC8_DQ_GROUP_SIZE})")
+    needs = ("openvino_wc8",)
+    folder_key = "openvino_wc8"
+    file_name = OV_WC8_XML
+    ov_extra = {"DYNAMIC_QUANTIZATION_GROUP_SIZE": WC8_DQ_GROUP_SIZE}
+    reported_props = STOpenVINO.reported_props + ("DYNAMIC_QUANTIZATION_GROUP_SIZE", "KV_CACHE_PRECISION",
+                                                  "KEY_CACHE_PRECISION", "VALUE_CACHE_PRECISION")
+
+
+# ------------------------------------------------------------------------------------------
+# fastembed (Qdrant), on the harness's own ONNX export
+
+
+FASTEMBED_MODEL_NAME = "embgemma-bench/embeddinggemma-300m-local"
+
+
+class FastEmbed(System):
+    name = "fastembed"
+    family = "competitor"
+    description = ("fastembed TextEmbedding, custom model (add_custom_model) on the harness's own ONNX export "
+                   "(specific_model_path; not onnx-community's files)")
+    needs = ("onnx_st",)
+    precision = "fp32"
+
+    def import_libs(self):
+        import fastembed  # noqa: F401
+        import onnxruntime  # noqa: F401
+
+    def construct(self):
+        import json
+
+        from fastembed import TextEmbedding
+        from fastembed.common.model_description import ModelSource, PoolingType
+
+        folder = Path(self.paths["onnx_st"])
+        exp = json.loads((folder / "export.json").read_text())
+        self.export = exp
+        self.model_file = exp["fastembed_model_file"]
+        output_name = exp.get("fastembed_output_name")  # "sentence_embedding" when the graph has the Dense head
+        pooling = PoolingType.DISABLED if output_name == "sentence_embedding" else PoolingType.MEAN
+        self.pipeline = {"model_file": self.model_file, "output_name": output_name, "pooling": pooling.value,
+                         "normalization": True, "additional_files": exp.get("fastembed_additional_files", [])}
+        TextEmbedding.add_custom_model(
+            model=FASTEMBED_MODEL_NAME, pooling=pooling, normalization=True,
+            sources=ModelSource(hf=FASTEMBED_MODEL_NAME), dim=768, model_file=self.model_file,
+            description="EmbeddingGemma-300m, the benchmark harness's own ONNX export", license="gemma",
+            additional_files=exp.get("fastembed_additional_files", []), output_name=output_name)
+        self.model = TextEmbedding(model_name=FASTEMBED_MODEL_NAME, specific_model_path=str(folder),
+                                   threads=self.threads, providers=["CPUExecutionProvider"], local_files_only=True,
+                                   cache_dir=str(folder / ".fastembed-cache"))
+        self.notes.append(f"runs {exp.get('fastembed_export_note', self.model_file)}")
+        if exp.get("fastembed_fidelity_note"):
+            self.notes.append(exp["fastembed_fidelity_note"])
+
+    def encode(self, texts, batch_size):
+        return np.asarray(list(self.model.embed(texts, batch_size=batch_size)), dtype=np.float32)
+
+    def info(self):
+        d = super().info()
+        d["fastembed_pipeline"] = self.pipeline
+        inner = getattr(self.model, "model", None)
+        sess = getattr(inner, "model", None)
+        if sess is not None:
+            so = sess.get_session_options()
+            d.update(ort_intra_op_threads=so.intra_op_num_threads, ort_inter_op_threads=so.inter_op_num_threads,
+                     ort_execution_mode=str(so.execution_mode), ort_providers=sess.get_providers(),
+                     onnx_outputs=[o.name for o in sess.get_outputs()], onnx_inputs=[i.name for i in sess.get_inputs()])
+        d["export"] = {k: v for k, v in self.export.items() if k != "files"}
+        return d
 
 
 # ------------------------------------------------------------------------------------------
@@ -390,7 +537,8 @@ class EmbGemmaQ4(_EmbGemma):
     precision = "q4_0"
 
 
-ALL = [STTorch, STOnnxFP32, STOnnxInt8, STOpenVINO, STOpenVINODefault, LlamaF32, LlamaBF16, LlamaQ8,
+ALL = [STTorch, STOnnxFP32, STOnnxInt8, STOpenVINO, STOpenVINODefault, STOpenVINOQInt8, STOpenVINOWC8,
+       FastEmbed, LlamaF32, LlamaBF16, LlamaQ8,
        EmbGemmaFP32, EmbGemmaBF16, EmbGemmaInt8, EmbGemmaQ8GGUF, EmbGemmaQ4]
 BY_NAME = {c.name: c for c in ALL}
 REFERENCE = "st-torch-fp32"

@@ -145,3 +145,44 @@ def load_or_build(cache_dir: Path, tokenizer_dir: str | Path, **params) -> dict:
     tmp.write_text(json.dumps(data))
     tmp.replace(path)
     return data
+
+
+QUANT_CALIB_SEED = 20261207  # its own seed: a separate sample, never the measured texts
+
+
+def quant_calibration(cache_dir: Path, tokenizer_dir: str | Path, n: int, *, seed: int = QUANT_CALIB_SEED,
+                      corpus_min: int = 10, corpus_max: int = 500, exclude: set[str] | None = None) -> dict:
+    """Texts that calibrate the static int8 quantization of a competitor (st-openvino-qint8).
+
+    Made by the same generator as workload b (corpus-like texts, uniform corpus_min..corpus_max tokens,
+    the document prompt prepended as for every system), from a separate seeded RNG, so they are never
+    the measured texts themselves; `exclude` (the measured texts) is checked all the same and any
+    collision is regenerated. Cached by its parameters, the tokenizer and this file's source.
+    Returns {"texts", "tokens", "seed", "key", ...}; "key" hashes the texts (an export's cache key).
+    """
+    tok_sha = hashlib.sha256((Path(tokenizer_dir) / "tokenizer.json").read_bytes()).hexdigest()[:16]
+    src_sha = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    params = {"n": n, "seed": seed, "min": corpus_min, "max": corpus_max, "prompt": DOC_PROMPT}
+    key = hashlib.sha256(json.dumps([params, tok_sha, src_sha], sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"quant-calib-{key}.json"
+    if path.exists():
+        data = json.loads(path.read_text())
+    else:
+        tok = tokenizer(tokenizer_dir)
+        rng = random.Random(seed)
+        lens_rng = random.Random(seed + 1)
+        texts = [exact_text(tok, rng, DOC_PROMPT, lens_rng.randint(corpus_min, corpus_max)) for _ in range(n)]
+        data = {"texts": texts, "tokens": [n_tokens(tok, s) for s in texts], **params,
+                "description": f"{n} harness-generated corpus-like texts, uniform {corpus_min}..{corpus_max} tokens, "
+                               f"document prompt, seed {seed} (separate from the workloads' seed)"}
+        data["key"] = hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+    if exclude:
+        clash = [s for s in data["texts"] if s in exclude]
+        if clash:  # practically impossible (different seed), but the guarantee is cheap
+            raise RuntimeError(f"{len(clash)} quantization calibration texts equal measured texts; change the seed")
+    data["total_tokens"] = sum(data["tokens"])
+    return data
