@@ -9,9 +9,19 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from . import _core
+# Shared cores: GNU OpenMP's idle workers spin up to 300,000 times (several ms) before sleeping, which on a
+# machine whose cores are busy with other processes (Ray actors, Spark executors, a second server) burns
+# the time slices those processes need. Measured with benchmarks/contention.py (docs/performance.md): two
+# processes of 2 threads on 2 cores gave 395-424 tok/s in all against 473-522 for one alone; with 10,000
+# spins 463-556, and no loss alone. libgomp reads this when it loads, which is the import of _core below;
+# a value the user set (GOMP_SPINCOUNT or OMP_WAIT_POLICY) is left alone. Results never depend on it.
+if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "10000"
+
+from . import _core  # noqa: E402
 from ._core import EmbGemmaError, ModelFormatError, UnsupportedModelError
 from .model import MATRYOSHKA_DIMS, EmbeddingGemma, cos_sim
 from .prompts import DEFAULT_PROMPTS

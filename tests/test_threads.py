@@ -136,3 +136,22 @@ def test_cli_info_reports_omp_num_threads():
     env.pop("OMP_NUM_THREADS")
     r = subprocess.run([sys.executable, "-m", "embgemma", "info"], capture_output=True, text=True, env=env, timeout=120)
     assert json.loads(r.stdout)["build"]["default_threads"] == _affinity()
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({}, "10000"),                                   # embgemma's default: idle workers sleep sooner
+    ({"GOMP_SPINCOUNT": "300k"}, "300k"),            # the user's choice is left alone
+    ({"OMP_WAIT_POLICY": "active"}, None),           # so is a wait policy (libgomp derives the count)
+])
+def test_openmp_spin_count_default(env, expected):
+    """Shared cores (docs/performance.md, "Shared cores"): importing embgemma shortens GNU OpenMP's
+    spinning before libgomp loads, unless the user set GOMP_SPINCOUNT or OMP_WAIT_POLICY; the embeddings
+    do not depend on it."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = ("import os, embgemma, json; m = embgemma.EmbeddingGemma(%r, threads=2, dtype='float32'); "
+            "print(json.dumps([os.environ.get('GOMP_SPINCOUNT'), m.encode(['spin'])[0][:4].tolist()]))" % str(GOLDEN_DIR))
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    spin, emb = json.loads(out.stdout)
+    assert spin == expected
+    ref = EmbeddingGemma(GOLDEN_DIR, threads=2, dtype="float32").encode(["spin"])[0][:4]
+    np.testing.assert_array_equal(np.array(emb, dtype=np.float32), ref)
