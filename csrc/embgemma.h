@@ -57,7 +57,8 @@ typedef enum {
     EG_WEIGHTS_INT8,      /* int8 weights with a float32 scale per output row and 32
                              inputs; uint8 activations per token and 32 inputs,
                              exact int32 block sums; the last n_layers / 8
-                             layers stay BF16 (docs/fidelity.md)                */
+                             layers stay BF16 (avx512, amx) or F32 (other ISAs:
+                             their fastest float GEMM; docs/fidelity.md)        */
     EG_WEIGHTS_Q8_0,      /* ggml Q8_0: int8 weights, a float16 scale per 32 inputs;
                              activations and sums as INT8                      */
     EG_WEIGHTS_Q4_0,      /* ggml Q4_0: 4-bit weights (-8..7) in nibbles, scales as Q8_0 */
