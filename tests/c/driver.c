@@ -515,7 +515,7 @@ static eg_isa same_results_as(eg_isa isa) {
         const eg_kernels *o = eg_kernels_for((eg_isa)i);
         if (o->gemm == k->gemm && o->gemm_bf16 == k->gemm_bf16 && o->quantize == k->quantize && o->axpy == k->axpy &&
             o->scale == k->scale && o->gelu_gate == k->gelu_gate && o->exp_sub == k->exp_sub &&
-            o->pairs16 == k->pairs16 && o->bf16dot == k->bf16dot)
+            o->pairs16 == k->pairs16 && o->bf16dot == k->bf16dot && o->tail_bf16 == k->tail_bf16)
             return (eg_isa)i;
     }
     return isa;
