@@ -306,7 +306,8 @@ void eg_kernels_avx512_fill(eg_kernels *k) {
     k->gemm_q = gemm_q_avx512;
     k->pairs16 = 0; /* vpdpbusd sums into int32 */
     k->fma_loop = fma_loop_avx512;
-    k->tail_bf16 = 1; /* widening bfloat16 1.06x float32 here (docs/performance.md) */
+    k->tail_bf16 = 1; /* as before: widening bfloat16 ~1.06x float32 single-thread since the k-pair layout
+                         (docs/performance.md; the 2-thread harness run before it gave 0.93-0.96x) */
 }
 
 void eg_kernels_avx512bf16_fill(eg_kernels *k) {

@@ -6,7 +6,7 @@ against sentence-transformers float32), and which beats float32 by ``MIN_SPEEDUP
 workload; else float32, the exact mode. The figures are measurements committed here with where they came
 from (docs/performance.md, docs/fidelity.md): an ISA or a mode that has not been measured is never
 chosen, so a CPU nobody has timed gets float32. ``tests/test_real_weights.py`` asserts the resolved
-default's fidelity on every ISA the test machine can run.
+default's fidelity on every vector ISA the test machine can run.
 
 Files whose layer matrices are stored quantized (GGUF Q8_0 / Q4_0) load as stored: expanding them
 cannot bring back what quantizing took away.

@@ -113,11 +113,11 @@ def _resolve_dtype(dtype) -> str:
         ) from None
 
 
-def _stored_quantized(path: Path) -> bool:
-    """A GGUF whose layer matrices are stored as ggml blocks (Q8_0 / Q4_0): "auto" keeps them as stored."""
-    if not path.is_file():
-        return False  # a sentence-transformers folder: safetensors hold F32 / F16 / BF16
-    return any(name.startswith("blk.") and kind in ("Q8_0", "Q4_0") for name, kind, _ in _core.gguf_read(str(path))["tensors"])
+def _stored_quantized(gguf: dict[str, Any] | None) -> bool:
+    """A GGUF (``_core.gguf_read``'s result; None for a safetensors folder, whose files hold F32 / F16 /
+    BF16) whose layer matrices are ggml blocks (Q8_0 / Q4_0): "auto" keeps them as stored."""
+    return gguf is not None and any(name.startswith("blk.") and kind in ("Q8_0", "Q4_0")
+                                    for name, kind, _ in gguf["tensors"])
 
 
 class EmbeddingGemma:
@@ -140,7 +140,7 @@ class EmbeddingGemma:
             resolved to and ``model.dtype_note`` why), ``"float32"`` (exact: sentence-transformers'
             numbers, ask for it when you compare with them), ``"bfloat16"`` (half the weight memory;
             worst cosine >= 0.9999 to float32), ``"int8"`` (a quarter; int8 weights and 8-bit
-            activations per block of 32, the last 3 layers in bfloat16; worst cosine >= 0.999), or
+            activations per block of 32, the last 3 layers in the ISA's fastest float type; worst cosine >= 0.999), or
             ggml's ``"q8_0"`` / ``"q4_0"`` (a scale per 32 weights). Norms, attention, pooling and the
             Dense head stay float32 in every mode (docs/fidelity.md).
         dense_from: GGUF files only. A sentence-transformers folder of the model whose Dense modules
@@ -183,14 +183,17 @@ class EmbeddingGemma:
         extra: dict[str, Any] = {"no_dense": bool(no_dense)}
         if dense_dir is not None:
             extra["dense_from"] = str(dense_dir)
-        self.dtype_note = f"asked for: {want}"
-        if want == "auto" and not _stored_quantized(path):
-            want, self.dtype_note = auto_dtype.resolve(_core.build_info()["chosen_isa"])
+        # "auto" on a GGUF reads its header (the tensor types decide); kept for its tokenizer metadata
+        gguf = _core.gguf_read(str(path)) if self.format == "gguf" and want == "auto" else None
+        note = f"asked for: {want}"
+        if want == "auto" and not _stored_quantized(gguf):
+            want, note = auto_dtype.resolve(_core.build_info()["chosen_isa"])
         self._core = _core.Model(str(path), mlp_weights=want, attn_weights=want, **extra)
         self._info = self._core.info
         self.dtype: str = self._info["mlp_weights"]
-        if self.dtype_note.startswith("asked for: auto"):
-            self.dtype_note = f"auto: {self.dtype}, as the file stores its layers ({self._info['weight_dtype']})"
+        #: how dtype was chosen: "asked for: ...", or the auto rule's reason
+        self.dtype_note: str = note if want != "auto" else (
+            f"auto: {self.dtype}, as the file stores its layers ({self._info['weight_dtype']})")
         if no_dense and self._info["n_dense"] == 0:
             warnings.warn(
                 f"{path}: no Dense tensors; returning the normalized mean of the last hidden states, which is NOT "
@@ -201,7 +204,7 @@ class EmbeddingGemma:
         self.threads = threads  # validated by the setter
 
         if self.format == "gguf":
-            self._init_gguf(path, dense_dir, max_seq_length, truncate_dim)
+            self._init_gguf(path, gguf, dense_dir, max_seq_length, truncate_dim)
             return
         self._read_st_config(path / "config_sentence_transformers.json", empty_means_default=False)
 
@@ -229,7 +232,8 @@ class EmbeddingGemma:
 
     # ------------------------------------------------------------------ loading helpers
 
-    def _init_gguf(self, path: Path, dense_dir: Path | None, max_seq_length: int | None, truncate_dim) -> None:
+    def _init_gguf(self, path: Path, gguf: dict[str, Any] | None, dense_dir: Path | None, max_seq_length: int | None,
+                   truncate_dim) -> None:
         """Prompts, tokenizer and length for a GGUF: a tokenizer.json beside the file (or in dense_from)
         wins; else the tokenizer is rebuilt from the GGUF's own metadata."""
         from ._gguf import tokenizer_from_gguf
@@ -242,7 +246,7 @@ class EmbeddingGemma:
             self.tokenizer = self._load_tokenizer(beside[0])
             self.tokenizer_source = str(beside[0] / "tokenizer.json")
         else:
-            meta = _core.gguf_read(str(path))["metadata"]
+            meta = (gguf or _core.gguf_read(str(path)))["metadata"]
             tok, self.bos_token_id, self.eos_token_id = tokenizer_from_gguf(meta, str(path))
             tok.no_padding()
             tok.no_truncation()

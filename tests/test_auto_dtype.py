@@ -57,7 +57,7 @@ def test_unfaithful_or_slow_modes_are_never_chosen(monkeypatch):
     monkeypatch.setattr(ad, "MEASURED", {"avx2": {"int8": fast_but_wrong, "bfloat16": faithful_but_slow}})
     assert ad.resolve("avx2")[0] == "float32"
     monkeypatch.setattr(ad, "MEASURED", {"avx2": {"int8": fast_but_wrong, "bfloat16": good}})
-    assert ad.resolve("avx2") [0] == "bfloat16"
+    assert ad.resolve("avx2")[0] == "bfloat16"
 
 
 def test_default_model_takes_the_resolved_mode(no_env_dtype):
