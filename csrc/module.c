@@ -155,7 +155,7 @@ static int warn_forked(void) {
  * regions): at most every SIGNALS_POLL_S it takes the GIL back, lets Python run its signal handlers
  * and releases it again. A handler that raised (KeyboardInterrupt) cancels the call: the exception
  * stays set and Model_encode returns NULL. Calls on other threads are not polled (no GIL traffic in
- * servers), nor are short calls (the first poll comes SIGNALS_POLL_S into the call). */
+ * servers); a short call (the first poll comes SIGNALS_POLL_S into it) checks once as it returns. */
 #define SIGNALS_POLL_S 0.1
 
 typedef struct {
@@ -297,6 +297,10 @@ static PyObject *Model_encode(ModelObject *self, PyObject *args, PyObject *kwds)
     s = eg_encode(self->model, idp, o, n, &opts, outp, dim, rp, err, sizeof err);
     PyEval_RestoreThread(poll.ts);
     if (s == EG_ERR_CANCELLED && PyErr_Occurred()) goto done; /* a signal handler's exception */
+    /* A signal caught during the call by another thread (the kernel may pick any thread that does
+     * not block it) need not wake this thread's eval loop: ask for it here, so a run of short calls
+     * sees Ctrl-C as the call it arrived in returns. */
+    if (s == EG_OK && opts.cancel && PyErr_CheckSignals() < 0) goto done;
     if (s != EG_OK) {
         raise_status(s, err);
         goto done;

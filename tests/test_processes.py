@@ -33,6 +33,8 @@ _CTRL_C_CHILD = textwrap.dedent("""
     # Ctrl-C as in a terminal, even when this run inherited SIGINT ignored (a job started in the
     # background by a non-interactive shell does)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # and deliverable: a run may also inherit SIGINT blocked (the mask passes through fork and exec)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
     from embgemma import EmbeddingGemma
     GOLDEN = {golden!r}
     say = lambda **kw: print(json.dumps(kw), flush=True)
@@ -54,6 +56,16 @@ _CTRL_C_CHILD = textwrap.dedent("""
     fresh = EmbeddingGemma(GOLDEN, threads=1).encode(probe)
     say(same=bool((after == before).all()), fresh=bool((after == fresh).all()))
 """)
+
+
+def _signal_state(pid: int) -> str:
+    """The kernel's view of a process's signals (Linux): blocked, ignored, caught and pending masks,
+    for a failure message that says whether the SIGINT was held back or never arrived."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return " ".join(line.strip() for line in f if line.startswith(("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")))
+    except OSError as e:
+        return f"unknown ({e})"
 
 
 def _read_json_line(proc: subprocess.Popen, timeout: float) -> dict:
@@ -81,8 +93,10 @@ def test_ctrl_c_stops_a_long_encode_and_leaves_the_model_usable():
         time.sleep(1.0)
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
+        signals = _signal_state(proc.pid)
         got = _read_json_line(proc, 60)
-        assert "interrupted_at" in got, f"the encode ran to the end ({got}) although it was expected to take {ready}"
+        assert "interrupted_at" in got, (f"the encode ran to the end ({got}) although it was expected to take {ready}; "
+                                         f"the child's signal state after the SIGINT: {signals}")
         latency = got["interrupted_at"] - sent  # CLOCK_MONOTONIC: one clock for both processes
         print(f"Ctrl-C latency {latency * 1000:.1f} ms, {got['after']:.2f} s into a {ready['ready']:.1f} s encode "
               f"of {ready['n']} texts")
@@ -156,6 +170,7 @@ _LONG_CALL_CHILD = textwrap.dedent("""
     import json, signal, time
     import numpy as np
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (see _CTRL_C_CHILD)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
     from embgemma import EmbeddingGemma
     say = lambda **kw: print(json.dumps(kw), flush=True)
     m = EmbeddingGemma({folder!r}, threads=1)  # one thread: slice times that a busy machine does not stretch
@@ -193,8 +208,10 @@ def test_ctrl_c_stops_one_long_engine_call(attention_heavy_dir):
         time.sleep(1.0)
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
+        signals = _signal_state(proc.pid)
         got = _read_json_line(proc, 300)
-        assert "interrupted_at" in got, f"the call ran to the end ({got}) although it was expected to take {ready}"
+        assert "interrupted_at" in got, (f"the call ran to the end ({got}) although it was expected to take {ready}; "
+                                         f"the child's signal state after the SIGINT: {signals}")
         latency = got["interrupted_at"] - sent
         print(f"Ctrl-C latency {latency * 1000:.1f} ms, {got['after']:.2f} s into one engine call of "
               f"{ready['n']} x 2048 tokens (estimated {ready['ready']:.1f} s)")
