@@ -53,7 +53,7 @@ def build_info() -> dict[str, Any]:
     "passed" or the first disagreement), cpu_features (what dispatch saw: CPUID and OS state),
     openmp, default_threads.
     """
-    from .model import _default_threads
+    from .loading import default_threads
 
     info = _core.build_info()
     return {
@@ -65,5 +65,5 @@ def build_info() -> dict[str, Any]:
         "selfcheck": info["selfcheck"],
         "cpu_features": info["cpu_features"],
         "openmp": info["openmp"],
-        "default_threads": _default_threads(),
+        "default_threads": default_threads(),
     }

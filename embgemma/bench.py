@@ -86,9 +86,9 @@ def _usable_cores() -> int:
 
 
 def _untruncated_count(model, prompt: str, text: str) -> int:
-    from .model import _clean
+    from .tokenization import prepare_text
 
-    return len(model.tokenizer.encode(_clean(text, 0, prompt, model.strip_whitespace)).ids)
+    return len(model.tokenizer.encode(prepare_text(text, 0, prompt, model.strip_whitespace)).ids)
 
 
 def _text_of_length(model, prompt: str, rng: random.Random, tokens: int) -> str:
@@ -533,7 +533,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def parse_dtypes(spec: str) -> list[str]:
     """'float32,bf16,q4_0' -> canonical names, in order, without repeats; ValueError names a bad one."""
-    from .model import _DTYPES
+    from .loading import DTYPES
 
     names = [s.strip() for s in spec.split(",")]
     if not any(names):
@@ -542,7 +542,7 @@ def parse_dtypes(spec: str) -> list[str]:
     for s in names:
         if not s:
             continue
-        canon = _DTYPES.get(s.lower())
+        canon = DTYPES.get(s.lower())
         if canon is None:
             raise ValueError(
                 f"--dtypes: unknown dtype {s!r}; choose from {', '.join(DEFAULT_DTYPES)} or auto "

@@ -1,13 +1,13 @@
 """EmbeddingGemma: the user-facing model, shaped like sentence-transformers' SentenceTransformer.
 
-Text work happens here (prompts, tokenization with Hugging Face ``tokenizers``, length-sorted
-batching); the numbers are computed by the C engine in ``embgemma._core``, which writes each
-embedding straight into the NumPy array this module returns.
+This module is the API: arguments, prompts, and the order of the steps. Reading a model's files is
+``loading``'s job, text to token ids ``tokenization``'s, engine calls ``batching``'s; the numbers are
+computed by the C engine in ``embgemma._core``, which writes each embedding straight into the NumPy
+array this module returns.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -19,106 +19,17 @@ import numpy as np
 
 from . import _core, auto_dtype
 from ._hub import resolve_model_path
-from .prompts import DEFAULT_PROMPTS, DOCUMENT_PROMPT_NAMES, document_prompt_with_title, resolve_prompt
+from .batching import CHUNK_CHARS, CHUNK_TEXTS, EncodeRun, check_batch_size
+from .loading import (MAX_THREADS, default_threads, read_json, read_prompt_config, resolve_dtype, stored_quantized,
+                      transformer_dir)
+from .prompts import DOCUMENT_PROMPT_NAMES, document_prompt_with_title, resolve_prompt
+from .quantization import PRECISIONS
+from .tokenization import load_tokenizer, prepare_text, truncate_ids
 
 logger = logging.getLogger("embgemma")
 
 #: Matryoshka widths EmbeddingGemma was trained for (any prefix 1..768 is accepted).
 MATRYOSHKA_DIMS = (768, 512, 256, 128)
-
-# Tokens per engine call: bounds scratch memory (about 17 KB per token for the full model).
-_MAX_BATCH_TOKENS = 8192
-# Tokens per engine call when no batch_size is given: batches are filled with texts (longest first)
-# up to this many tokens, so short texts go to the engine by the hundred instead of 32 at a time.
-# Measured on the real weights, 2 threads on a shared 2-core machine, CPU-seconds (median of 3):
-# 1024 short texts (10,154 tokens) 36.0 at batch_size=32, 23.3 / 20.7 / 20.7 at budgets 2048 / 4096 /
-# 8192; 256 short texts 15.1 against 7.0 / 7.3 / 6.3; mixed lengths (135 texts, 9,381 tokens) within
-# 10% of each other. Every call crosses ~250 OpenMP barriers, which cost most when the cores are
-# busy; on idle cores the gap shrinks to 5-35%. 4096 is best or tied everywhere, ~70 MB of scratch.
-_TOKEN_BUDGET = 4096
-# Texts (and characters) tokenized at a time: encode streams through them, so what it holds beyond the
-# output array (the tokenizer's objects, about 3 KB a text) does not grow with the number of texts,
-# and Ctrl-C is seen between batches instead of after tokenizing everything (tests/test_memory.py,
-# tests/test_processes.py). Batches are length-sorted within a chunk; results do not depend on it.
-_CHUNK_TEXTS = 2048
-_CHUNK_CHARS = 1 << 20
-
-
-def _default_threads() -> int:
-    """OMP_NUM_THREADS when set (as every OpenMP program honours it, even above the core count),
-    else every core this process may use (its affinity mask)."""
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env:
-        first = env.split(",")[0].strip()  # OpenMP: a list, one value per nesting level
-        if first.isdecimal() and int(first) >= 1:
-            if int(first) > _MAX_THREADS:
-                warnings.warn(f"OMP_NUM_THREADS={env} is above embgemma's limit of {_MAX_THREADS} threads; "
-                              f"using {_MAX_THREADS}", RuntimeWarning, stacklevel=3)
-                return _MAX_THREADS
-            return int(first)
-        warnings.warn(f"OMP_NUM_THREADS={env!r} is not a positive integer (OpenMP takes one, or a comma-separated "
-                      "list of them); ignored: using every core this process may use", RuntimeWarning, stacklevel=3)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-_MAX_THREADS = 4096  # the engine's limit per call
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nesting deeper than json can follow
-        raise _core.ModelFormatError(f"{path}: cannot read JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise _core.ModelFormatError(f"{path}: expected a JSON object")
-    return data
-
-
-_DTYPES = {
-    "float32": "float32", "fp32": "float32", "f32": "float32",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "int8": "int8", "i8": "int8", "q8": "int8",
-    "q8_0": "q8_0", "q4_0": "q4_0",
-    "auto": "auto",
-}
-
-
-def _resolve_dtype(dtype) -> str:
-    """The weights mode for a dtype given as a name ("bf16") or a NumPy / PyTorch dtype-like object.
-    None: $EMBGEMMA_DTYPE when set (a process-wide default, e.g. for a server or a test suite), else
-    "auto" (resolved at load from the measurements in auto_dtype.py)."""
-    if dtype is None:
-        env = os.environ.get("EMBGEMMA_DTYPE", "").strip()
-        if not env:
-            return "auto"
-        if env.lower() not in _DTYPES:
-            raise ValueError(f"EMBGEMMA_DTYPE={env!r} is not a weights mode: use auto, float32, bfloat16, int8, "
-                             "q8_0 or q4_0, or unset it")
-        return _DTYPES[env.lower()]
-    name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype).rsplit(".", 1)[-1]
-    try:
-        return _DTYPES[str(name).lower()]
-    except KeyError:
-        raise ValueError(
-            f"dtype={dtype!r} is not supported: use 'float32' (exact), 'bfloat16' (half the weight memory, "
-            "cosine >= 0.9999 to float32), 'int8' (a quarter, cosine >= 0.999), ggml's 'q8_0' or 'q4_0', or "
-            "None / 'auto' (the default: the fastest mode measured bfloat16-class on this CPU). float16 is refused "
-            "on purpose: EmbeddingGemma's activations overflow it."
-        ) from None
-
-
-def _stored_quantized(gguf: dict[str, Any] | None) -> bool:
-    """A GGUF (``_core.gguf_read``'s result; None for a safetensors folder, whose files hold F32 / F16 /
-    BF16) whose layer matrices are ggml blocks (Q8_0 / Q4_0): "auto" keeps them as stored."""
-    return gguf is not None and any(name.startswith("blk.") and kind in ("Q8_0", "Q4_0")
-                                    for name, kind, _ in gguf["tensors"])
-
 
 class EmbeddingGemma:
     """An EmbeddingGemma model (google/embeddinggemma-300m or a fine-tune) running on embgemma's C engine.
@@ -166,7 +77,7 @@ class EmbeddingGemma:
         no_dense: bool = False,
         strip_whitespace: bool = False,
     ) -> None:
-        want = _resolve_dtype(dtype)
+        want = resolve_dtype(dtype)
         self.strip_whitespace = strip_whitespace  # validated by the setter
         path = resolve_model_path(model_name_or_path, cache_folder)
         self.model_path = path
@@ -186,7 +97,7 @@ class EmbeddingGemma:
         # "auto" on a GGUF reads its header (the tensor types decide); kept for its tokenizer metadata
         gguf = _core.gguf_read(str(path)) if self.format == "gguf" and want == "auto" else None
         note = f"asked for: {want}"
-        if want == "auto" and not _stored_quantized(gguf):
+        if want == "auto" and not stored_quantized(gguf):
             want, note = auto_dtype.resolve(_core.build_info()["chosen_isa"])
         self._core = _core.Model(str(path), mlp_weights=want, attn_weights=want, **extra)
         self._info = self._core.info
@@ -208,15 +119,16 @@ class EmbeddingGemma:
             return
         self._read_st_config(path / "config_sentence_transformers.json", empty_means_default=False)
 
-        self._tokenizer_dir = path if (path / "tokenizer.json").is_file() else self._transformer_dir()
-        self.tokenizer = self._load_tokenizer(self._tokenizer_dir)
+        self.transformer_dir = transformer_dir(path)
+        self._tokenizer_dir = path if (path / "tokenizer.json").is_file() else self.transformer_dir
+        self._set_tokenizer(*load_tokenizer(self._tokenizer_dir))
         self.tokenizer_source = str(self._tokenizer_dir / "tokenizer.json")
 
         # sentence-transformers' max_seq_length, else the tokenizer's (10**7 and more: transformers' "no limit")
         default_len = self._info["max_positions"]
-        for file, key in ((self._transformer_dir() / "sentence_bert_config.json", "max_seq_length"),
+        for file, key in ((self.transformer_dir / "sentence_bert_config.json", "max_seq_length"),
                           (self._tokenizer_dir / "tokenizer_config.json", "model_max_length")):
-            value = (_read_json(file) or {}).get(key)
+            value = (read_json(file) or {}).get(key)
             if isinstance(value, bool) or not isinstance(value, int) or value >= 10**7:
                 continue
             if value <= self._n_special:
@@ -241,105 +153,33 @@ class EmbeddingGemma:
         self._read_st_config(dense_dir / "config_sentence_transformers.json" if dense_dir else None,
                              empty_means_default=True)
         beside = [d for d in (path.parent, dense_dir) if d is not None and (d / "tokenizer.json").is_file()]
+        self.transformer_dir = None
         if beside:
             self._tokenizer_dir = beside[0]
-            self.tokenizer = self._load_tokenizer(beside[0])
+            self._set_tokenizer(*load_tokenizer(beside[0]))
             self.tokenizer_source = str(beside[0] / "tokenizer.json")
         else:
             meta = (gguf or _core.gguf_read(str(path)))["metadata"]
-            tok, self.bos_token_id, self.eos_token_id = tokenizer_from_gguf(meta, str(path))
+            tok, bos_id, eos_id = tokenizer_from_gguf(meta, str(path))
             tok.no_padding()
             tok.no_truncation()
-            self.tokenizer = tok
+            self._set_tokenizer(tok, bos_id, eos_id)
             self._tokenizer_dir = None
-            self._n_special = len(tok.encode("").ids)
             self.tokenizer_source = "gguf metadata"
         self._max_seq_length = 0
         self.max_seq_length = self._info["max_positions"] if max_seq_length is None else max_seq_length
         self.truncate_dim = truncate_dim
 
     def _read_st_config(self, file: Path | None, empty_means_default: bool) -> None:
-        """prompts, default_prompt_name and similarity_fn_name from config_sentence_transformers.json, checked."""
-        st_cfg = (_read_json(file) if file is not None else None) or {}
-        prompts = st_cfg.get("prompts")
-        if prompts is None or (empty_means_default and not prompts):
-            prompts = dict(DEFAULT_PROMPTS)
-        if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
-            raise _core.ModelFormatError(f"{file}: prompts must map str to str")
-        for k, v in prompts.items():
-            if not (_is_unicode(k) and _is_unicode(v)):
-                raise _core.ModelFormatError(
-                    f"{file}: prompt {k!r} contains a lone surrogate (an escape such as \\ud800), which is not "
-                    "Unicode text; fix the file"
-                )
-        default = st_cfg.get("default_prompt_name")
-        if default is not None and (not isinstance(default, str) or default not in prompts):
-            raise _core.ModelFormatError(f"{file}: default_prompt_name {default!r} is not one of the prompts")
-        similarity = st_cfg.get("similarity_fn_name")
-        if similarity is not None and not isinstance(similarity, str):
-            raise _core.ModelFormatError(f"{file}: similarity_fn_name must be a str, got {similarity!r}")
-        self.prompts: dict[str, str] = dict(prompts)
-        self.default_prompt_name: str | None = default
-        self.similarity_fn_name: str = similarity or "cosine"
+        cfg = read_prompt_config(file, empty_means_default)
+        self.prompts: dict[str, str] = cfg.prompts
+        self.default_prompt_name: str | None = cfg.default_prompt_name
+        self.similarity_fn_name: str = cfg.similarity_fn_name
 
-    def _transformer_dir(self) -> Path:
-        modules = _read_json_list(self.model_path / "modules.json")
-        for m in modules:
-            if str(m.get("type", "")).rsplit(".", 1)[-1] == "Transformer":
-                return self.model_path / m.get("path", "")
-        return self.model_path
-
-    def _load_tokenizer(self, folder: Path):
-        from tokenizers import Tokenizer
-        from tokenizers.processors import TemplateProcessing
-
-        tok_path = folder / "tokenizer.json"
-        if not tok_path.is_file():
-            raise FileNotFoundError(
-                f"{tok_path}: not found. A sentence-transformers folder of EmbeddingGemma ships tokenizer.json; "
-                "copy it from the original model folder."
-            )
-        try:
-            tok = Tokenizer.from_file(str(tok_path))
-        except Exception as e:  # tokenizers raises a bare Exception on bad files
-            raise _core.ModelFormatError(f"{tok_path}: cannot load: {e}") from e
-        cfg = _read_json(folder / "tokenizer_config.json") or {}
-
-        cfg_path = folder / "tokenizer_config.json"
-
-        def token_id(key: str, default: str) -> int:
-            tok_str = cfg.get(key, default)
-            if isinstance(tok_str, dict):  # AddedToken serialised as a dict
-                tok_str = tok_str.get("content", default)
-            if not isinstance(tok_str, str) or not _is_unicode(tok_str):
-                raise _core.ModelFormatError(f"{cfg_path}: {key} must be a token string, got {tok_str!r}")
-            tid = tok.token_to_id(tok_str)
-            if tid is None:
-                raise _core.ModelFormatError(f"{tok_path}: has no token {tok_str!r} ({key} in {cfg_path.name})")
-            return tid
-
-        self.bos_token_id = token_id("bos_token", "<bos>")
-        self.eos_token_id = token_id("eos_token", "<eos>")
-        add_bos = cfg.get("add_bos_token", True)
-        add_eos = cfg.get("add_eos_token", True)
-        for key, value in (("add_bos_token", add_bos), ("add_eos_token", add_eos)):
-            if not isinstance(value, bool):
-                raise _core.ModelFormatError(f"{cfg_path}: {key} must be true or false, got {value!r}")
-        # transformers rebuilds the post-processor from add_bos/add_eos; do the same when the file disagrees
-        probe = tok.encode("a").ids
-        has_bos = bool(probe) and probe[0] == self.bos_token_id
-        has_eos = bool(probe) and probe[-1] == self.eos_token_id
-        if has_bos != add_bos or has_eos != add_eos:
-            bos = tok.id_to_token(self.bos_token_id)
-            eos = tok.id_to_token(self.eos_token_id)
-            single = ([f"{bos}:0"] if add_bos else []) + ["$A:0"] + ([f"{eos}:0"] if add_eos else [])
-            pair = single + ["$B:1"] + ([f"{eos}:1"] if add_eos else [])
-            specials = ([(bos, self.bos_token_id)] if add_bos else []) + ([(eos, self.eos_token_id)] if add_eos else [])
-            tok.post_processor = TemplateProcessing(single=single, pair=pair, special_tokens=specials)
-        tok.no_padding()
-        tok.no_truncation()
-        self._n_special = len(tok.encode("").ids)
-        return tok
+    def _set_tokenizer(self, tok, bos_id: int, eos_id: int) -> None:
+        self.tokenizer = tok
+        self.bos_token_id, self.eos_token_id = bos_id, eos_id
+        self._n_special = len(tok.encode("").ids)  # tokens the template adds to every text
 
     # ------------------------------------------------------------------ properties
 
@@ -368,9 +208,9 @@ class EmbeddingGemma:
     @threads.setter
     def threads(self, value: int | None) -> None:
         if value is None:
-            value = _default_threads()
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= _MAX_THREADS:
-            raise ValueError(f"threads must be a positive integer (at most {_MAX_THREADS}), got {value!r}")
+            value = default_threads()
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= MAX_THREADS:
+            raise ValueError(f"threads must be a positive integer (at most {MAX_THREADS}), got {value!r}")
         self._threads = int(value)
 
     @property
@@ -461,19 +301,13 @@ class EmbeddingGemma:
         )
 
     def _truncate_ids(self, ids: list[int], limit: int, direction: str = "right") -> list[int]:
-        # keep the special tokens the template adds (<bos> ... <eos>) and the first (right truncation)
-        # or the last (left) content tokens
-        head = 1 if ids and ids[0] == self.bos_token_id else 0
-        tail = 1 if ids and ids[-1] == self.eos_token_id else 0
-        keep = limit - head - tail
-        body = ids[head : head + keep] if direction == "right" else ids[len(ids) - tail - keep : len(ids) - tail]
-        return ids[:head] + body + ids[len(ids) - tail :]
+        return truncate_ids(ids, limit, self.bos_token_id, self.eos_token_id, direction)
 
     def tokenize(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
         """Token ids as the model sees them: ``input_ids`` and ``attention_mask``, right-padded with 0."""
         if isinstance(texts, str):
             texts = [texts]
-        ids = self._token_ids([_clean(t, i, "", self._strip_whitespace) for i, t in enumerate(texts)], truncate=True)
+        ids = self._token_ids([prepare_text(t, i, "", self._strip_whitespace) for i, t in enumerate(texts)], truncate=True)
         width = max((len(x) for x in ids), default=0)
         input_ids = np.zeros((len(ids), width), dtype=np.int64)
         mask = np.zeros((len(ids), width), dtype=np.int64)
@@ -529,10 +363,8 @@ class EmbeddingGemma:
             inputs: sentence-transformers 6's name for ``sentences``.
         """
         sentences = _pick_inputs(sentences, inputs)
-        if precision not in ("float32", "int8", "uint8", "binary", "ubinary"):
-            raise ValueError(
-                f"precision must be 'float32', 'int8', 'uint8', 'binary' or 'ubinary', got {precision!r}"
-            )
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
         _check_device(device)
         _check_output_value(output_value)
         if isinstance(normalize_embeddings, str):  # sentence-transformers' positional output_value landed here
@@ -632,23 +464,23 @@ class EmbeddingGemma:
         return self._run([s.astype(np.int32) for s in seqs], batch_size, None, normalize_embeddings, truncate_dim)
 
     def _encode_texts(self, texts, prompt, batch_size, show_progress_bar, normalize, truncate_dim, truncate):
-        """Streams the texts through tokenizer and engine a chunk at a time (see _CHUNK_TEXTS)."""
+        """Streams the texts through tokenizer and engine a chunk at a time (see batching.CHUNK_TEXTS)."""
         for i, t in enumerate(texts):  # every type error before any work
             if not isinstance(t, str):
                 raise TypeError(f"text {i} is {type(t).__name__}, not str")
-        run = _EncodeRun(self, len(texts), batch_size, show_progress_bar, normalize, truncate_dim)
+        run = self._new_run(len(texts), batch_size, show_progress_bar, normalize, truncate_dim)
         too_long: list[int] = []
         n, start = len(texts), 0
         with run:
             while start < n:
                 stop, chars = start, 0
-                while stop < n and stop - start < run.chunk and chars < _CHUNK_CHARS:
+                while stop < n and stop - start < run.chunk and chars < CHUNK_CHARS:
                     chars += len(texts[stop])
                     stop += 1
                 bs = run.batch_size
                 if bs is not None and stop < n and stop - start > bs:  # whole batches, as one pass would make them
                     stop = start + (stop - start) // bs * bs
-                part = [_clean(texts[i], i, prompt, self._strip_whitespace) for i in range(start, stop)]
+                part = [prepare_text(texts[i], i, prompt, self._strip_whitespace) for i in range(start, stop)]
                 run.add(self._token_ids(part, truncate, first=start, too_long=too_long), start)
                 start = stop
         if too_long:
@@ -656,10 +488,14 @@ class EmbeddingGemma:
         return run.out
 
     def _run(self, seqs, batch_size, show_progress_bar, normalize, truncate_dim) -> np.ndarray:
-        run = _EncodeRun(self, len(seqs), batch_size, show_progress_bar, normalize, truncate_dim)
-        with run:
+        with self._new_run(len(seqs), batch_size, show_progress_bar, normalize, truncate_dim) as run:
             run.add(seqs, 0)
         return run.out
+
+    def _new_run(self, n: int, batch_size, show_progress_bar, normalize, truncate_dim) -> EncodeRun:
+        batch_size = check_batch_size(batch_size)  # before the width: the order of checks users see
+        dim = self._check_dim(truncate_dim) if truncate_dim is not None else self.get_sentence_embedding_dimension()
+        return EncodeRun(self._core, self._threads, n, dim, batch_size, show_progress_bar, normalize)
 
     # ------------------------------------------------------------------ similarity
 
@@ -667,71 +503,52 @@ class EmbeddingGemma:
         """Cosine similarity matrix between the rows of ``a`` and ``b`` (1-D inputs count as one row)."""
         return cos_sim(a, b)
 
+    # ------------------------------------------------------------------ for callers that tokenize and batch themselves
 
-class _EncodeRun:
-    """Encodes token sequences into one output array, a group at a time: each group is sorted
-    longest first (as sentence-transformers does) and cut into batches of at most batch_size texts
-    and _MAX_BATCH_TOKENS tokens, or (batch_size None) of up to _TOKEN_BUDGET tokens, each one
-    engine call writing its rows in place. The progress bar counts texts, a total known up front."""
+    def prompted_text(self, text: str, prompt: str = "", index: int = 0) -> str:
+        """The string the tokenizer gets for ``text`` under the prompt text ``prompt``, as ``encode`` forms
+        it (outer whitespace stripped when ``strip_whitespace``); ``index`` numbers the text in errors."""
+        return prepare_text(text, index, prompt, self._strip_whitespace)
 
-    def __init__(self, model: EmbeddingGemma, n: int, batch_size, show_progress_bar, normalize, truncate_dim):
-        if batch_size is not None and (
-            not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be a positive integer or None (a token budget), got {batch_size!r}")
-        self.dim = model._check_dim(truncate_dim) if truncate_dim is not None else model.get_sentence_embedding_dimension()
-        self.out = np.empty((n, self.dim), dtype=np.float32)
-        self.model, self.normalize = model, bool(normalize)
-        self.batch_size = None if batch_size is None else int(batch_size)
-        if self.batch_size is None:
-            self.max_texts, self.max_tokens, self.chunk = n, _TOKEN_BUDGET, _CHUNK_TEXTS
-        else:
-            self.max_texts, self.max_tokens = self.batch_size, _MAX_BATCH_TOKENS
-            self.chunk = max(self.batch_size, _CHUNK_TEXTS // self.batch_size * self.batch_size)
-        if show_progress_bar is None:
-            show_progress_bar = logger.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
-        self.bar = None
-        if show_progress_bar and n:
-            try:
-                from tqdm.auto import tqdm
+    def truncate_ids(self, ids: list[int], limit: int | None = None, direction: str = "right") -> list[int]:
+        """``ids`` cut to ``limit`` tokens (default: max_seq_length) as ``encode`` cuts them: ``<bos>`` and
+        ``<eos>`` kept, with the first (``"right"``) or the last (``"left"``) content tokens."""
+        limit = self.max_seq_length if limit is None else limit
+        return truncate_ids(ids, limit, self.bos_token_id, self.eos_token_id, direction)
 
-                self.bar = tqdm(total=n, desc="Encoding", unit="text")
-            except ImportError:
-                logger.warning("show_progress_bar needs tqdm: pip install tqdm")
+    def encode_packed(self, ids: np.ndarray, offsets: np.ndarray, *, dim: int, normalize: bool = True,
+                      out: np.ndarray | None = None) -> np.ndarray:
+        """One engine call on token-id sequences packed end to end (int32 ``ids``; ``offsets``: the n + 1
+        boundaries), on the model's threads, into ``out`` (n, dim) float32 when given. No batching and no
+        checks beyond the engine's: for callers that validate and batch themselves (the server's
+        cross-request batcher); ``encode_ids`` is the checked way."""
+        return self._core.encode(ids, offsets, dim=dim, normalize=normalize, threads=self._threads, out=out)
 
-    def __enter__(self) -> _EncodeRun:
-        return self
+    def describe_files(self) -> dict[str, Any]:
+        """The model's files as listings describe them (Ollama's /api/tags): ``files`` (the GGUF, or every
+        file under the folder, sorted), ``format`` (``"gguf"`` / ``"safetensors"``), ``family`` (the
+        architecture they name: GGUF ``general.architecture``, else config.json's ``model_type`` less
+        ``_text``) and ``parameter_count`` (values in all their tensors, Dense modules included), read
+        from the files' headers, not their data."""
+        import json
+        import math
 
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:  # also on Ctrl-C: no bar left half drawn
-            self.bar.close()
-
-    def add(self, seqs: Sequence, first_row: int) -> None:
-        n = len(seqs)
-        if n == 0:
-            return
-        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=n)
-        order = np.argsort(-lengths, kind="stable")  # longest first, like sentence-transformers
-        batches: list[np.ndarray] = []
-        start = 0
-        while start < n:
-            stop, tokens = start, 0
-            while stop < n and stop - start < self.max_texts and (
-                stop == start or tokens + lengths[order[stop]] <= self.max_tokens
-            ):
-                tokens += lengths[order[stop]]
-                stop += 1
-            batches.append(order[start:stop])
-            start = stop
-        core, threads = self.model._core, self.model._threads
-        for rows in batches:
-            parts = [np.asarray(seqs[r], dtype=np.int32) for r in rows]
-            offsets = np.zeros(len(parts) + 1, dtype=np.int64)
-            np.cumsum([len(p) for p in parts], out=offsets[1:])
-            core.encode(np.concatenate(parts), offsets, dim=self.dim, normalize=self.normalize, threads=threads,
-                        out=self.out, rows=rows.astype(np.int64) + first_row)
-            if self.bar is not None:
-                self.bar.update(len(rows))
+        root = Path(self.model_path)
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        if self.format == "gguf":
+            info = _core.gguf_read(str(root))
+            family = str(info["metadata"].get("general.architecture", "gemma3"))
+            return {"files": files, "format": "gguf", "family": family,
+                    "parameter_count": sum(math.prod(t[2]) for t in info["tensors"])}
+        params = 0
+        for p in files:
+            if p.suffix == ".safetensors":  # a little-endian u64 length, then a JSON header of tensor shapes
+                with open(p, "rb") as f:
+                    header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+                params += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+        config = read_json(transformer_dir(root) / "config.json") or {}
+        family = str(config.get("model_type", "gemma3")).removesuffix("_text")
+        return {"files": files, "format": "safetensors", "family": family, "parameter_count": params}
 
 
 def cos_sim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -743,24 +560,6 @@ def cos_sim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return an @ bn.T
-
-
-def _is_unicode(s: str) -> bool:
-    """False for a str holding a lone surrogate (json decodes the escape "\\ud800" into one)."""
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _read_json_list(path: Path) -> list[dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError, RecursionError):
-        return []
-    return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
 
 
 def _pick_inputs(sentences: Any, inputs: Any) -> Any:
@@ -819,22 +618,3 @@ def _as_text_list(sentences: Any) -> list[Any]:
         return list(sentences)
     except TypeError:
         raise TypeError(f"encode expects str or a list of str, got {type(sentences).__name__}") from None
-
-
-def _clean(text: Any, index: int, prompt: str = "", strip: bool = False) -> str:
-    """The string the tokenizer gets: ``prompt + text`` as sentence-transformers 6 forms it, or with
-    outer whitespace stripped (``strip``, as sentence-transformers 5 did); lone surrogates refused."""
-    if not isinstance(text, str):
-        raise TypeError(f"text {index} is {type(text).__name__}, not str")
-    out = prompt + text
-    if strip:
-        out = out.strip()
-    if not out.isascii():
-        try:
-            out.encode("utf-8")
-        except UnicodeEncodeError as e:  # a lone surrogate: not Unicode text, the tokenizer cannot take it
-            raise ValueError(
-                f"text {index} contains a lone surrogate (U+{ord(out[e.start]):04X}) at character {e.start}, which is "
-                "not valid Unicode text; fix it with text.encode('utf-8', 'replace').decode('utf-8')"
-            ) from None
-    return out

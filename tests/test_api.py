@@ -313,13 +313,13 @@ def test_default_batches_by_token_budget(golden_dir, monkeypatch):
     """batch_size=None (the default) fills each engine call up to a token budget, so short texts go
     by the hundred; a given batch_size is honoured (and still capped in tokens); the numbers are the
     same bit for bit either way."""
-    from embgemma import model as model_module
+    from embgemma import batching
 
     m = EmbeddingGemma(golden_dir)
     counting = m._core = _CountingCore(m._core)
     texts = [f"short text {i}" for i in range(600)] + ["a longer text " * 8 for _ in range(5)]
     default = m.encode(texts)
-    budget = model_module._TOKEN_BUDGET
+    budget = batching.TOKEN_BUDGET
     assert all(tokens <= budget for _, tokens in counting.calls)
     assert sum(n for n, _ in counting.calls) == len(texts)
     longest = int(m.tokenize(texts)["attention_mask"].sum(1).max())
@@ -328,7 +328,7 @@ def test_default_batches_by_token_budget(golden_dir, monkeypatch):
     np.testing.assert_array_equal(m.encode(texts, batch_size=32), default)
     assert [n for n, _ in counting.calls] == [32] * 18 + [29]
     counting.calls.clear()
-    monkeypatch.setattr(model_module, "_MAX_BATCH_TOKENS", 100)
+    monkeypatch.setattr(batching, "MAX_BATCH_TOKENS", 100)
     np.testing.assert_array_equal(m.encode(texts[-5:], batch_size=4), default[-5:])
     assert [n for n, _ in counting.calls] == [1] * 5  # 100+ tokens each: the token cap splits the batch
     counting.calls.clear()

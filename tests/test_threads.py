@@ -64,15 +64,15 @@ def test_concurrent_python_threads_share_one_model(golden_model):
 
 
 def test_streaming_in_chunks_is_invisible(golden_model):
-    """encode tokenizes and encodes 2048 texts at a time (embgemma.model._CHUNK_TEXTS): across chunk
+    """encode tokenizes and encodes 2048 texts at a time (embgemma.batching.CHUNK_TEXTS): across chunk
     boundaries every row is the text's own embedding, in input order, and the truncation warning is
     given once, with the index in the whole input."""
     import warnings
 
-    from embgemma import model as model_module
+    from embgemma import batching
 
-    texts = [TEXTS[i % len(TEXTS)] + f" {i}" for i in range(2 * model_module._CHUNK_TEXTS + 5)]
-    long_at = model_module._CHUNK_TEXTS + 3  # in the second chunk
+    texts = [TEXTS[i % len(TEXTS)] + f" {i}" for i in range(2 * batching.CHUNK_TEXTS + 5)]
+    long_at = batching.CHUNK_TEXTS + 3  # in the second chunk
     texts[long_at] = "word " * 2000
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -81,7 +81,7 @@ def test_streaming_in_chunks_is_invisible(golden_model):
         f"1 text(s) longer than max_seq_length={golden_model.max_seq_length} tokens were truncated "
         f"(first: index {long_at})"
     ]
-    picks = [0, 1, model_module._CHUNK_TEXTS - 1, model_module._CHUNK_TEXTS, long_at, len(texts) - 1]
+    picks = [0, 1, batching.CHUNK_TEXTS - 1, batching.CHUNK_TEXTS, long_at, len(texts) - 1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         alone = golden_model.encode([texts[i] for i in picks], batch_size=1)

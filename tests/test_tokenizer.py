@@ -6,6 +6,7 @@ import pytest
 
 from conftest import HAVE_REFERENCE
 from embgemma import EmbeddingGemma
+from embgemma.tokenization import load_tokenizer
 
 CHECKED = [  # from the tokenizer's README: published EmbeddingGemma tokenizations
     ("Hello world", [2, 9259, 1902, 1]),
@@ -20,7 +21,7 @@ CHECKED = [  # from the tokenizer's README: published EmbeddingGemma tokenizatio
 @pytest.fixture(scope="module")
 def model(golden_dir, gemma_tokenizer_dir):
     m = EmbeddingGemma(golden_dir)
-    m.tokenizer = m._load_tokenizer(gemma_tokenizer_dir)
+    m._set_tokenizer(*load_tokenizer(gemma_tokenizer_dir))
     m._max_seq_length = 2048
     # tokenization only: give the golden model the real vocabulary size (encode is never called here)
     m._info = dict(m._info, vocab_size=262144)
@@ -45,14 +46,14 @@ def test_vocabulary_and_specials(model):
 
 def test_prompt_is_prepended_and_whitespace_kept(model):
     """prompt + text as sentence-transformers 6 forms it; strip=True (strip_whitespace, 5.x) strips it."""
-    from embgemma.model import _clean
+    from embgemma.tokenization import prepare_text
 
     prompt = "task: search result | query: "
-    assert _clean("Which planet is known as the Red Planet?", 0, prompt) == CHECKED[2][0]
-    assert _ids(model, _clean("Which planet is known as the Red Planet?", 0, prompt)) == CHECKED[2][1]
-    padded = _clean("Which planet is known as the Red Planet?  \n", 0, prompt)
+    assert prepare_text("Which planet is known as the Red Planet?", 0, prompt) == CHECKED[2][0]
+    assert _ids(model, prepare_text("Which planet is known as the Red Planet?", 0, prompt)) == CHECKED[2][1]
+    padded = prepare_text("Which planet is known as the Red Planet?  \n", 0, prompt)
     assert padded == CHECKED[2][0] + "  \n" and _ids(model, padded) != CHECKED[2][1]
-    text = _clean("Which planet is known as the Red Planet?  \n", 0, prompt, strip=True)
+    text = prepare_text("Which planet is known as the Red Planet?  \n", 0, prompt, strip=True)
     assert _ids(model, text) == CHECKED[2][1]
 
 
