@@ -26,6 +26,7 @@ SOURCES = [
     "csrc/module.c",
     "csrc/json.c",
     "csrc/util.c",
+    "csrc/platform.c",
     "csrc/pack.c",
     "csrc/safetensors.c",
     "csrc/gguf.c",

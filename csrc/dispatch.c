@@ -8,24 +8,11 @@
 
 #include <math.h>
 #include <stdio.h>
-#include <time.h>
 
 #include "internal.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "platform.h"
 
 #ifdef EG_HAVE_X86
-#include <cpuid.h>
-#include <pthread.h>
-
-#if defined(__linux__)
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 
 /* CPU features: the instructions (CPUID) and the OS-enabled register state (XGETBV). */
 enum {
@@ -38,33 +25,16 @@ enum {
     F_AMXBF16 = 64 /* AMX-TILE + AMX-BF16, the tile state enabled and (Linux) permitted to this process */
 };
 
-/* Linux enables the AMX tile data state per process, on request (arch_prctl ARCH_REQ_XCOMP_PERM for
- * XFEATURE_XTILEDATA, Linux 5.16+); a tile instruction without it kills the process. Asked once; a
- * refusal (older kernel, a too small sigaltstack somewhere in the process) leaves AMX unused. */
-#if defined(__linux__)
-static int amx_permitted_flag;
-static void ask_amx_permission(void) { amx_permitted_flag = syscall(SYS_arch_prctl, 0x1023, 18) == 0; }
-static int amx_permitted(void) {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, ask_amx_permission);
-    return amx_permitted_flag;
-}
-#else
-static int amx_permitted(void) { return 0; } /* no other OS hands out tile state here */
-#endif
-
 static unsigned cpu_features(void) {
-    unsigned a, b, c, d, f = 0;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    unsigned r[4], f = 0;
+    if (!eg_os_cpuid(1, 0, r)) return 0;
+    const int fma = (r[2] >> 12) & 1, osxsave = (r[2] >> 27) & 1, avx = (r[2] >> 28) & 1;
     if (!(osxsave && avx)) return 0;
-    unsigned xlo, xhi;
-    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
-    if ((xlo & 6) != 6 || __get_cpuid_max(0, NULL) < 7) return 0; /* XMM and YMM state */
-    __cpuid_count(7, 0, a, b, c, d);
-    const unsigned ebx7 = b, ecx7 = c, edx7 = d;
-    __cpuid_count(7, 1, a, b, c, d);
-    const unsigned eax71 = a;
+    const unsigned xlo = (unsigned)eg_os_xgetbv0();
+    if ((xlo & 6) != 6 || !eg_os_cpuid(7, 0, r)) return 0; /* XMM and YMM state */
+    const unsigned ebx7 = r[1], ecx7 = r[2], edx7 = r[3];
+    eg_os_cpuid(7, 1, r);
+    const unsigned eax71 = r[0];
     if ((ebx7 >> 5) & 1) f |= F_AVX2;
     if (fma) f |= F_FMA;
     if ((eax71 >> 4) & 1) f |= F_AVXVNNI;
@@ -76,7 +46,7 @@ static unsigned cpu_features(void) {
         if ((eax71 >> 5) & 1) f |= F_AVX512BF16;
     }
     const int tile_state = (xlo & 0x60000) == 0x60000; /* XTILECFG, XTILEDATA */
-    if (tile_state && ((edx7 >> 24) & 1) && ((edx7 >> 22) & 1) && amx_permitted()) f |= F_AMXBF16;
+    if (tile_state && ((edx7 >> 24) & 1) && ((edx7 >> 22) & 1) && eg_os_amx_permitted()) f |= F_AMXBF16;
     return f;
 }
 
@@ -100,7 +70,7 @@ static int isa_on_cpu(eg_isa isa) {
 
 /* The tables of the ISAs above AVX2 are AVX2's with some kernels replaced, composed once. */
 static eg_kernels table_avxvnni, table_avx512, table_avx512bf16, table_amx;
-static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+static eg_once tables_once = EG_ONCE_INIT;
 static void make_tables(void) {
     table_avxvnni = eg_kernels_avx2;
     eg_kernels_avxvnni_fill(&table_avxvnni);
@@ -163,7 +133,7 @@ static int isa_on_cpu(eg_isa isa) {
 
 /* The dotprod and i8mm tables are NEON's with the integer GEMM replaced, composed once. */
 static eg_kernels table_dotprod, table_i8mm;
-static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+static eg_once tables_once = EG_ONCE_INIT;
 static void make_tables(void) {
     table_dotprod = eg_kernels_neon;
     eg_kernels_dotprod_fill(&table_dotprod);
@@ -249,7 +219,7 @@ eg_isa eg_isa_best(void) {
 
 const eg_kernels *eg_kernels_for(eg_isa isa) {
 #ifdef EG_HAVE_X86
-    pthread_once(&tables_once, make_tables);
+    eg_os_once(&tables_once, make_tables);
     if (isa == EG_ISA_AVX2) return &eg_kernels_avx2;
     if (isa == EG_ISA_AVXVNNI) return &table_avxvnni;
     if (isa == EG_ISA_AVX512) return &table_avx512;
@@ -257,7 +227,7 @@ const eg_kernels *eg_kernels_for(eg_isa isa) {
     if (isa == EG_ISA_AMX) return &table_amx;
 #endif
 #ifdef EG_HAVE_ARM64
-    pthread_once(&tables_once, make_tables);
+    eg_os_once(&tables_once, make_tables);
     if (isa == EG_ISA_NEON) return &eg_kernels_neon;
     if (isa == EG_ISA_DOTPROD) return &table_dotprod;
     if (isa == EG_ISA_I8MM) return &table_i8mm;
@@ -424,7 +394,7 @@ int eg_openmp_enabled(void) {
 
 int eg_default_threads(void) {
 #ifdef _OPENMP
-    return omp_get_num_procs();
+    return eg_os_cpu_count();
 #else
     return 1;
 #endif
@@ -433,8 +403,9 @@ int eg_default_threads(void) {
 /* fork(): GNU libgomp keeps its worker threads in a pool that a forked child inherits without the
  * threads, so the child's next team waits forever on them. Once this process has asked for a team of
  * more than one thread, a fork child handler marks the child, and every later call in it (and in its
- * own forks) runs on one thread. */
-#ifdef _OPENMP
+ * own forks) runs on one thread. Windows has no fork. */
+#if defined(_OPENMP) && !defined(_WIN32)
+#define EG_FORK_GUARD 1
 #include <pthread.h>
 static int team_started;  /* this process (or an ancestor before forking) asked for > 1 thread */
 static int forked_after_team;
@@ -447,7 +418,7 @@ static void register_atfork(void) { (void)pthread_atfork(NULL, NULL, child_after
 #endif
 
 int eg_threads_for_call(int requested) {
-#ifdef _OPENMP
+#ifdef EG_FORK_GUARD
     if (requested > 1) {
         if (forked_after_team) return 1;
         pthread_once(&atfork_once, register_atfork); /* registered before the first team can exist */
@@ -458,7 +429,7 @@ int eg_threads_for_call(int requested) {
 }
 
 int eg_forked_single_threaded(void) {
-#ifdef _OPENMP
+#ifdef EG_FORK_GUARD
     return forked_after_team;
 #else
     return 0;
@@ -475,15 +446,15 @@ double eg_fma_peak(int n_threads, double seconds) {
     int64_t iters = 1 << 16;
     double t = 0.0;
     for (;;) {
-        const double t0 = now_seconds();
+        const double t0 = eg_os_seconds();
         k->fma_loop(iters, &sink);
-        t = now_seconds() - t0;
+        t = eg_os_seconds() - t0;
         if (t > 0.02 || iters > ((int64_t)1 << 40)) break;
         iters *= 4;
     }
     iters = (int64_t)((double)iters * (seconds / (t > 1e-9 ? t : 1e-9)));
     if (iters < 1) iters = 1;
-    const double t0 = now_seconds();
+    const double t0 = eg_os_seconds();
     double total = 0.0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n_threads) reduction(+ : total, sink)
@@ -493,6 +464,6 @@ double eg_fma_peak(int n_threads, double seconds) {
         total += k->fma_loop(iters, &local);
         sink += local;
     }
-    const double el = now_seconds() - t0;
+    const double el = eg_os_seconds() - t0;
     return sink == 12345.678f ? 0.0 : total / el / 1e9; /* using the sums keeps the loops alive */
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "platform.h"
 
 #define GEMM_MB 96       /* rows of x per GEMM task                             */
 #define GEMM_PB 4        /* weight panels (x16 columns) per GEMM task           */
@@ -228,8 +229,8 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (sizes[i] + 15) & ~(size_t)15;
-    float *arena = NULL;
-    if (posix_memalign((void **)&arena, 64, total * sizeof(float)) != 0)
+    float *arena = eg_aligned_alloc(total * sizeof(float));
+    if (!arena)
         return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory: %zu MiB of scratch for %lld tokens",
                        (total * sizeof(float)) >> 20, (long long)T);
     scratch sc;
@@ -244,7 +245,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     /* token -> position within its sequence (for RoPE) */
     int32_t *pos = malloc((size_t)T * sizeof *pos);
     if (!pos) {
-        free(arena);
+        eg_aligned_free(arena);
         return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
     }
     for (int64_t s = 0; s < S; s++)
@@ -264,7 +265,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     int64_t *task_seq = malloc((size_t)(n_tiles ? n_tiles : 1) * 3 * sizeof(int64_t));
     if (!task_seq) {
         free(pos);
-        free(arena);
+        eg_aligned_free(arena);
         return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
     }
     int64_t *task_q0 = task_seq + n_tiles, *slice_end = task_q0 + n_tiles;
@@ -403,7 +404,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
 finish:
     free(task_seq);
     free(pos);
-    free(arena);
+    eg_aligned_free(arena);
     if (cancelled) return eg_fail(err, errlen, EG_ERR_CANCELLED, "cancelled by the caller");
     if (bad)
         return eg_fail(err, errlen, EG_ERR_INTERNAL,

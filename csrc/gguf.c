@@ -11,16 +11,12 @@
  * before anything is allocated or touched, so a corrupt or hostile file is a
  * message, never a crash. No Python here.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "internal.h"
+#include "platform.h"
 
 #define GGUF_MAX_DIMS 4                 /* ggml's GGML_MAX_DIMS */
 #define GGUF_MAX_KEY ((uint64_t)1 << 16) /* the format's limit on key length */
@@ -559,11 +555,13 @@ void eg_gguf_close(eg_gguf *g) {
 }
 
 int eg_is_gguf(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
+    uint64_t size;
+    int regular;
+    if (eg_os_stat(path, &size, &regular) != 0 || !regular || size < 4) return 0;
+    FILE *f = eg_os_fopen(path, "rb");
+    if (!f) return 0;
     char magic[4];
-    struct stat st;
-    int ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && read(fd, magic, 4) == 4 && memcmp(magic, "GGUF", 4) == 0;
-    close(fd);
+    const int ok = fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
+    fclose(f);
     return ok;
 }

@@ -16,12 +16,11 @@
 #include <string.h>
 
 #include "internal.h"
+#include "platform.h"
 
-static void *aligned_calloc(size_t bytes) {
-    void *p = NULL;
-    if (bytes == 0) bytes = 64;
-    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
-    memset(p, 0, bytes);
+static void *aligned_calloc(size_t bytes) { /* freed with eg_aligned_free */
+    void *p = eg_aligned_alloc(bytes);
+    if (p) memset(p, 0, bytes);
     return p;
 }
 
@@ -675,12 +674,12 @@ void eg_model_free(eg_model *m) {
     if (m->layers) { /* layers past a failed load are zeroed: freeing them is a no-op */
         for (int64_t l = 0; l < m->cfg.n_layers; l++) {
             eg_layer *L = &m->layers[l];
-            free(L->attn_norm);
-            free(L->q_norm);
-            free(L->k_norm);
-            free(L->post_attn_norm);
-            free(L->pre_ffn_norm);
-            free(L->post_ffn_norm);
+            eg_aligned_free(L->attn_norm);
+            eg_aligned_free(L->q_norm);
+            eg_aligned_free(L->k_norm);
+            eg_aligned_free(L->post_attn_norm);
+            eg_aligned_free(L->pre_ffn_norm);
+            eg_aligned_free(L->post_ffn_norm);
             eg_matrix_free(&L->qkv);
             eg_matrix_free(&L->o);
             eg_matrix_free(&L->gate_up);
@@ -688,14 +687,14 @@ void eg_model_free(eg_model *m) {
         }
         free(m->layers);
     }
-    free(m->final_norm);
+    eg_aligned_free(m->final_norm);
     for (int g = 0; g < 2; g++) {
-        free(m->rope_cos[g]);
-        free(m->rope_sin[g]);
+        eg_aligned_free(m->rope_cos[g]);
+        eg_aligned_free(m->rope_sin[g]);
     }
     for (int i = 0; i < EG_MAX_DENSE; i++) {
         eg_matrix_free(&m->dense[i].w);
-        free(m->dense[i].bias);
+        eg_aligned_free(m->dense[i].bias);
     }
     eg_st_free(&m->files);
     eg_config_free(&m->cfg);

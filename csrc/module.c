@@ -9,10 +9,9 @@
 #define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
 #include <numpy/arrayobject.h>
 #include <pythread.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "embgemma.h"
+#include "platform.h"
 
 static PyObject *EmbGemmaError;     /* base of every error raised here          */
 static PyObject *ModelFormatError;  /* a malformed or inconsistent model file   */
@@ -136,9 +135,9 @@ static int check_loaded(ModelObject *self) {
 /* Once per process: say why a forked child encodes on one thread (eg_forked_single_threaded).
  * 0 when the warning was turned into an exception. */
 static int warn_forked(void) {
-    static pid_t warned_in;
-    if (warned_in == getpid()) return 1;
-    warned_in = getpid();
+    static long warned_in;
+    if (warned_in == eg_os_pid()) return 1;
+    warned_in = eg_os_pid();
     return PyErr_WarnEx(PyExc_RuntimeWarning,
                         "embgemma: this process was forked (multiprocessing's 'fork' start method?) after encoding "
                         "with several threads; GNU OpenMP cannot start threads again in a forked child, so encode "
@@ -160,22 +159,16 @@ static int warn_forked(void) {
 
 typedef struct {
     PyThreadState *ts; /* this thread's state while the GIL is released */
-    double next;       /* CLOCK_MONOTONIC seconds of the next real poll */
+    double next;       /* eg_os_seconds() of the next real poll */
 } signals_poll_state;
-
-static double monotonic_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int signals_poll(void *arg) {
     signals_poll_state *p = arg;
-    if (monotonic_s() < p->next) return 0;
+    if (eg_os_seconds() < p->next) return 0;
     PyEval_RestoreThread(p->ts);
     const int stop = PyErr_CheckSignals() < 0;
     p->ts = PyEval_SaveThread();
-    p->next = monotonic_s() + SIGNALS_POLL_S;
+    p->next = eg_os_seconds() + SIGNALS_POLL_S;
     return stop;
 }
 
@@ -293,7 +286,7 @@ static PyObject *Model_encode(ModelObject *self, PyObject *args, PyObject *kwds)
     float *outp = (float *)PyArray_DATA(out);
     const int64_t *rp = rows ? (const int64_t *)PyArray_DATA(rows) : NULL;
     poll.ts = PyEval_SaveThread();
-    poll.next = monotonic_s() + SIGNALS_POLL_S;
+    poll.next = eg_os_seconds() + SIGNALS_POLL_S;
     s = eg_encode(self->model, idp, o, n, &opts, outp, dim, rp, err, sizeof err);
     PyEval_RestoreThread(poll.ts);
     if (s == EG_ERR_CANCELLED && PyErr_Occurred()) goto done; /* a signal handler's exception */

@@ -5,16 +5,12 @@
  * then the data section; offsets are relative to its start. Every number is
  * checked against the file size before any tensor is touched. No Python here.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "internal.h"
+#include "platform.h"
 
 #define ST_MAX_HEADER ((uint64_t)100 << 20) /* the format's own limit */
 
@@ -160,21 +156,11 @@ done:
 
 eg_status eg_map_into(eg_tensor_set *set, const char *path, size_t min_size, const char *kind,
                       const uint8_t **data, size_t *size, const char **owned_path, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return eg_fail(err, errlen, EG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return eg_fail(err, errlen, EG_ERR_IO, "%s: not a regular file", path);
-    }
-    const size_t n = (size_t)st.st_size;
-    if (n < min_size) {
-        close(fd);
-        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %zu bytes is too short for a %s file", path, n, kind);
-    }
-    void *map = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return eg_fail(err, errlen, EG_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
+    void *map;
+    size_t n;
+    *data = NULL, *size = 0, *owned_path = NULL;
+    eg_status s = eg_os_map(path, min_size, kind, &map, &n, err, errlen);
+    if (s) return s;
     void **nm = realloc(set->maps, (size_t)(set->n_maps + 1) * sizeof *nm);
     size_t *ns = realloc(set->map_sizes, (size_t)(set->n_maps + 1) * sizeof *ns);
     char **np = realloc(set->map_paths, (size_t)(set->n_maps + 1) * sizeof *np);
@@ -184,7 +170,7 @@ eg_status eg_map_into(eg_tensor_set *set, const char *path, size_t min_size, con
     char *pcopy = strdup(path);
     if (!nm || !ns || !np || !pcopy) {
         free(pcopy);
-        munmap(map, n);
+        eg_os_unmap(map, n);
         return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
     }
     set->maps[set->n_maps] = map;
@@ -211,16 +197,14 @@ eg_status eg_st_open(const char *path, eg_tensor_set *set, char *err, size_t err
 
 void eg_st_release(const eg_tensor *t) {
     if (!t->mapped) return; /* only file-backed pages: madvise would zero anonymous memory */
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)t->data + page - 1) & ~(page - 1), b = ((uintptr_t)t->data + (uintptr_t)t->nbytes) & ~(page - 1);
-    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED); /* advisory: a failure only costs memory */
+    eg_os_release_pages(t->data, (size_t)t->nbytes);
 }
 
 void eg_st_free(eg_tensor_set *set) {
     for (int64_t i = 0; i < set->n; i++) free(set->tensors[i].name);
     free(set->tensors);
     for (int i = 0; i < set->n_maps; i++) {
-        munmap(set->maps[i], set->map_sizes[i]);
+        eg_os_unmap(set->maps[i], set->map_sizes[i]);
         free(set->map_paths[i]);
     }
     free(set->maps);

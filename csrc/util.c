@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "internal.h"
+#include "platform.h"
 
 eg_status eg_fail(char *err, size_t errlen, eg_status status, const char *fmt, ...) {
     if (err && errlen) {
@@ -19,23 +19,25 @@ eg_status eg_fail(char *err, size_t errlen, eg_status status, const char *fmt, .
 }
 
 int eg_file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    uint64_t size;
+    int regular;
+    return eg_os_stat(path, &size, &regular) == 0 && regular;
 }
 
 eg_status eg_read_file(const char *path, size_t max_bytes, char **out, size_t *len, char *err, size_t errlen) {
     *out = NULL;
     *len = 0;
-    struct stat st;
-    if (stat(path, &st) != 0)
+    uint64_t size;
+    int regular;
+    if (eg_os_stat(path, &size, &regular) != 0)
         return eg_fail(err, errlen, EG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return eg_fail(err, errlen, EG_ERR_IO, "%s: not a regular file", path);
-    if ((unsigned long long)st.st_size > max_bytes)
+    if (!regular) return eg_fail(err, errlen, EG_ERR_IO, "%s: not a regular file", path);
+    if (size > max_bytes)
         return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %lld bytes, more than the %zu this file may have", path,
-                       (long long)st.st_size, max_bytes);
-    FILE *f = fopen(path, "rb");
+                       (long long)size, max_bytes);
+    FILE *f = eg_os_fopen(path, "rb");
     if (!f) return eg_fail(err, errlen, EG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t n = (size_t)st.st_size;
+    size_t n = (size_t)size;
     char *buf = malloc(n + 1);
     if (!buf) {
         fclose(f);
