@@ -33,6 +33,7 @@ from conftest import GOLDEN_DIR  # noqa: E402
 
 import embgemma  # noqa: E402
 from embgemma import EmbeddingGemma  # noqa: E402
+from embgemma.server.ollama_api import OLLAMA_VERSION  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["Which planet is known as the Red Planet?", "Mars is red.", "Venus is Earth's twin.", "a"]
@@ -250,7 +251,7 @@ def test_ollama_model_discovery(server):
                                 "families": ["gemma3"], "parameter_size": f"{params / 1000:.0f}K",
                                 "quantization_level": "F32"}
     assert httpx.head(server.url + "/api/tags").status_code == 200
-    assert httpx.get(server.url + "/api/version").json() == {"version": embgemma.__version__}
+    assert httpx.get(server.url + "/api/version").json() == {"version": OLLAMA_VERSION}
 
     for body in ({"model": "golden_model"}, {"model": "golden_model:latest"}, {"name": "golden_model"}):
         show = post(server, "/api/show", body)
@@ -267,6 +268,17 @@ def test_ollama_model_discovery(server):
     assert r.status_code == 404 and r.json() == {"error": "model 'llama3' not found; this server serves 'golden_model'"}
     r = post(server, "/api/show", {})
     assert r.status_code == 400 and r.json() == {"error": "model is required"}
+
+
+def test_api_version_is_an_ollama_version(server):
+    """Ollama clients compare /api/version with their own minimums ("0.5.0", ...): it reports the Ollama
+    API version the routes implement, and GET /info keeps embgemma's own version."""
+    r = httpx.get(server.url + "/api/version")
+    assert r.status_code == 200 and r.json() == {"version": OLLAMA_VERSION}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", OLLAMA_VERSION)
+    assert tuple(map(int, OLLAMA_VERSION.split("."))) >= (0, 5, 0)  # /api/embed with truncate: Ollama 0.3+
+    assert httpx.head(server.url + "/api/version").status_code == 200
+    assert httpx.get(server.url + "/info").json()["version"] == embgemma.__version__
 
 
 def test_tei_tokenize_and_decode(server, model):
@@ -616,3 +628,48 @@ def test_out_of_vocabulary_text_is_refused_before_truncation():
         r = c.post("/embed", json={"inputs": ["ok", "a" * 300 + "~"], "truncate": True})
         assert r.status_code == 422 and "`inputs[1]` has the token id 124" in r.json()["error"], r.text
         assert c.post("/embed", json={"inputs": ["ok"]}).status_code == 200
+
+
+def test_openapi_describes_every_route():
+    """GET /openapi.json describes exactly the routes the app serves (a route added without a
+    description fails here), and each one answers its documented example with a body its schema
+    accepts; a malformed body gets the error shape the document names."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from starlette.testclient import TestClient
+
+    from embgemma.server import EmbeddingServer, ServerConfig
+
+    srv = EmbeddingServer(ServerConfig(model=str(GOLDEN_DIR), served_model_name="embeddinggemma"),
+                          EmbeddingGemma(GOLDEN_DIR, threads=1))
+    with TestClient(srv.app) as c:
+        doc = c.get("/openapi.json").json()
+        assert doc["openapi"] == "3.1.0" and doc["info"]["version"] == embgemma.__version__
+        served = {(m, r.path) for r in srv.starlette.routes for m in r.methods - {"HEAD"}}
+        described = {(m.upper(), path) for path, ops in doc["paths"].items() for m in ops}
+        assert served == described, (served ^ described)
+        assert {r.path for r in srv.starlette.routes} >= {"/openapi.json", "/prompts/{prompt}/v1/embeddings"}
+
+        def check(instance, schema):
+            jsonschema.validate(instance, {**schema, "components": doc["components"]})
+
+        for path, ops in doc["paths"].items():
+            for method, op in ops.items():
+                url = path.replace("{prompt}", "query")
+                body = None
+                if method == "post":
+                    content = op["requestBody"]["content"]["application/json"]
+                    body = content["example"]
+                    check(body, content["schema"])
+                r = c.request(method.upper(), url, json=body)
+                assert r.status_code == 200, (method, path, r.text)
+                (media, ok), = op["responses"]["200"]["content"].items()
+                assert r.headers["content-type"].startswith(media), (path, r.headers["content-type"])
+                if media == "application/json":
+                    check(r.json(), ok["schema"])
+                if method == "post":
+                    r = c.post(url, content=b"{")
+                    assert r.status_code == 400
+                    check(r.json(), op["responses"]["default"]["content"]["application/json"]["schema"])
+    secured = EmbeddingServer(ServerConfig(model=str(GOLDEN_DIR), api_key="k")).openapi
+    assert secured["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert "security" in secured["paths"]["/embed"]["post"] and "security" not in secured["paths"]["/health"]["get"]

@@ -24,7 +24,8 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         f"the embgemma server needs the 'serve' extra ({e.name} is missing): pip install 'embgemma[serve]'"
     ) from e
 
-from .app import EmbeddingServer, RequestError, ServerConfig, create_app
+from .app import EmbeddingServer, create_app
+from .core import RequestError, ServerConfig
 
 __all__ = ["EmbeddingServer", "RequestError", "ServerConfig", "create_app", "run"]
 
