@@ -25,7 +25,8 @@ from . import _core  # noqa: E402
 from ._core import EmbGemmaError, ModelFormatError, UnsupportedModelError
 from .model import MATRYOSHKA_DIMS, EmbeddingGemma, cos_sim
 from .prompts import DEFAULT_PROMPTS
-from .quantization import quantize_embeddings, semantic_search
+from .quantization import quantize_embeddings
+from .search import semantic_search
 
 __version__ = _core.build_info()["version"]
 

@@ -9,22 +9,12 @@ import sys
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    import platform
-
     import embgemma
     from embgemma.auto_dtype import resolve
-    from embgemma.bench import cpu_model
+    from embgemma.machine import platform_info
 
     # the machine first: the same wheel chooses different kernels on different CPUs
-    out = {
-        "platform": {
-            "cpu": cpu_model(),
-            "machine": platform.machine(),
-            "system": f"{platform.system()} {platform.release()}",
-            "python": f"{platform.python_implementation()} {platform.python_version()}",
-        },
-        "build": embgemma.build_info(),
-    }
+    out = {"platform": platform_info(), "build": embgemma.build_info()}
     dtype, why = resolve(out["build"]["chosen_isa"])
     out["auto_dtype"] = {"dtype": dtype, "note": why}  # what dtype="auto" (the default) gives a float file here
     if args.model:

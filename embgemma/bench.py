@@ -11,13 +11,14 @@ Nothing here is tuned for a particular kernel: the texts, their lengths and the 
 from __future__ import annotations
 
 import gc
-import os
-import platform
 import random
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from .loading import default_threads
+from .machine import machine_info, machine_line
 
 DEFAULT_DTYPES = ("float32", "bfloat16", "int8", "q8_0", "q4_0")
 #: Token lengths of the documents in one throughput batch (as the model sees them: prompt, BOS, EOS
@@ -75,14 +76,6 @@ def _token_count(model, prompt: str, text: str) -> int:
     """Tokens the engine sees for ``prompt + text`` (prompt, BOS and EOS included), from the model's
     own ``tokenize`` (so after its truncation to max_seq_length)."""
     return int(model.tokenize([prompt + text])["attention_mask"].sum())
-
-
-def _usable_cores() -> int:
-    """Cores this process may use (its affinity mask), whatever OMP_NUM_THREADS says."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _untruncated_count(model, prompt: str, text: str) -> int:
@@ -192,62 +185,6 @@ class _PeakRSS:
         if self.base is None or hwm is None:
             return None
         return max(0, hwm - self.base) / 1024
-
-
-# ---------------------------------------------------------------------------------------------- machine
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware", "cpu model") and value.strip():
-                    return " ".join(value.split())
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def machine_info(threads: int | None) -> dict[str, Any]:
-    import embgemma
-
-    from .auto_dtype import resolve
-
-    b = embgemma.build_info()
-    try:
-        load = round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):  # not on this platform
-        load = None
-    return {
-        "cpu": cpu_model(),
-        "machine": platform.machine(),
-        "system": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "embgemma": b["version"],
-        "cores": _usable_cores(),
-        "threads": threads if threads is not None else b["default_threads"],
-        "isa": b["chosen_isa"],
-        "auto_dtype": resolve(b["chosen_isa"])[0],  # what dtype="auto" (the default) gives a float file here
-        "compiled_isas": b["compiled_isas"],
-        "supported_isas": b["supported_isas"],
-        "openmp": b["openmp"],
-        "load_average_1min": load,  # at the end of the run: other work on the machine skews the numbers
-    }
-
-
-def machine_line(m: dict[str, Any]) -> str:
-    line = (
-        f"{m['cpu']} ({m['machine']}, {m['cores']} cores usable), {m['threads']} threads, ISA {m['isa']} "
-        f"(supported: {', '.join(m['supported_isas'])}), default dtype here: {m.get('auto_dtype', '?')}, OpenMP {'on' if m['openmp'] else 'off'}, "
-        f"embgemma {m['embgemma']}, Python {m['python']}, {m['system']}"
-    )
-    load = m.get("load_average_1min")
-    if load is not None:
-        line += f", load average {load:.2f}"
-        if load > max(m["cores"], m["threads"]) + 0.5:  # more runnable threads than cores, ours included
-            line += " (the machine was busy with other work: the numbers are low and noisy)"
-    return line
 
 
 # ---------------------------------------------------------------------------------------------- progress
@@ -470,7 +407,7 @@ def run_bench(
             "query_tokens": sum(work["query_tokens"]) / len(work["query_tokens"]),
         }
     return {
-        "machine": machine_info(threads),
+        "machine": machine_info(threads if threads is not None else default_threads()),
         "model": model_info or {"path": str(path)},
         "seconds": seconds,
         "workload": workload,

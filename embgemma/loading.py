@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _core
+from .machine import usable_cores
 from .prompts import DEFAULT_PROMPTS
 
 #: the engine's limit on threads per call
@@ -44,10 +45,7 @@ def default_threads() -> int:
             return int(first)
         warnings.warn(f"OMP_NUM_THREADS={env!r} is not a positive integer (OpenMP takes one, or a comma-separated "
                       "list of them); ignored: using every core this process may use", RuntimeWarning, stacklevel=3)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return usable_cores()
 
 
 def resolve_dtype(dtype) -> str:

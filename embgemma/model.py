@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _core, auto_dtype
 from ._hub import resolve_model_path
-from .batching import CHUNK_CHARS, CHUNK_TEXTS, EncodeRun, check_batch_size
+from .batching import CHUNK_CHARS, EncodeRun, check_batch_size
 from .loading import (MAX_THREADS, default_threads, read_json, read_prompt_config, resolve_dtype, stored_quantized,
                       transformer_dir)
 from .prompts import DOCUMENT_PROMPT_NAMES, document_prompt_with_title, resolve_prompt
@@ -230,9 +230,10 @@ class EmbeddingGemma:
 
     @truncate_dim.setter
     def truncate_dim(self, value: int | None) -> None:
-        self._truncate_dim = None if value is None else self._check_dim(value)
+        self._truncate_dim = None if value is None else self.check_dim(value)
 
-    def _check_dim(self, dim: int) -> int:
+    def check_dim(self, dim: int) -> int:
+        """``dim`` as an int when it is a valid output width (Matryoshka prefix) of this model, else ValueError."""
         full = self._info["output_dim"]
         if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not 1 <= dim <= full:
             raise ValueError(
@@ -494,7 +495,7 @@ class EmbeddingGemma:
 
     def _new_run(self, n: int, batch_size, show_progress_bar, normalize, truncate_dim) -> EncodeRun:
         batch_size = check_batch_size(batch_size)  # before the width: the order of checks users see
-        dim = self._check_dim(truncate_dim) if truncate_dim is not None else self.get_sentence_embedding_dimension()
+        dim = self.check_dim(truncate_dim) if truncate_dim is not None else self.get_sentence_embedding_dimension()
         return EncodeRun(self._core, self._threads, n, dim, batch_size, show_progress_bar, normalize)
 
     # ------------------------------------------------------------------ similarity

@@ -98,7 +98,7 @@ def test_info_and_bench_show_the_default(no_env_dtype):
     assert info["auto_dtype"] == {"dtype": want, "note": why}
     assert info["model"]["dtype"] == want and info["model"]["dtype_note"] == why
 
-    from embgemma.bench import machine_info, machine_line
+    from embgemma.machine import machine_info, machine_line
 
     m = machine_info(1)
     assert m["auto_dtype"] == want and f"default dtype here: {want}" in machine_line(m)

@@ -190,6 +190,9 @@ def test_sklearn_pipelines(vec, gm):
     X = vec.fit_transform(TEXTS)
     assert X.dtype == np.float32 and X.shape == (20, gm.get_sentence_embedding_dimension())
     np.testing.assert_array_equal(X, gm.encode(TEXTS, prompt_name="Clustering"))
+    assert vec.batch_size is None  # the model's token-budget batching
+    # prompt_name=None: the model's own default prompt, as encode picks it
+    np.testing.assert_array_equal(clone(vec).set_params(prompt_name=None).fit_transform(TEXTS), gm.encode(TEXTS))
     labels = make_pipeline(clone(vec), KMeans(2, n_init=3, random_state=0)).fit_predict(TEXTS)
     assert labels.shape == (20,)
     clf = make_pipeline(clone(vec).set_params(prompt_name="Classification"), LogisticRegression(max_iter=500))
@@ -234,7 +237,7 @@ def test_sklearn_estimator_contract(vec):
     np.testing.assert_array_equal(again.transform(TEXTS), a)  # ... and reloads on use
     with pytest.raises(ValueError, match="string object received"):
         fitted.transform("one string")
-    with pytest.raises(ValueError, match="not one of"):
+    with pytest.raises(ValueError, match="unknown prompt_name 'nope'; this model's prompts are"):
         clone(vec).set_params(prompt_name="nope").fit(TEXTS)
     tags = vec.__sklearn_tags__()
     assert tags.input_tags.string and not tags.input_tags.two_d_array

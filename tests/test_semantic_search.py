@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import embgemma.quantization as qm
+import embgemma.search as qm
 from embgemma import semantic_search
 
 torch = pytest.importorskip("torch")
