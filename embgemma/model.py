@@ -288,7 +288,7 @@ class EmbeddingGemma:
                         "pass truncate=True to keep its first tokens (BOS and EOS are kept)"
                     )
                 too_long.append(i)
-                ids = self._truncate_ids(ids, limit)
+                ids = self.truncate_ids(ids, limit)
             out.append(ids)
         if warn and too_long:
             self._warn_truncated(too_long, stacklevel=4)
@@ -301,8 +301,6 @@ class EmbeddingGemma:
             stacklevel=stacklevel,
         )
 
-    def _truncate_ids(self, ids: list[int], limit: int, direction: str = "right") -> list[int]:
-        return truncate_ids(ids, limit, self.bos_token_id, self.eos_token_id, direction)
 
     def tokenize(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
         """Token ids as the model sees them: ``input_ids`` and ``attention_mask``, right-padded with 0."""
