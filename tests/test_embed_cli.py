@@ -2,8 +2,9 @@
 titles and kept columns land in the output, bad rows go to the errors file (or stop the run with
 --strict), a job with other settings is refused naming what differs, and a run killed with SIGKILL,
 interrupted with Ctrl-C or terminated with SIGTERM, then rerun, leaves files byte-identical to an
-uninterrupted run's. Most runs are in-process (``embgemma.__main__.main``); the signal tests run the
-command as a child process (``python -m embgemma embed``), as a user does. No timing is asserted."""
+uninterrupted run's, on the local engine and on Ray (``--engine ray``, which writes the same files).
+Most runs are in-process (``embgemma.__main__.main``); the signal tests run the command as a child
+process (``python -m embgemma embed``), as a user does. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -393,8 +394,6 @@ def test_engine_ray_gives_the_local_engines_rows(tmp_path, capsys):
     src, bad = _bad_jsonl(tmp_path / "in.jsonl", texts)
     job = [src, "--id-column", "id"]
     assert _embed(*job, "-o", tmp_path / "local.parquet") == 0
-    assert _embed(*job, "-o", tmp_path / "ray.npy", "--engine", "ray") == 2
-    assert "--engine ray writes one Parquet file" in capsys.readouterr().err
     assert _embed(*job, "-o", tmp_path / "ray.parquet", "--engine", "ray") == 0
     local, ray_ = pq.read_table(tmp_path / "local.parquet"), pq.read_table(tmp_path / "ray.parquet")
     assert ray_.column_names == local.column_names == ["id", "embedding"]
@@ -403,3 +402,34 @@ def test_engine_ray_gives_the_local_engines_rows(tmp_path, capsys):
     ids = sorted(str(e["id"]) for e in _errors(tmp_path / "ray.parquet.errors.jsonl"))
     assert ids == sorted(str(e["id"]) for e in _errors(tmp_path / "local.parquet.errors.jsonl"))
     assert len(ids) == len(bad)
+    # the same job, so the same bytes, in every output kind the local engine writes
+    assert (tmp_path / "ray.parquet").read_bytes() == (tmp_path / "local.parquet").read_bytes()
+    assert _embed(*job, "-o", tmp_path / "local.npy") == 0
+    assert _embed(*job, "-o", tmp_path / "ray.npy", "--engine", "ray", "--shard-size", "16") == 0
+    assert (tmp_path / "ray.npy").read_bytes() == (tmp_path / "local.npy").read_bytes()
+    assert _errors(tmp_path / "ray.npy.errors.jsonl") == _errors(tmp_path / "local.npy.errors.jsonl")
+
+
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="Ray's raylet would inherit the preloaded ASan runtime (see tests/sanitize/run.sh)")
+def test_engine_ray_sigkill_mid_run_then_rerun_is_byte_identical(crash_input, reference, tmp_path, capsys):
+    pytest.importorskip("ray")
+    out = tmp_path / "out.parquet"
+    parts = tmp_path / "out.parquet.parts"
+    proc = _child([*_job(crash_input, str(out)), "--engine", "ray"])
+    _stop_after_first_shard(proc, parts / "shard-000000.parquet", signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and (parts / "manifest.json").exists(), "killed after the end: nothing was tested"
+    done = len(list(parts.glob("shard-*.parquet")))
+    assert 1 <= done < N_CRASH // SHARD
+
+    # the same output with other settings is refused, naming them, and leaves the shards alone
+    assert _embed(*_job(crash_input, str(out)), "--engine", "ray", "--dtype", "bfloat16", "--prompt-name", "query") == 2
+    err = capsys.readouterr().err
+    assert "dtype ('float32' in the manifest, 'bfloat16' now)" in err and "prompt (" in err
+    assert len(list(parts.glob("shard-*.parquet"))) == done
+
+    # resumed on Ray, the files are byte-identical to the local engine's uninterrupted run
+    assert _embed(*_job(crash_input, str(out)), "--engine", "ray", quiet=False) == 0
+    assert f"resuming: {done} of {N_CRASH // SHARD} shards are done" in capsys.readouterr().err
+    assert _files(tmp_path) == _files(reference["parquet"])

@@ -20,7 +20,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 pd = pytest.importorskip("pandas")
 
-from embgemma._batch import EmbedOptions  # noqa: E402
+from embgemma.jobs.embedder import EmbedOptions  # noqa: E402
 from embgemma.integrations.ray import RayEmbedder, default_sizing, embed_dataset, run_embed_job  # noqa: E402
 
 pytestmark = pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),

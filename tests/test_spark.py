@@ -20,7 +20,7 @@ pytest.importorskip("pyspark", reason="the spark extra is not installed")
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
 
-from embgemma._batch import BatchEmbedder, EmbedOptions  # noqa: E402
+from embgemma.jobs.embedder import BatchEmbedder, EmbedOptions  # noqa: E402
 from embgemma.integrations.spark import embed_frames, embed_udf  # noqa: E402
 
 pytestmark = [

@@ -1,4 +1,5 @@
-"""Ray Data: embed a ``Dataset`` with a pool of actors, each loading the model once.
+"""Ray Data: embed a ``Dataset`` with a pool of actors, each loading the model once; and the
+``embgemma embed --engine ray`` job.
 
     >>> import ray
     >>> from embgemma.integrations.ray import embed_dataset
@@ -17,22 +18,25 @@ Each output batch gains ``embedding`` (an Arrow ``fixed_size_list<float>[dim]``,
 row was not embedded: missing / non-string text, lone surrogate, empty text). ``strict=True``
 fails the job on such a row instead.
 
-``run_embed_job`` is the whole ``embgemma embed --engine ray`` job: read files, embed, write one
-Parquet file and an errors file, rows in input order.
+``run_embed_job`` is the whole ``embgemma embed --engine ray`` job: the local engine's job (same
+inputs, outputs, shards, manifest: embgemma.jobs) with each shard's texts embedded by a pool of
+actors, several shards in flight. The driver reads the inputs and writes the shards, so a killed
+driver's job resumes where it stopped, as the local engine's does.
 
-Faults: Ray Data restarts an actor that dies and re-runs the batch it held (its defaults for actor
-pools, ``max_restarts=-1`` / ``max_task_retries=-1``, which this module keeps); a batch's rows are
-returned once, by the call that completes, so nothing is lost or duplicated.
+Faults: an actor that dies is restarted by Ray and the batch it held is run again (Ray Data's
+defaults for actor pools, ``max_restarts=-1`` / ``max_task_retries=-1``, which this module keeps
+and gives the job's actors too); a batch's rows are returned once, by the call that completes, so
+nothing is lost or duplicated.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
-import time
-from collections.abc import Iterator, Mapping, Sequence
+import shutil
+from collections import deque
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,23 +44,25 @@ try:
     import pyarrow as pa
     import ray
     import ray.data
-    from ray.data.datasource import FileBasedDatasource
+    from ray.util import ActorPool
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"embgemma.integrations.ray needs Ray Data and pyarrow ({e}): pip install \"embgemma[ray]\"") from e
 
 import numpy as np
 
-from .._batch import BatchEmbedder, EmbedOptions, make_options, _text_reason, _title_reason, to_arrow_embeddings
-from ..embed import CsvColumns, _Columns, _jsonable, parse_json_line, parse_text_line
-from ..embed import _fit as _fit_typed
+from ..jobs.arrow import to_arrow_embeddings
+from ..jobs.embedder import BatchEmbedder, BatchResult, EmbedOptions, make_options, replace_options
+from ..jobs.inputs import expand_inputs
+from ..jobs.output import Layout
+from ..jobs.reasons import EmbedJobError
+from ..jobs.shards import DEFAULT_SHARD_SIZE, StrictStop, check_mix, run_job, take_results
 
-__all__ = ["EmbedOptions", "RayEmbedder", "embed_dataset", "iter_embedded_batches", "read_inputs", "run_embed_job", "default_sizing"]
+__all__ = ["EmbedOptions", "RayEmbedder", "embed_dataset", "run_embed_job", "default_sizing", "ActorCompute"]
 
 #: Rows per ``map_batches`` call by default: large enough that the engine's length sorting has
 #: material to work with and Ray's per-call overhead vanishes, small enough that a retried batch
 #: costs seconds, not minutes.
 DEFAULT_MAP_BATCH_SIZE = 512
-
 
 
 def _assigned_cpus() -> int | None:
@@ -138,6 +144,10 @@ class RayEmbedder:
         ok[idx[res.ok]] = True
         full[ok] = res.embeddings
         return to_arrow_embeddings(full, ok), pa.array(reasons, type=pa.string())
+
+    def embed_checked(self, texts: list[Any], titles: list[Any] | None = None) -> BatchResult:
+        """``BatchEmbedder.embed_checked`` on this actor's model (what the ``embed --engine ray`` job calls)."""
+        return self.embedder.embed_checked(texts, titles)
 
     def __call__(self, batch: Any) -> Any:
         emb, err = self._compute(batch)
@@ -230,330 +240,67 @@ def embed_dataset(
     )
 
 
-# ---------------------------------------------------------------------- files -> rows
-#
-# The job reads its inputs as ``embgemma embed`` (the local engine) does, so both engines give the same
-# rows, ids and reasons: text files are one row a line (blank lines too); JSON Lines one object a
-# non-blank line; CSV / TSV have a header and string fields; Parquet is read by column. A row that
-# cannot be read (bad UTF-8, bad JSON, a missing field) is a row with a reason, not a failed job.
-
-_SUFFIX_FORMAT = {".txt": "text", ".text": "text", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-                  ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet"}
-_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4")
-INPUT_FORMATS = ("text", "jsonl", "csv", "tsv", "parquet")
-_READ_BLOCK_ROWS = 8192
-# internal column names of the job's rows (the kept columns keep their own names)
-_T, _TI, _ID, _WHY, _FILE = "__text", "__title", "__id", "__reason", "__file"
+# ---------------------------------------------------------------------- the embed job
 
 
-def _format_of(path: str, override: str | None = None) -> str:
-    if override and override != "auto":
-        if override not in INPUT_FORMATS:
-            raise ValueError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {override!r}")
-        return override
-    name = path.rstrip("/").rsplit("/", 1)[-1].lower()
-    for c in _COMPRESSED:
-        name = name.removesuffix(c)
-    ext = os.path.splitext(name)[1]
-    if ext in _SUFFIX_FORMAT:
-        return _SUFFIX_FORMAT[ext]
-    if not ext:
-        return "text"
-    raise ValueError(f"{path}: cannot tell the format from the suffix {ext!r}; pass input_format= "
-                     f"({', '.join(INPUT_FORMATS)})")
+class ActorCompute:
+    """The ``embed --engine ray`` job's compute (see embgemma.jobs.shards): each shard's texts go in
+    batches of ``map_batch_size`` rows to a pool of actors (``actor_class``, a ``RayEmbedder``) and come
+    back in order. Ray starts, and the actors load the model, at the first shard to compute: a finished
+    job's rerun needs no cluster."""
 
+    def __init__(self, options: EmbedOptions, *, address: str | None = None, num_actors: int | None = None,
+                 cpus_per_actor: int | None = None, map_batch_size: int | None = None,
+                 actor_class: type[RayEmbedder] | None = None) -> None:
+        batch = DEFAULT_MAP_BATCH_SIZE if map_batch_size is None else map_batch_size
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"map_batch_size must be a positive integer, got {map_batch_size!r}")
+        self.options = replace_options(options, strict=False)  # strict: the job's, with global row numbers
+        self.address, self.num_actors, self.cpus_per_actor = address, num_actors, cpus_per_actor
+        self.batch, self.actor_class = batch, actor_class or RayEmbedder
+        self.pool: ActorPool | None = None
+        self.actors: list[Any] = []
+        self.started_ray = False
+        self.window = 1
+        self.queue: deque[tuple[Any, list[list[int]]]] = deque()
 
-class _RowsDatasource(FileBasedDatasource):
-    """The job's rows from files of one format: the text, title, id (None: the row number, filled in
-    by the driver), kept columns, the reason a row cannot be embedded (or None), file and row in file."""
+    def _start(self, shard_size: int) -> None:
+        if not ray.is_initialized():
+            ray.init(address=self.address)
+            self.started_ray = True
+        cpus, n = default_sizing(_cluster_cpus(), self.cpus_per_actor or self.options.threads, self.num_actors)
+        actor = ray.remote(self.actor_class).options(num_cpus=cpus, max_restarts=-1, max_task_retries=-1)
+        self.actors = [actor.remote(options=self.options, threads=cpus) for _ in range(n)]
+        self.pool = ActorPool(self.actors)
+        # shards in flight: enough batches to keep every actor busy with one more queued
+        self.window = max(2, -(-2 * n // -(-shard_size // self.batch)))
 
-    def __init__(self, paths, *, input_format: str | None, options: EmbedOptions, block_rows: int = _READ_BLOCK_ROWS,
-                 **kw):
-        super().__init__(paths, **kw)
-        o = options
-        self._block_rows = block_rows
-        self._input_format, self._allow_empty = input_format, o.allow_empty
-        self._text, self._title, self._id, self._keep = o.text_column, o.title_column, o.id_column, list(o.passthrough)
-        self._cols = _Columns(text=o.text_column, id=o.id_column, title=o.title_column, keep=tuple(o.passthrough))
+    def submit(self, job: Any, shard: Any) -> None:
+        if self.pool is None:
+            self._start(job.shard_size)
+        chunks = [shard.cand[s : s + self.batch] for s in range(0, len(shard.cand), self.batch)]
+        for idx in chunks:
+            self.pool.submit(lambda a, v: a.embed_checked.remote(*v), (shard.texts(idx), shard.titles(job, idx)))
+        self.queue.append((shard, chunks))
 
-    def _open_input_source(self, filesystem, path: str, **open_args):
-        if _format_of(path, self._input_format) == "parquet":  # random access: read by row group
-            return filesystem.open_input_file(path)
-        return super()._open_input_source(filesystem, path, **open_args)
+    def pending(self) -> int:
+        return len(self.queue)
 
-    def _read_stream(self, f, path: str) -> Iterator[pa.Table]:
-        fmt = self._fmt = _format_of(path, self._input_format)
-        rows: list[tuple] = []
-        for row in getattr(self, f"_rows_{'csv' if fmt == 'tsv' else fmt}")(f, path):
-            rows.append(row)
-            if len(rows) >= self._block_rows:
-                yield self._table(rows, path)
-                rows = []
-        if rows:
-            yield self._table(rows, path)
+    def next(self, job: Any, progress: Any) -> Any:
+        shard, chunks = self.queue.popleft()
+        for idx in chunks:
+            take_results(job, shard, idx, self.pool.get_next(), progress)
+        return shard
 
-    @staticmethod
-    def _lines(f) -> Iterator[bytes]:
-        data = f.readall()
-        if data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]
-        lines = data.split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()  # the newline ending the last line starts no row
-        for line in lines:
-            yield line[:-1] if line.endswith(b"\r") else line
-
-    def _rows_text(self, f, path):
-        for line in self._lines(f):
-            yield parse_text_line(line)
-
-    def _rows_jsonl(self, f, path):
-        for line in self._lines(f):
-            if line.strip():
-                yield parse_json_line(line, self._cols)
-
-    def _rows_csv(self, f, path):
-        import csv
-        import io
-
-        csv.field_size_limit(2**31 - 1)
-        stream = io.TextIOWrapper(io.BytesIO(f.readall()), encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.reader(stream, delimiter="\t" if self._fmt == "tsv" else ",")
-
-        def records():
-            try:
-                for rec in reader:
-                    if rec:
-                        yield rec
-            except csv.Error as e:
-                raise ValueError(f"{path}, line {reader.line_num}: not readable as CSV ({e})") from None
-
-        recs = records()
-        header = next(recs, None)
-        if header is None:
-            raise ValueError(f"{path}: empty; a CSV input needs a header row naming its columns")
-        columns = CsvColumns(header, self._cols, path)
-        for rec in recs:
-            yield columns.row(rec)
-
-    def _rows_parquet(self, f, path):
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(f)
-        named = [c for c in dict.fromkeys([self._text, self._id, self._title, *self._keep]) if c is not None]
-        missing = [c for c in named if c not in pf.schema_arrow.names]
-        if missing:
-            raise ValueError(f"{path}: no column {', '.join(map(repr, missing))} (columns: "
-                             f"{', '.join(pf.schema_arrow.names[:20])})")
-        self._parquet_types = {c: pf.schema_arrow.field(c).type for c in named}
-        for batch in pf.iter_batches(batch_size=_READ_BLOCK_ROWS, columns=named, use_threads=False):
-            cols = {c: batch.column(c).to_pylist() for c in named}
-            for j in range(batch.num_rows):
-                rid = cols[self._id][j] if self._id is not None else None
-                reason = f"{self._id!r} is null" if self._id is not None and rid is None else None
-                yield (cols[self._text][j], cols[self._title][j] if self._title else None, rid,
-                       tuple(cols[k][j] for k in self._keep), reason)
-
-    def _table(self, rows: list[tuple], path: str) -> pa.Table:
-        """Arrow columns; a value Arrow cannot hold (a non-string text, a lone surrogate) is null with the
-        reason the embedder would give."""
-        n = len(rows)
-        reasons = [r[4] for r in rows]
-        texts: list[str | None] = []
-        titles: list[str | None] = []
-        for i, (text, title, _, _, _) in enumerate(rows):
-            if reasons[i] is None:
-                # values Arrow cannot carry as text get here the reason the embedder's own check would give
-                if not isinstance(text, str) or _text_reason(text, True) is not None:
-                    reasons[i] = _text_reason(text, self._allow_empty)
-                elif self._title and _title_reason(title) is not None:
-                    reasons[i] = _text_reason(text, self._allow_empty) or _title_reason(title)
-            ok = reasons[i] is None
-            texts.append(text if ok else None)
-            titles.append(title if ok and isinstance(title, str) else None)
-        cols: dict[str, Any] = {_T: pa.array(texts, type=pa.string())}
-        if self._title:
-            cols[_TI] = pa.array(titles, type=pa.string())
-        fixed_types = getattr(self, "_parquet_types", {}) if self._fmt == "parquet" else {}
-        string_cols = self._fmt in ("csv", "tsv")
-        for name, values in ([(_ID, [r[2] for r in rows])] if self._id else []) + [
-                (k, [r[3][j] for r in rows]) for j, k in enumerate(self._keep)]:
-            src_name = self._id if name == _ID else name
-            typ = fixed_types.get(src_name, pa.string() if string_cols else None)
-            cols[name] = self._fit(src_name, values, typ, reasons)
-        cols[_WHY] = pa.array(reasons, type=pa.string())
-        cols[_FILE] = pa.array([path] * n, type=pa.string())
-        return pa.table(cols)
-
-    @staticmethod
-    def _fit(name: str, values: list[Any], typ, reasons: list[str | None]) -> pa.Array:
-        """The local engine's column fitting; with no type (JSON values), Arrow's inference, else a string
-        column holding other values as their JSON text. A value that does not fit is null, with a reason."""
-        if typ is None:
-            try:
-                return pa.array(values)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError, UnicodeError):
-                typ = pa.string()
-        arr, bad = _fit_typed(name, values, typ)
-        for i, why in bad.items():
-            if reasons[i] is None:
-                reasons[i] = why
-        return arr
-
-
-def _expand(inputs: Sequence[str | os.PathLike[str]], input_format: str | None) -> list[tuple[str, str]]:
-    """(path, format) per input file, folders expanded (sorted, hidden and ``_`` files left out, as the
-    local engine does); URIs (``s3://...``) are passed to Ray as they are."""
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    out: list[tuple[str, str]] = []
-    for raw in map(os.fspath, inputs):
-        if "://" in raw:
-            out.append((raw, _format_of(raw, input_format)))
-            continue
-        p = Path(raw).expanduser()
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file()
-                           and not any(part.startswith((".", "_")) for part in f.relative_to(p).parts))
-            if not files:
-                raise ValueError(f"{raw}: the folder holds no input files")
-        elif p.is_file():
-            files = [p]
-        else:
-            raise FileNotFoundError(f"{raw}: no such input file or folder")
-        for f in files:
-            fmt = _format_of(str(f), input_format)
-            if fmt == "parquet" and f.suffix.lower() in _COMPRESSED:
-                raise ValueError(f"{f}: a compressed Parquet file; Parquet compresses inside, decompress it first")
-            if fmt == "jsonl":
-                _check_not_json_array(f)
-            out.append((str(f.resolve()), fmt))
-    if not out:
-        raise ValueError("no inputs given")
-    return out
-
-
-def _check_not_json_array(path: Path) -> None:
-    if path.suffix.lower() in _COMPRESSED:
-        return
-    with open(path, "rb") as fh:
-        for line in fh:
-            if line.strip():
-                if line.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
-                    raise ValueError(f"{path}: a JSON array, not JSON Lines (one object a line); convert it, "
-                                     "e.g. jq -c '.[]' FILE > FILE.jsonl")
-                return
-
-
-def read_inputs(inputs: Sequence[str | os.PathLike[str]], options: EmbedOptions,
-                input_format: str | None = None, block_rows: int = _READ_BLOCK_ROWS) -> ray.data.Dataset:
-    """The job's rows from files or folders, in the order given (see the module's notes on formats):
-    columns ``__text``, ``__title``, ``__id``, the kept columns, ``__reason``, ``__file``.
-
-    Formats by suffix, optionally compressed (.gz, .bz2, .xz, ...): .txt (one text a line), .jsonl /
-    .ndjson / .json (JSON Lines), .csv / .tsv, .parquet; no suffix is text. ``input_format`` forces one.
-    Paths must be readable by every Ray node (a shared file system), or be URIs such as ``s3://``.
-    ``block_rows``: rows per block; a block goes to one actor at a time, so small blocks spread even a
-    small input over the pool.
-    """
-    files = _expand(inputs, input_format)
-    o = options
-    if any(fmt == "text" for _, fmt in files):
-        given = [n for n in ("id_column", "title_column") if getattr(o, n)] + (["passthrough"] if o.passthrough else [])
-        if given or o.text_column != "text":
-            raise ValueError(f"{', '.join(given) or 'text_column'}: plain-text inputs have no columns (one text a line)")
-        if any(fmt != "text" for _, fmt in files):
-            raise ValueError("plain-text inputs cannot be mixed with JSON Lines / CSV / Parquet inputs (they have no "
-                             "columns); embed them in separate jobs")
-    # one datasource over all files: its read tasks keep the files' order (a union of datasets would
-    # interleave them), and each file is read by the reader its suffix names
-    return ray.data.read_datasource(_RowsDatasource([p for p, _ in files], input_format=input_format, options=o,
-                                                    block_rows=block_rows))
-
-
-class _JobEmbedder(RayEmbedder):
-    """RayEmbedder for the job's rows: honours the readers' reasons, drops the texts."""
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        emb, err = self._compute(batch, batch.column(_WHY).to_pylist())
-        keep = [c for c in batch.column_names if c not in (_T, _TI, _WHY)]
-        cols = {c: batch.column(c) for c in keep}
-        cols["embedding"], cols[_WHY] = emb, err
-        return pa.table(cols)
-
-
-def _job_options(options: EmbedOptions) -> EmbedOptions:
-    from .._batch import _replace
-
-    return _replace(options, text_column=_T, title_column=_TI if options.title_column else None, id_column=None,
-                    passthrough=(), strict=False)
-
-
-def iter_embedded_batches(
-    inputs: Sequence[str | os.PathLike[str]],
-    options: EmbedOptions,
-    *,
-    address: str | None = None,
-    input_format: str | None = None,
-    num_actors: int | None = None,
-    cpus_per_actor: int | None = None,
-    map_batch_size: int | None = None,
-    actor_class: type[RayEmbedder] | None = None,
-) -> Iterator[tuple[pa.Table, list[dict[str, Any]]]]:
-    """The job's results in input order, a batch at a time: ``(table, errors)``.
-
-    ``table``: ``id`` (the id column, or the row number across all inputs from 0), ``embedding`` and the
-    passthrough columns, valid rows only. ``errors``: ``{"row", "id", "file", "file_row", "reason"}`` per
-    row not embedded (as ``embgemma embed`` writes them). Connects to ``address`` unless Ray is running.
-    With ``options.strict`` the first such row raises ``ValueError`` naming it.
-    """
-    if not ray.is_initialized():
-        ray.init(address=address)
-    ctx = ray.data.DataContext.get_current()
-    was = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True  # rows come back in input order: row numbers are positions
-    try:
-        # read everything first (Ray spills to disk when the object store fills): reading takes a few
-        # percent of the time embedding does, and a fixed actor pool then gets every CPU without starving
-        # the read tasks of the CPUs they need (they would wait forever behind actors holding them all)
-        ds = read_inputs(inputs, options, input_format, block_rows=map_batch_size or DEFAULT_MAP_BATCH_SIZE).materialize()
-        ds = embed_dataset(ds, options=_job_options(options), num_actors=num_actors, cpus_per_actor=cpus_per_actor,
-                           map_batch_size=map_batch_size, actor_class=actor_class or _JobEmbedder)
-        row = 0
-        file_rows: dict[str, int] = {}
-        for t in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            n = t.num_rows
-            ids = pa.array(np.arange(row, row + n, dtype=np.int64)) if options.id_column is None else t.column(_ID)
-            reasons = t.column(_WHY)
-            files = t.column(_FILE).to_pylist()
-            in_file = []
-            for p in files:
-                k = file_rows.get(p, 0)
-                in_file.append(k)
-                file_rows[p] = k + 1
-            errors: list[dict[str, Any]] = []
-            if reasons.null_count < n:
-                id_list = ids.to_pylist()
-                for i, why in enumerate(reasons.to_pylist()):
-                    if why is not None:
-                        errors.append({"row": row + i, "id": _jsonable(id_list[i]), "file": files[i],
-                                       "file_row": in_file[i], "reason": why})
-                if options.strict:
-                    e = errors[0]
-                    raise ValueError(f"row {e['row']} (id {e['id']!r}, {e['file']} row {e['file_row']}): {e['reason']} "
-                                     "(strict mode; without it such rows go to the errors file)")
-            out = pa.table({"id": ids, "embedding": t.column("embedding"),
-                            **{c: t.column(c) for c in options.passthrough}})
-            if errors:
-                out = out.filter(reasons.is_null())
-            row += n
-            yield out, errors
-    finally:
-        ctx.execution_options.preserve_order = was
-
-
-#: rows per row group of the output (about 30 MB of float32 768-wide vectors), as the local engine writes
-_ROW_GROUP = 10_000
+    def close(self) -> None:
+        """Stop the actors (and the Ray this started); results still in flight are dropped."""
+        self.queue.clear()
+        for a in self.actors:
+            ray.kill(a)
+        self.actors, self.pool = [], None
+        if self.started_ray and ray.is_initialized():
+            ray.shutdown()
+        self.started_ray = False
 
 
 def run_embed_job(
@@ -568,94 +315,54 @@ def run_embed_job(
     cpus_per_actor: int | None = None,
     map_batch_size: int | None = None,
     actor_class: type[RayEmbedder] | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    overwrite: bool = False,
+    quiet: bool = True,
 ) -> dict[str, Any]:
-    """``embgemma embed --engine ray``: embed files on a Ray cluster into one Parquet file.
+    """``embgemma embed --engine ray``: embed files on a Ray cluster, resumably.
 
     Args:
-        inputs: files or folders (see ``read_inputs``); every Ray node must be able to read them (a
-            shared file system), or URIs such as ``s3://bucket/docs/``.
-        output: the Parquet file to write on this machine: ``id`` (the id column, else the row number
-            across all inputs from 0), ``embedding`` (``fixed_size_list<float32 | int8 | uint8>[width]``)
-            and the ``options.passthrough`` columns; valid rows only, in input order. Written to a
-            temporary name and renamed when complete.
+        inputs: files or folders, or URIs such as ``s3://bucket/docs/`` (see docs/scale-out.md for the
+            formats); read by this process (the driver), which sends the texts to the actors.
+        output: ``OUT.parquet`` (``id``, ``embedding``, the ``options.passthrough`` columns; valid rows
+            only, in input order), ``OUT.npy`` (row i = input row i) or ``OUT/`` (a Parquet dataset, one
+            file per shard), as ``embgemma embed -o`` takes it.
         options: the job's ``EmbedOptions``; ``strict`` stops at the first row that cannot be embedded
-            (``ValueError`` naming its row, id and file).
+            (``ValueError`` naming its row, id and file; a job stopped before its first shard leaves no
+            files).
         address: the Ray cluster (``"auto"``, ``"ray://head:10001"``, ``"head:6379"``); None: the running
             Ray, else ``RAY_ADDRESS``, else a local Ray started for the job and shut down after it.
         errors_output: JSON Lines ``{"row", "id", "file", "file_row", "reason"}``, one per row not embedded
             (default ``OUTPUT.errors.jsonl``); written only when there are such rows.
-        input_format, num_actors, cpus_per_actor, map_batch_size, actor_class: see ``read_inputs`` and
-            ``embed_dataset``.
+        shard_size: rows per shard (the work a killed driver can lose); part of the job: a rerun with the
+            same arguments resumes it (``overwrite=True`` starts over).
+        input_format, num_actors, cpus_per_actor, map_batch_size, actor_class: the format of every input
+            (default: by suffix) and the actor pool, as for ``embed_dataset``.
 
-    Returns ``{"rows", "embedded", "errors", "seconds", "output", "errors_output"}``.
+    Returns ``{"rows", "embedded", "errors", "computed", "seconds", "output", "errors_output"}``.
     """
-    import pyarrow.parquet as pq
-
-    output = os.fspath(output)
-    if output.endswith(".npy"):
-        raise ValueError("the Ray engine writes one Parquet file; give an output ending in .parquet")
-    errors_output = os.fspath(errors_output) if errors_output is not None else output + ".errors.jsonl"
-    started_here = not ray.is_initialized()
-    t0 = time.perf_counter()
-    tmp, err_tmp = output + ".tmp", errors_output + ".tmp"
-    writer = errors_file = None
-    pending: list[pa.Table] = []
-    rows = embedded = errors = 0
-    pq_opts = {"compression": "zstd", "use_dictionary": list(options.passthrough),
-               "write_statistics": ["id", *options.passthrough]}
-
-    def flush(final: bool) -> None:
-        nonlocal pending, writer
-        t = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
-        while t.num_rows >= _ROW_GROUP or (final and t.num_rows):
-            part = t.slice(0, _ROW_GROUP)
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, part.schema, **pq_opts)
-            writer.write_table(part.cast(writer.schema), row_group_size=_ROW_GROUP)
-            t = t.slice(part.num_rows)
-        pending = [t]
-
+    layout = Layout.from_arg(os.fspath(output))
+    if errors_output is not None:
+        layout.errors_file = Path(errors_output).expanduser().absolute()
+    sources = expand_inputs(list(inputs) if not isinstance(inputs, (str, os.PathLike)) else [inputs],
+                            input_format, (layout.out, layout.work, layout.errors))
+    structured = check_mix(sources)
+    if not structured:
+        given = [n for n in ("id_column", "title_column") if getattr(options, n)] + (
+            ["passthrough"] if options.passthrough else [])
+        if given or options.text_column != "text":
+            raise EmbedJobError(f"{', '.join(given) or 'text_column'}: plain-text inputs have no columns (one text a "
+                                "line)")
+    compute = ActorCompute(options, address=address, num_actors=num_actors, cpus_per_actor=cpus_per_actor,
+                           map_batch_size=map_batch_size, actor_class=actor_class)
     try:
-        for out, errs in iter_embedded_batches(inputs, options, address=address, input_format=input_format,
-                                               num_actors=num_actors, cpus_per_actor=cpus_per_actor,
-                                               map_batch_size=map_batch_size, actor_class=actor_class):
-            rows += out.num_rows + len(errs)
-            embedded += out.num_rows
-            if errs:
-                if errors_file is None:
-                    errors_file = open(err_tmp, "w", encoding="utf-8")  # noqa: SIM115
-                errors_file.writelines(json.dumps(e) + "\n" for e in errs)
-                errors += len(errs)
-            if pending and out.schema != pending[0].schema:
-                try:
-                    out = out.cast(pending[0].schema)
-                except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:
-                    raise ValueError(f"a column's type changed between batches ({e}); give the id and kept columns "
-                                     "one type in every input") from e
-            pending.append(out)
-            if sum(p.num_rows for p in pending) >= _ROW_GROUP:
-                flush(final=False)
-        if pending:
-            flush(final=True)
-        if writer is None:  # no valid rows: still a readable, empty file
-            schema = pending[0].schema if pending else pa.schema([("id", pa.int64()), ("embedding", pa.list_(pa.float32()))])
-            writer = pq.ParquetWriter(tmp, schema, **pq_opts)
-        writer.close()
-        writer = None
-        os.replace(tmp, output)
-        if errors_file is not None:
-            errors_file.close()
-            errors_file = None
-            os.replace(err_tmp, errors_output)
-    finally:
-        if writer is not None:
-            writer.close()
-        if errors_file is not None:
-            errors_file.close()
-        for leftover in (tmp, err_tmp):
-            if os.path.exists(leftover):
-                os.remove(leftover)
-        if started_here and ray.is_initialized():
-            ray.shutdown()
-    return {"rows": rows, "embedded": embedded, "errors": errors, "seconds": time.perf_counter() - t0,
-            "output": output, "errors_output": errors_output if errors else None}
+        stats = run_job(layout, sources, replace_options(options, strict=False), structured=structured,
+                        shard_size=shard_size, strict=options.strict, quiet=quiet, overwrite=overwrite,
+                        compute=compute)
+    except StrictStop as e:
+        if layout.kind != "dataset" and not any(layout.work.glob("shard-*.*")):
+            shutil.rmtree(layout.work, ignore_errors=True)  # nothing finished: leave nothing behind
+        x = e.args[0]
+        raise ValueError(f"row {x['row']} (id {x['id']!r}, {x['file']} row {x['file_row']}): {x['reason']} "
+                         "(strict mode; without it such rows go to the errors file)") from None
+    return {**stats, "output": str(layout.out), "errors_output": str(layout.errors) if stats["errors"] else None}

@@ -40,7 +40,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 import numpy as np
 
-from .._batch import BatchEmbedder, EmbedOptions, make_options
+from ..jobs.embedder import BatchEmbedder, EmbedOptions, make_options
 
 __all__ = ["embed_udf", "embed_frames", "embedding_type", "DEFAULT_UDF_BATCH_SIZE"]
 

@@ -13,7 +13,7 @@ bytes depend on its neighbours.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 import threading
 from dataclasses import asdict, dataclass, field
@@ -21,10 +21,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .prompts import DOCUMENT_PROMPT_NAMES
-from .quantization import PRECISIONS
+from ..prompts import DOCUMENT_PROMPT_NAMES
+from ..quantization import PRECISIONS
+from .reasons import missing, text_reason, title_reason
 
-__all__ = ["BatchEmbedder", "BatchResult", "EmbedOptions", "to_arrow_embeddings", "embedding_arrow_type"]
+__all__ = ["BatchEmbedder", "BatchResult", "EmbedOptions", "make_options", "replace_options"]
 
 
 def _positive_int(name: str, value: Any, optional: bool = True) -> int | None:
@@ -119,9 +120,9 @@ class EmbedOptions:
         self.batch_size = _positive_int("batch_size", self.batch_size)
         self.threads = _positive_int("threads", self.threads)
         if self.dtype is not None:
-            from .model import _resolve_dtype
+            from ..loading import resolve_dtype
 
-            _resolve_dtype(self.dtype)  # raises ValueError naming the valid modes
+            resolve_dtype(self.dtype)  # raises ValueError naming the valid modes
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("normalize", "allow_empty", "strict"):
@@ -178,54 +179,6 @@ class BatchResult(NamedTuple):
         out = np.full((len(self.ok),) + self.embeddings.shape[1:], fill, dtype=self.embeddings.dtype)
         out[self.ok] = self.embeddings
         return out
-
-
-def _missing(x: Any) -> bool:
-    if x is None:
-        return True
-    if isinstance(x, float) and math.isnan(x):
-        return True
-    try:  # pandas.NA / NaT without importing pandas
-        return type(x).__name__ in ("NAType", "NaTType")
-    except Exception:  # pragma: no cover
-        return False
-
-
-def _surrogate(s: str) -> int | None:
-    """Index of the first lone surrogate in ``s``, else None."""
-    if s.isascii():
-        return None
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError as e:
-        return e.start
-    return None
-
-
-def _text_reason(x: Any, allow_empty: bool) -> str | None:
-    if _missing(x):
-        return "missing text (null)"  # NaN too: pandas' spelling of a missing string
-    if isinstance(x, (bytes, bytearray)):
-        return "bytes, not str (decode the column as UTF-8 text first)"
-    if not isinstance(x, str):
-        return f"not a string ({type(x).__name__})"
-    pos = _surrogate(x)
-    if pos is not None:
-        return f"lone surrogate U+{ord(x[pos]):04X} at character {pos} (not valid Unicode text)"
-    if not allow_empty and not x.strip():
-        return "empty text" if not x else "whitespace-only text"
-    return None
-
-
-def _title_reason(t: Any) -> str | None:
-    if _missing(t):
-        return None
-    if not isinstance(t, str):
-        return f"title is not a string ({type(t).__name__})"
-    pos = _surrogate(t)
-    if pos is not None:
-        return f"title has a lone surrogate U+{ord(t[pos]):04X} at character {pos} (not valid Unicode text)"
-    return None
 
 
 def _as_list(values: Any) -> list[Any]:
@@ -296,7 +249,7 @@ class BatchEmbedder:
         return self._model
 
     def _load(self):
-        from .model import EmbeddingGemma
+        from ..model import EmbeddingGemma
 
         o = self.options
         m = EmbeddingGemma(o.model, threads=self.threads, dtype=o.dtype)
@@ -335,12 +288,12 @@ class BatchEmbedder:
         unless ``allow_empty``; a title that is neither a str nor missing, or has a lone surrogate.
         """
         texts = _as_list(texts)
-        reasons = [_text_reason(t, self.options.allow_empty) for t in texts]
+        reasons = [text_reason(t, self.options.allow_empty) for t in texts]
         if titles is not None:
             titles = _as_list(titles)
             if len(titles) != len(texts):
                 raise ValueError(f"{len(titles)} titles for {len(texts)} texts")
-            reasons = [r if r is not None else _title_reason(t) for r, t in zip(reasons, titles)]
+            reasons = [r if r is not None else title_reason(t) for r, t in zip(reasons, titles)]
         ok = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
         return ok, reasons
 
@@ -366,7 +319,7 @@ class BatchEmbedder:
             out = m.encode(texts, prompt_name=o.prompt_name, **kw)
         else:
             if titles is not None:
-                titles = [None if _missing(t) else t for t in _as_list(titles)]
+                titles = [None if missing(t) else t for t in _as_list(titles)]
             out = m.encode_document(texts, titles=titles, **kw)
         return out
 
@@ -409,7 +362,7 @@ class BatchEmbedder:
         """int8 / uint8 ``ranges`` from a sample: the per-dimension minimum and maximum of its float32
         embeddings under these options (save with ``np.save`` and pass as ``ranges``)."""
         texts = _as_list(sample_texts)
-        probe = BatchEmbedder(_replace(self.options, precision="float32", ranges=None), threads=self.threads)
+        probe = BatchEmbedder(replace_options(self.options, precision="float32", ranges=None), threads=self.threads)
         probe._model = self._model
         res = probe.embed_checked(texts, titles)
         if res.embeddings.shape[0] < 2:
@@ -417,44 +370,11 @@ class BatchEmbedder:
         return np.vstack((res.embeddings.min(axis=0), res.embeddings.max(axis=0))).astype(np.float32)
 
 
-def _replace(options: EmbedOptions, **changes: Any) -> EmbedOptions:
-    d = {k: getattr(options, k) for k in options.__dataclass_fields__}
-    d.update(changes)
-    return EmbedOptions(**d)
+def replace_options(options: EmbedOptions, **changes: Any) -> EmbedOptions:
+    """A copy of ``options`` with ``changes``, checked again."""
+    return dataclasses.replace(options, **changes)
 
 
 def _strip_index(msg: str) -> str:
     # encode numbers texts within its call ("text 0 contains ..."); that index means nothing to the caller
     return msg[7:] if msg.startswith("text 0 ") else msg
-
-
-# ---------------------------------------------------------------------- Arrow
-
-
-def embedding_arrow_type(width: int, dtype: np.dtype | str):
-    """``fixed_size_list<element: T>[width]`` for an embedding column."""
-    import pyarrow as pa
-
-    return pa.list_(pa.from_numpy_dtype(np.dtype(dtype)), int(width))
-
-
-def to_arrow_embeddings(embeddings: np.ndarray, valid: np.ndarray | None = None):
-    """A ``pyarrow.FixedSizeListArray`` with one list per row of a 2-D array (no copy of the values).
-
-    ``valid`` (bool per row) makes the other rows null; their values are kept in the buffer but unseen.
-    """
-    import pyarrow as pa
-
-    arr = np.ascontiguousarray(embeddings)
-    if arr.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D (rows, width), got shape {arr.shape}")
-    n, width = arr.shape
-    values = pa.array(arr.reshape(-1))
-    typ = embedding_arrow_type(width, arr.dtype)
-    if valid is None or bool(np.all(valid)):
-        return pa.FixedSizeListArray.from_arrays(values, type=typ)
-    valid = np.asarray(valid, dtype=bool)
-    if valid.shape != (n,):
-        raise ValueError(f"valid must have one flag per row ({n}), got shape {valid.shape}")
-    bitmap = pa.array(valid, type=pa.bool_()).buffers()[1]
-    return pa.Array.from_buffers(typ, n, [bitmap], null_count=int(n - valid.sum()), children=[values])
