@@ -98,6 +98,20 @@ def test_every_input_format_gives_the_engines_embeddings(fmt, tmp_path, model, c
         assert "text/s" in err and "tok/s" in err and "120 of 120 rows" in err
 
 
+def test_zstd_lz4_and_uri_inputs(tmp_path, model):
+    """One format table for every engine: .zst and .lz4 too (pyarrow's codecs), and URIs pyarrow opens."""
+    texts = _texts(30, seed=12)
+    data = "".join(json.dumps({"text": t}) + "\n" for t in texts).encode()
+    for codec, suffix in (("zstd", "zst"), ("lz4", "lz4")):
+        with pa.CompressedOutputStream(str(tmp_path / f"in.jsonl.{suffix}"), codec) as f:
+            f.write(data)
+        assert _embed(tmp_path / f"in.jsonl.{suffix}", "-o", tmp_path / f"{suffix}.npy") == 0
+        np.testing.assert_array_equal(np.load(tmp_path / f"{suffix}.npy"), model.encode_document(texts))
+    (tmp_path / "in.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    assert _embed((tmp_path / "in.txt").as_uri(), "-o", tmp_path / "uri.npy") == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "uri.npy"), model.encode_document(texts))
+
+
 def test_parquet_output_ids_titles_and_kept_columns(tmp_path, model):
     texts = _texts(90, seed=2)
     titles = [None if i % 4 == 0 else f"Title {i}" for i in range(90)]

@@ -121,29 +121,12 @@ class RayEmbedder:
             return col.tolist() if isinstance(col, np.ndarray) and col.dtype != object else list(col)
         return list(col.to_numpy(dtype=object))
 
-    def _compute(self, batch: Any, prior: list[str | None] | None = None):
+    def _compute(self, batch: Any):
         """Embeddings (Arrow, nulls where invalid) and reasons for one batch."""
         o = self.options
-        texts = self._column(batch, o.text_column)
-        titles = self._column(batch, o.title_column) if o.title_column else None
-        n = len(texts)
-        reasons: list[str | None] = [None] * n
-        keep = np.ones(n, dtype=bool)
-        if prior is not None:  # rows a reader already refused keep that reason
-            keep = np.fromiter((r is None for r in prior), dtype=bool, count=n)
-            reasons = list(prior)
-        if o.strict and not keep.all():
-            i = int(np.flatnonzero(~keep)[0])
-            raise ValueError(f"row {i}: {reasons[i]} (strict mode; drop strict to report such rows instead)")
-        idx = np.flatnonzero(keep)
-        res = self.embedder.embed_checked([texts[i] for i in idx], None if titles is None else [titles[i] for i in idx])
-        for j, i in enumerate(idx):
-            reasons[i] = res.reasons[j]
-        full = np.zeros((n, self.embedder.output_width), dtype=self.embedder.output_dtype)
-        ok = np.zeros(n, dtype=bool)
-        ok[idx[res.ok]] = True
-        full[ok] = res.embeddings
-        return to_arrow_embeddings(full, ok), pa.array(reasons, type=pa.string())
+        res = self.embedder.embed_checked(self._column(batch, o.text_column),
+                                          self._column(batch, o.title_column) if o.title_column else None)
+        return to_arrow_embeddings(res.full(), res.ok), pa.array(res.reasons, type=pa.string())
 
     def embed_checked(self, texts: list[Any], titles: list[Any] | None = None) -> BatchResult:
         """``BatchEmbedder.embed_checked`` on this actor's model (what the ``embed --engine ray`` job calls)."""
@@ -187,6 +170,13 @@ def default_sizing(total_cpus: float, cpus_per_actor: int | None = None, num_act
     return int(cpus_per_actor), int(num_actors)
 
 
+def _map_batch_size(value: Any) -> int:
+    size = DEFAULT_MAP_BATCH_SIZE if value is None else value
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"map_batch_size must be a positive integer, got {value!r}")
+    return size
+
+
 def _cluster_cpus() -> float:
     if not ray.is_initialized():
         ray.init()
@@ -222,9 +212,7 @@ def embed_dataset(
     cpus, actors = default_sizing(_cluster_cpus(), cpus_per_actor or opts.threads, num_actors)
     compute = (ray.data.ActorPoolStrategy(size=actors) if num_actors is not None
                else ray.data.ActorPoolStrategy(min_size=1, max_size=actors))
-    batch = DEFAULT_MAP_BATCH_SIZE if map_batch_size is None else map_batch_size
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"map_batch_size must be a positive integer, got {map_batch_size!r}")
+    batch = _map_batch_size(map_batch_size)
     extra = {}
     if "udf_modifying_row_count" in inspect.signature(ds.map_batches).parameters:  # Ray >= 2.5x: one row out per row in
         extra["udf_modifying_row_count"] = False
@@ -252,9 +240,7 @@ class ActorCompute:
     def __init__(self, options: EmbedOptions, *, address: str | None = None, num_actors: int | None = None,
                  cpus_per_actor: int | None = None, map_batch_size: int | None = None,
                  actor_class: type[RayEmbedder] | None = None) -> None:
-        batch = DEFAULT_MAP_BATCH_SIZE if map_batch_size is None else map_batch_size
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"map_batch_size must be a positive integer, got {map_batch_size!r}")
+        batch = _map_batch_size(map_batch_size)
         self.options = replace_options(options, strict=False)  # strict: the job's, with global row numbers
         self.address, self.num_actors, self.cpus_per_actor = address, num_actors, cpus_per_actor
         self.batch, self.actor_class = batch, actor_class or RayEmbedder

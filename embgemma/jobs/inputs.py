@@ -33,8 +33,10 @@ SUFFIX_FORMAT = {".txt": "text", ".text": "text", ".jsonl": "jsonl", ".ndjson": 
 
 def _arrow_codec(codec: str) -> Callable[[BinaryIO], Any]:
     def open_(raw: BinaryIO) -> Any:
-        import pyarrow as pa
-
+        try:
+            import pyarrow as pa
+        except ImportError:
+            raise EmbedJobError(f"{codec} inputs need pyarrow: pip install 'embgemma[parquet]'") from None
         return pa.CompressedInputStream(raw if isinstance(raw, pa.NativeFile) else pa.PythonFile(raw, mode="r"), codec)
     return open_
 
