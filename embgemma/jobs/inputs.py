@@ -178,7 +178,8 @@ def expand_inputs(inputs: list[Any], fmt: str | None, own: tuple[Path, ...] = ()
         for path, size, mtime in found:
             kind = format_of(path, fmt)
             if kind == "parquet" and _suffix(path) in COMPRESSION:
-                raise EmbedJobError(f"{path}: a compressed Parquet file; Parquet compresses inside, decompress it first")
+                raise EmbedJobError(f"{path}: a compressed Parquet file; Parquet compresses inside, decompress it "
+                                    "first")
             out.append(Source(path, kind, size, mtime))
     return out
 

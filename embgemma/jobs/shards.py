@@ -6,12 +6,12 @@ columns typed, rows that cannot be embedded set aside with their reason, ``--str
 its texts to a *compute*: ``LocalCompute`` embeds them in this process; the Ray engine's sends them to
 a pool of actors, several shards in flight. Results come back in shard order and are written as they
 come. Rerunning the same job checks its manifest, skips the shards whose file exists and computes the
-others.
+others. Embeddings do not depend on batch composition or thread count, so a resumed run's files are
+byte-identical to an uninterrupted run's, whichever engine computed which shard.
 
 A compute has ``window`` (shards it takes before the loop waits for the oldest), ``submit(job, shard)``,
 ``pending()``, ``next(job, progress)`` (the oldest shard, its results put in by ``take_results``) and
-``close()`` (drop what is in flight). Embeddings do not depend on batch composition or thread count, so a resumed run's files are
-byte-identical to an uninterrupted run's, whichever engine computed which shard.
+``close()`` (drop what is in flight).
 """
 
 from __future__ import annotations
