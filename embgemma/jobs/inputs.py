@@ -184,14 +184,12 @@ def expand_inputs(inputs: list[Any], fmt: str | None, own: tuple[Path, ...] = ()
     return out
 
 
-def _open_raw(path: Path | str, random_access: bool = False):
+def _open_raw(path: Path | str):
     if not is_uri(path):
         return open(path, "rb", buffering=1 << 20)  # noqa: SIM115
     from pyarrow import fs as pafs
 
     filesystem, p = pafs.FileSystem.from_uri(str(path))
-    if random_access:
-        return filesystem.open_input_file(p)
     return io.BufferedReader(filesystem.open_input_stream(p, compression=None), 1 << 20)  # readline: Python's
 
 
@@ -411,7 +409,7 @@ class _ParquetReader:
         pq = pyarrow_parquet()
         self.path, self.cols, self.index = src.path, cols, index
         try:
-            self.pf = pq.ParquetFile(_open_raw(src.path, random_access=True) if is_uri(src.path) else src.path)
+            self.pf = pq.ParquetFile(src.path)  # a URI too: pyarrow opens it
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
             raise EmbedJobError(f"{src.path}: not readable as Parquet ({e})") from None
         names = self.pf.schema_arrow.names
@@ -484,6 +482,7 @@ class _ParquetReader:
 
     def close(self) -> None:
         self.batches = None
+        self.pf.close()
 
 
 READERS = {"text": _TextReader, "jsonl": _JsonlReader, "csv": _CsvReader, "tsv": _CsvReader,
@@ -493,7 +492,9 @@ READERS = {"text": _TextReader, "jsonl": _JsonlReader, "csv": _CsvReader, "tsv":
 def scan(src: Source, cols: Columns, index: int) -> int:
     """Rows in one input (for the progress bar and the shard count); checks its header on the way."""
     if src.fmt == "parquet":
-        return _ParquetReader(src, cols, index).total
+        reader = _ParquetReader(src, cols, index)
+        reader.close()
+        return reader.total
     if src.fmt == "jsonl":
         with open_binary(src.path) as f:
             for line in f:
