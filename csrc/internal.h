@@ -21,8 +21,14 @@
 /* ---------------------------------------------------------------- errors */
 
 /* Formats a message into err and returns status; every failure goes through it. */
-eg_status eg_fail(char *err, size_t errlen, eg_status status, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+#if defined(__MINGW32__) && !defined(__clang__) /* C99 formats (%zu, %lld): the build sets __USE_MINGW_ANSI_STDIO */
+#define EG_PRINTF_LIKE(f, a) __attribute__((format(gnu_printf, f, a)))
+#elif defined(__GNUC__)
+#define EG_PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#else
+#define EG_PRINTF_LIKE(f, a)
+#endif
+eg_status eg_fail(char *err, size_t errlen, eg_status status, const char *fmt, ...) EG_PRINTF_LIKE(4, 5);
 
 /* The OpenMP team size a call may use: `requested`, or 1 in a child forked after a team ran
  * (dispatch.c). Every parallel region's size goes through it. */

@@ -13,6 +13,18 @@
 #include <immintrin.h>
 #include <string.h>
 
+#if defined(_WIN32) && defined(__GNUC__) && !defined(__clang__)
+/* GCC's amxtileintrin.h casts the stride to long, 32 bits on Win64, and no address takes a 32-bit
+ * index register: the same instructions with a 64-bit stride. */
+#undef _tile_loadd_internal
+#undef _tile_stored_internal
+#define _tile_loadd_internal(dst, base, stride)                                                                   \
+    __asm__ volatile("tileloadd\t(%0,%1,1), %%tmm" #dst ::"r"((const void *)(base)), "r"((long long)(stride)))
+#define _tile_stored_internal(src, base, stride)                                                                  \
+    __asm__ volatile("tilestored\t%%tmm" #src ", (%0,%1,1)" ::"r"((void *)(base)), "r"((long long)(stride))       \
+                     : "memory")
+#endif
+
 #define EG_AMX                                                                                                     \
     __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16,amx-tile,amx-bf16")))
 

@@ -4,6 +4,8 @@
  */
 #include <math.h>
 
+#include "platform.h" /* Windows: a correctly rounded fmaf */
+
 #include "internal.h"
 
 #include <float.h>

@@ -2,6 +2,7 @@
 #include "platform.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +10,10 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define EG_OS_X86 1
+#endif
+
+#if defined(__MINGW32__) && !__USE_MINGW_ANSI_STDIO
+#error "MinGW builds need -D__USE_MINGW_ANSI_STDIO=1: error messages use C99 printf formats (%zu, %lld)"
 #endif
 
 #ifndef _WIN32
@@ -250,6 +255,21 @@ void eg_os_once(eg_once *once, void (*fn)(void)) {
     InitOnceExecuteOnce((PINIT_ONCE)once, once_call, (PVOID)(uintptr_t)fn, NULL);
 }
 
+/* a * b is exact in double (24 + 24 bits); the sum is rounded to odd (round to nearest, then a last
+ * bit of 0 moved one ulp toward the exact value), and from 53 bits that rounds once more to float
+ * correctly (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums", 2008). */
+float eg_fmaf(float a, float b, float c) {
+    const double p = (double)a * (double)b, s = p + (double)c;
+    const double bv = s - p, e = (p - (s - bv)) + ((double)c - bv); /* s + e == p + c exactly (TwoSum) */
+    if (e == 0.0 || !isfinite(s)) return (float)s;
+    uint64_t u;
+    memcpy(&u, &s, sizeof u);
+    if (!(u & 1)) u += (e > 0) == (s > 0) ? 1 : (uint64_t)-1; /* toward the exact value in magnitude */
+    double odd;
+    memcpy(&odd, &u, sizeof odd);
+    return (float)odd;
+}
+
 #ifdef EG_OS_X86
 /* Windows saves the AMX tile state for every process once XCR0 has the tile bits: no request needed. */
 int eg_os_amx_permitted(void) { return 1; }
@@ -279,7 +299,7 @@ uint64_t eg_os_xgetbv0(void) { return (uint64_t)_xgetbv(0); }
 
 int eg_os_cpuid(unsigned leaf, unsigned subleaf, unsigned r[4]) {
     memset(r, 0, 4 * sizeof *r);
-    if (leaf > __get_cpuid_max(leaf & 0x80000000u, NULL)) return 0;
+    if (leaf > (unsigned)__get_cpuid_max(leaf & 0x80000000u, NULL)) return 0;
     __cpuid_count(leaf, subleaf, r[0], r[1], r[2], r[3]);
     return 1;
 }

@@ -42,6 +42,14 @@ typedef pthread_once_t eg_once;
 #endif
 void eg_os_once(eg_once *once, void (*fn)(void));
 
+/* The scalar kernels are the specification the vector kernels match bit for bit, so their fmaf must
+ * be the fused, correctly rounded one: MinGW-w64's is not (a third of random float inputs come out an
+ * ulp off vfmadd231ss), so on Windows the kernels use their own (kernels_scalar.c includes this). */
+#ifdef _WIN32
+float eg_fmaf(float a, float b, float c);
+#define fmaf eg_fmaf
+#endif
+
 #if defined(__x86_64__) || defined(_M_X64)
 /* CPUID leaf/subleaf into r[4] = eax, ebx, ecx, edx; 0 (and zeros) for a leaf above the CPU's maximum. */
 int eg_os_cpuid(unsigned leaf, unsigned subleaf, unsigned r[4]);

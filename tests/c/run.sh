@@ -8,9 +8,10 @@
 #        max          (+ I8MM, BF16: QEMU's all)       + i8mm               -> scalar, i8mm
 #      the macOS detection branch (sysctlbyname) against a stand-in reporting an old macOS, an M1, an M2;
 #      and, when clang is installed, the same kernels built by clang (serial) on "max";
-#   3. nothing else: emulated timings mean nothing and none are taken.
-# Needs gcc; for step 2 gcc-aarch64-linux-gnu (with libc6-dev-arm64-cross) and qemu-user
-# (.ci/run installs them). A missing cross toolchain fails the run unless EMBGEMMA_C_NATIVE_ONLY=1.
+#   3. on x86-64, Win64: tests/c/win64.sh (MinGW-w64 GCC and clang, run under Wine);
+#   4. nothing else: emulated timings mean nothing and none are taken.
+# Needs gcc; for step 2 gcc-aarch64-linux-gnu (with libc6-dev-arm64-cross) and qemu-user, for step 3
+# gcc-mingw-w64-x86-64-posix, clang and wine64 (.ci/run installs them). A missing cross toolchain fails the run unless EMBGEMMA_C_NATIVE_ONLY=1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=$(mktemp -d)
@@ -83,5 +84,10 @@ if [ -n "$clang" ]; then
   $clang --target=aarch64-linux-gnu $flags -Wno-unknown-pragmas tests/c/driver.c $srcs -lm \
     -o "$out/driver-arm64-clang"
   run_arm "$out/driver-arm64-clang" max "scalar neon dotprod i8mm" dotprod i8mm
+fi
+
+# Win64: cross-compiled with MinGW-w64 GCC and clang, run under Wine (tests/c/win64.sh), on x86-64
+if [ "$(uname -m)" = x86_64 ]; then
+  EG_NATIVE_ISAS=$("$out/driver" --list | xargs) tests/c/win64.sh
 fi
 echo "tests/c/run.sh: all passed"
