@@ -42,6 +42,25 @@ typedef pthread_once_t eg_once;
 #endif
 void eg_os_once(eg_once *once, void (*fn)(void));
 
+/* Compilers. GCC and clang compile each ISA's kernels with target attributes and pick them at run
+ * time; MSVC has no target attributes (its intrinsics compile anywhere), so setup.py compiles each
+ * kernel file with its own /arch flag instead and the few GNU-only constructs (inline assembly) have
+ * intrinsic twins: EG_ISA_PER_FILE. tests/c/win64.sh defines it for GCC (with -m flags per file) to
+ * run that code under Wine. */
+#if defined(_MSC_VER) && !defined(__clang__) && !defined(EG_ISA_PER_FILE)
+#define EG_ISA_PER_FILE 1
+#endif
+#ifdef EG_ISA_PER_FILE
+#define EG_TARGET(isas)
+#else
+#define EG_TARGET(isas) __attribute__((target(isas)))
+#endif
+#if defined(_MSC_VER) && !defined(__clang__)
+#define EG_ALWAYS_INLINE __forceinline
+#else
+#define EG_ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
+
 /* The scalar kernels are the specification the vector kernels match bit for bit, so their fmaf must
  * be the fused, correctly rounded one: MinGW-w64's is not (a third of random float inputs come out an
  * ulp off vfmadd231ss), so on Windows the kernels use their own (kernels_scalar.c includes this). */

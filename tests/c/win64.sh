@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The C core on Win64, without Windows: cross-compiled with MinGW-w64 GCC (OpenMP: libgomp) and with
-# clang (--target=x86_64-w64-windows-gnu, serial: no OpenMP runtime for that target here), warning-free
-# at setup.py's warning level (-Werror), and run under Wine, which runs x86-64 code natively:
+# clang (--target=x86_64-w64-windows-gnu, serial: no OpenMP runtime for that target here), and once
+# more with GCC the way setup.py builds it with MSVC (EG_ISA_PER_FILE: each kernel file compiled with
+# its ISA's flags, no target attributes, intrinsics for the inline assembly), all warning-free at
+# setup.py's warning level (-Werror), and run under Wine, which runs x86-64 code natively:
 #   1. the driver (tests/c/driver.c) detects the same ISAs as natively (CPUID, XGETBV through the OS
 #      layer) and runs every one against its scalar twin, with the golden model read from a folder
 #      whose name is not ASCII (wide command line -> UTF-8 -> CreateFileW / MapViewOfFile);
 #   2. GCC's build again with OMP_THREAD_LIMIT=2 on the best ISA: the driver's 3-thread runs become
 #      2-thread ones, which must equal 1 thread bit for bit as well;
 #   3. tests/c/win64/files.c: a file over 4 GiB (sparse) mapped whole, errors, aligned memory, clock.
-# What this cannot check: MSVC (setup.py's Windows compiler), the extension module (no Windows
-# CPython here), AVX-512 / AMX (this CPU lacks them: compiled, not run), a real Windows kernel.
+# What this cannot check: MSVC itself (setup.py's Windows compiler), the extension module (no Windows
+# CPython here), ISAs this CPU lacks (compiled, not run), a real Windows kernel.
 # Needs x86_64-w64-mingw32-gcc (gcc-mingw-w64-x86-64-posix), clang 14+ and wine64 (.ci/run installs them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,6 +44,23 @@ $clang_w $flags -Wno-unknown-pragmas tests/c/driver.c $srcs $main -o "$out/drive
 # shellcheck disable=SC2086
 $gcc_w $flags -Wno-unknown-pragmas tests/c/win64/files.c $srcs $main -o "$out/files.exe" &
 wait %1 && wait %2 && wait %3
+# the MSVC layout: kernel files with per-file ISA flags (setup.py's MSVC_ARCH gives MSVC's /arch ones)
+objs=""
+for f in $srcs; do
+  case $f in
+    csrc/kernels_avx2.c) isa="-mavx2 -mfma" ;;
+    csrc/kernels_avxvnni.c) isa="-mavx2 -mfma -mavxvnni" ;;
+    csrc/kernels_avx512.c) isa="-mavx2 -mfma -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni -mavx512bf16" ;;
+    csrc/kernels_amx.c) isa="-mavx2 -mfma -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni -mavx512bf16
+                             -mamx-tile -mamx-bf16" ;;
+    *) isa="" ;;
+  esac
+  # shellcheck disable=SC2086
+  $gcc_w $flags -fopenmp -DEG_ISA_PER_FILE=1 $isa -c "$f" -o "$out/$(basename "$f" .c).o"
+  objs="$objs $out/$(basename "$f" .c).o"
+done
+# shellcheck disable=SC2086
+$gcc_w $flags -fopenmp -DEG_ISA_PER_FILE=1 tests/c/driver.c $objs $main -o "$out/driver-perfile.exe"
 
 # the ISAs this CPU runs, as the native build sees them (run.sh passes them; alone, build it)
 if [ -z "${EG_NATIVE_ISAS:-}" ]; then
@@ -65,7 +84,7 @@ run() { # label, then the command
   "$@" >"$out/log" 2>&1 || { cat "$out/log"; echo "tests/c/win64.sh: FAILED: $label" >&2; exit 1; }
   grep -E '^(ISA|supported|cpu|  .*golden model)|checks,|processors|missing file' "$out/log" || true
 }
-for cc in gcc clang; do
+for cc in gcc clang perfile; do
   bin="$out/driver-$cc.exe"
   for isa in $EG_NATIVE_ISAS; do
     run "$cc build under Wine, EMBGEMMA_ISA=$isa, --data $windata" \
