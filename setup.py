@@ -9,6 +9,12 @@ Environment switches:
 The kernels for every ISA of the target architecture (x86-64: AVX2, AVX-VNNI, AVX-512; ARM64: NEON,
 dot product, I8MM) are compiled in with per-function target attributes and chosen at run time, so no
 -march flag is needed or wanted.
+
+Windows (win_amd64) builds with MSVC, the compiler pip uses there. MSVC has no target attributes, so
+each x86-64 kernel file is compiled with its own /arch flag (MSVC_ARCH; csrc/platform.h's
+EG_ISA_PER_FILE), every level included, and OpenMP is MSVC's /openmp, whose runtime (vcomp140.dll)
+lives beside PyTorch's Intel OpenMP in one process, where LLVM's libomp refuses to start ("OMP: Error
+#15"). This path is compiled and run here only as tests/c/win64.sh's MinGW-GCC imitation of it.
 """
 
 import os
@@ -45,6 +51,16 @@ SOURCES = [
     "csrc/kernels_i8mm.c",
     "csrc/testing.c",
 ]
+
+# MSVC: the /arch flag of each x86-64 kernel file (all others get the x86-64 baseline). /arch:AVX512 is
+# F+CD+BW+DQ+VL; MSVC compiles the VNNI, BF16 and AMX intrinsics under it (and AVX-VNNI's under AVX2)
+# without a flag of their own, and dispatch.c runs nothing the CPU lacks.
+MSVC_ARCH = {
+    "csrc/kernels_avx2.c": "/arch:AVX2",
+    "csrc/kernels_avxvnni.c": "/arch:AVX2",
+    "csrc/kernels_avx512.c": "/arch:AVX512",
+    "csrc/kernels_amx.c": "/arch:AVX512",
+}
 
 
 def _builds_openmp(cc, cflags, ldflags):
@@ -124,6 +140,8 @@ def _serial_message(asked_off):
 
 class BuildExt(build_ext):
     def build_extensions(self):
+        if self.compiler.compiler_type == "msvc":
+            return self._build_msvc()
         # the whole compile command (a CC of "ccache gcc", macOS's -arch flags), so the probe sees what the build will
         cc = list(self.compiler.compiler_so) if hasattr(self.compiler, "compiler_so") else ["cc"]
         want = os.environ.get("EMBGEMMA_OPENMP", "auto")
@@ -147,8 +165,44 @@ class BuildExt(build_ext):
                 ext.extra_compile_args.append("-Wno-unknown-pragmas")
             if os.environ.get("EMBGEMMA_WERROR") == "1":
                 ext.extra_compile_args.append("-Werror")
+            if self.compiler.compiler_type == "mingw32":  # C99 printf for the messages' %zu, %lld
+                ext.define_macros.append(("__USE_MINGW_ANSI_STDIO", "1"))
             ext.extra_compile_args += shlex.split(os.environ.get("EMBGEMMA_CFLAGS", ""))
             ext.extra_link_args += shlex.split(os.environ.get("EMBGEMMA_LDFLAGS", ""))
+        super().build_extensions()
+
+    def _build_msvc(self):
+        """Windows: the kernel files compiled first, each with its /arch, then the rest as usual."""
+        try:
+            from setuptools.errors import CompileError
+        except ImportError:  # setuptools before 59
+            from distutils.errors import CompileError
+
+        if not self.compiler.initialized:
+            self.compiler.initialize()
+        # no whole-program optimization (/GL): it could inline an /arch:AVX512 function into baseline code
+        self.compiler.compile_options = [o for o in self.compiler.compile_options if o != "/GL"]
+        if os.environ.get("EMBGEMMA_OPENMP") == "0":
+            print(_serial_message(True), file=sys.stderr)
+            omp = []
+        else:
+            omp = ["/openmp"]  # MSVC's OpenMP 2.0 runtime, vcomp140.dll: what every pragma here needs
+        flags = ["/std:c11", "/O2", "/W3"] + omp + (["/WX"] if os.environ.get("EMBGEMMA_WERROR") == "1" else [])
+        flags += shlex.split(os.environ.get("EMBGEMMA_CFLAGS", ""))
+        for ext in self.extensions:
+            ext.define_macros += [("_CRT_SECURE_NO_WARNINGS", "1"), ("_CRT_NONSTDC_NO_DEPRECATE", "1")]
+            ext.extra_link_args = shlex.split(os.environ.get("EMBGEMMA_LDFLAGS", ""))
+            for src, arch in MSVC_ARCH.items():
+                ext.sources.remove(src)
+                try:
+                    ext.extra_objects = list(ext.extra_objects or []) + self.compiler.compile(
+                        [src], output_dir=self.build_temp, macros=ext.define_macros,
+                        include_dirs=ext.include_dirs, extra_postargs=flags + [arch])
+                except CompileError:
+                    sys.exit(f"embgemma: MSVC cannot compile {src} with {arch} (errors above). Its kernels need "
+                             f"the AVX2 / AVX-512 / AMX intrinsics of Visual Studio 2022's MSVC (or newer), and C11 "
+                             f"(/std:c11, Visual Studio 2019 16.8 or newer): update Visual Studio's C++ build tools.")
+            ext.extra_compile_args = flags
         super().build_extensions()
 
 
