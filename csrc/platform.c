@@ -271,7 +271,8 @@ float eg_fmaf(float a, float b, float c) {
 }
 
 #ifdef EG_OS_X86
-/* Windows saves the AMX tile state for every process once XCR0 has the tile bits: no request needed. */
+/* Windows enables optional XSAVE state (AMX tile data) for a thread on demand once XCR0 has the tile
+ * bits: no request as on Linux. */
 int eg_os_amx_permitted(void) { return 1; }
 #endif
 #endif
