@@ -9,7 +9,7 @@ How it simulates
 sentence-transformers runs the model on PyTorch float32; the nn.Linear modules of the 24 transformer
 layers (q, k, v, o, gate, up, down) are replaced by ``FakeQuantLinear``, which computes
 ``y = deq(quant_a(x / s)) @ deq(quant_w(W * s))^T`` (+ a float part for outlier channels), with the
-rounding of the C engine (csrc/pack.c):
+rounding of the C engine (csrc/pack.c for the weights, csrc/kernels_scalar.c for the activations):
 
 - weights (``eg_matrix_pack_row``, type I8): per output row and block of B=32 (or 16) inputs,
   ``inv = 127 / amax`` (float32), ``q = nearbyint(w * inv)`` (ties to even) clamped to +-127,

@@ -1,16 +1,15 @@
-/* config.c - reads and validates config.json and the sentence-transformers
- * module files. This is the only place values from those files are trusted:
- * whatever the engine cannot run exactly is refused here, naming the file and
- * the key. No Python here.
+/* config.c - reads and validates the model's architecture (config.json, or a GGUF's metadata) and
+ * the sentence-transformers module files. This is the only place values from those files are
+ * trusted: whatever the engine cannot run exactly is refused here, naming the file and the key.
+ * No Python here.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
-
-/* RoPE tables cover at most this many positions (EmbeddingGemma uses 2048). */
 
 static char *join(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
@@ -56,6 +55,53 @@ static eg_status get_num(const json_node *o, const char *key, double def, double
         return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: \"%s\" must be a positive number", path, key);
     *out = v->number;
     return EG_OK;
+}
+
+/* ---------------------------------------------------------------- the architecture's integers */
+
+/* The integers of eg_config, as each format names them: the config.json key and its default (-1:
+ * required; else transformers' Gemma3TextConfig default), the GGUF key (after "<architecture>.";
+ * NULL: not in the metadata) and its default (-1: required; 0: derived from the others; else
+ * llama.cpp's), and the range embgemma runs: the one set of limits both readers check. */
+typedef struct {
+    const char *json, *gguf;
+    size_t offset; /* of the int64_t in eg_config */
+    int64_t json_def, gguf_def, lo, hi;
+} config_int;
+
+static const config_int config_ints[] = {
+    {"hidden_size", "embedding_length", offsetof(eg_config, hidden), -1, -1, 1, 1 << 16},
+    {"intermediate_size", "feed_forward_length", offsetof(eg_config, intermediate), -1, -1, 1, 1 << 20},
+    {"num_hidden_layers", "block_count", offsetof(eg_config, n_layers), -1, -1, 1, 1024},
+    {"num_attention_heads", "attention.head_count", offsetof(eg_config, n_heads), -1, -1, 1, 1024},
+    {"num_key_value_heads", "attention.head_count_kv", offsetof(eg_config, n_kv_heads), -1, 0, 1, 1024},
+    {"head_dim", "attention.key_length", offsetof(eg_config, head_dim), -1, 0, 2, 4096},
+    {"vocab_size", NULL, offsetof(eg_config, vocab), -1, 0, 3, (int64_t)1 << 24}, /* GGUF: token_embd's rows */
+    {"max_position_embeddings", "context_length", offsetof(eg_config, max_positions), 131072, 2048, 1,
+     (int64_t)1 << 24},
+    {"sliding_window", "attention.sliding_window", offsetof(eg_config, sliding_window), 4096, 512, 1,
+     (int64_t)1 << 24},
+};
+#define N_CONFIG_INTS (sizeof config_ints / sizeof config_ints[0])
+
+static int64_t *config_field(eg_config *cfg, const config_int *f) {
+    return (int64_t *)(void *)((char *)cfg + f->offset);
+}
+static int in_range(const config_int *f, int64_t v) { return v >= f->lo && v <= f->hi; }
+
+/* What both readers derive from the integers: the positions the RoPE tables cover, the sliding
+ * window's radius, and layer_is_global (all 0: sliding, for the caller to mark the global ones). */
+static eg_status config_derive(eg_config *cfg, char *err, size_t errlen) {
+    if (cfg->max_positions > EG_MAX_POSITIONS) cfg->max_positions = EG_MAX_POSITIONS;
+    /* transformers: bidirectional => sliding_window = sw // 2 + 1, mask |i - j| < that */
+    cfg->window_radius = cfg->sliding_window / 2;
+    cfg->layer_is_global = calloc((size_t)cfg->n_layers, 1);
+    return cfg->layer_is_global ? EG_OK : eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
+}
+
+/* Every period-th layer global (period >= 1): both formats' rule when no list says which. */
+static void global_every(eg_config *cfg, int64_t period) {
+    for (int64_t i = 0; i < cfg->n_layers; i++) cfg->layer_is_global[i] = (i + 1) % period == 0;
 }
 
 static int is_true(const json_node *v) { return v && v->type == JSON_BOOL && v->boolean; }
@@ -144,20 +190,11 @@ eg_status eg_config_from_json(const json_node *o, const char *path, eg_config *c
         goto done;
     }
 
-    /* sizes: required, no silent defaults for the shape of the network */
-    if ((s = get_int(o, "hidden_size", -1, 1, 1 << 16, &cfg->hidden, path, err, errlen))) goto done;
-    if ((s = get_int(o, "intermediate_size", -1, 1, 1 << 20, &cfg->intermediate, path, err, errlen))) goto done;
-    if ((s = get_int(o, "num_hidden_layers", -1, 1, 1024, &cfg->n_layers, path, err, errlen))) goto done;
-    if ((s = get_int(o, "num_attention_heads", -1, 1, 1024, &cfg->n_heads, path, err, errlen))) goto done;
-    if ((s = get_int(o, "num_key_value_heads", -1, 1, 1024, &cfg->n_kv_heads, path, err, errlen))) goto done;
-    if ((s = get_int(o, "head_dim", -1, 2, 4096, &cfg->head_dim, path, err, errlen))) goto done;
-    if ((s = get_int(o, "vocab_size", -1, 3, (int64_t)1 << 24, &cfg->vocab, path, err, errlen))) goto done;
-    /* defaults below are transformers' Gemma3TextConfig defaults */
-    if ((s = get_int(o, "max_position_embeddings", 131072, 1, (int64_t)1 << 24, &cfg->max_positions, path, err,
-                     errlen)))
-        goto done;
-    if ((s = get_int(o, "sliding_window", 4096, 1, (int64_t)1 << 24, &cfg->sliding_window, path, err, errlen)))
-        goto done;
+    /* sizes: the shape of the network is required (no silent defaults), the rest as transformers defaults */
+    for (size_t i = 0; i < N_CONFIG_INTS; i++) {
+        const config_int *f = &config_ints[i];
+        if ((s = get_int(o, f->json, f->json_def, f->lo, f->hi, config_field(cfg, f), path, err, errlen))) goto done;
+    }
     if ((s = get_num(o, "rms_norm_eps", 1e-6, &cfg->rms_eps, path, err, errlen))) goto done;
     if ((s = get_num(o, "query_pre_attn_scalar", 256, &cfg->query_pre_attn_scalar, path, err, errlen))) goto done;
     if (cfg->n_heads % cfg->n_kv_heads != 0) {
@@ -170,10 +207,6 @@ eg_status eg_config_from_json(const json_node *o, const char *path, eg_config *c
                     (long long)cfg->head_dim);
         goto done;
     }
-    if (cfg->max_positions > EG_MAX_POSITIONS) cfg->max_positions = EG_MAX_POSITIONS;
-    /* transformers: bidirectional => sliding_window = sw // 2 + 1, mask |i - j| < that */
-    cfg->window_radius = cfg->sliding_window / 2;
-
     /* RoPE bases: transformers 5 writes rope_parameters; 4.x writes rope_theta + rope_local_base_freq */
     cfg->rope_base_global = 1000000.0;
     cfg->rope_base_local = 10000.0;
@@ -201,11 +234,7 @@ eg_status eg_config_from_json(const json_node *o, const char *path, eg_config *c
     }
 
     /* which layers are global: layer_types, else a period */
-    cfg->layer_is_global = calloc((size_t)cfg->n_layers, 1);
-    if (!cfg->layer_is_global) {
-        s = eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
-        goto done;
-    }
+    if ((s = config_derive(cfg, err, errlen))) goto done;
     const json_node *lt = json_get(o, "layer_types");
     if (lt && lt->type != JSON_NULL) {
         if (lt->type != JSON_ARRAY || (int64_t)lt->n != cfg->n_layers) {
@@ -228,7 +257,7 @@ eg_status eg_config_from_json(const json_node *o, const char *path, eg_config *c
         int64_t period;
         const char *key = json_get(o, "sliding_window_pattern") ? "sliding_window_pattern" : "_sliding_window_pattern";
         if ((s = get_int(o, key, 6, 1, 1 << 20, &period, path, err, errlen))) goto done;
-        for (int64_t i = 0; i < cfg->n_layers; i++) cfg->layer_is_global[i] = (i + 1) % period == 0;
+        global_every(cfg, period);
     }
 done:
     if (s != EG_OK) eg_config_free(cfg);
@@ -238,6 +267,102 @@ done:
 void eg_config_free(eg_config *cfg) {
     free(cfg->layer_is_global);
     cfg->layer_is_global = NULL;
+}
+
+/* ---------------------------------------------------------------- GGUF metadata */
+
+eg_status eg_config_from_gguf(const eg_gguf *g, eg_config *cfg, char *err, size_t errlen) {
+    memset(cfg, 0, sizeof *cfg);
+    char arch[64] = "", key[160];
+    const char *path = g->path;
+    eg_status s = EG_OK;
+    if (eg_gguf_get_str(g, "general.architecture", arch, sizeof arch) != 1)
+        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: GGUF has no general.architecture string", path);
+    int causal = -1;
+#define KEY(k) (snprintf(key, sizeof key, "%s.%s", arch, k), key)
+#define FAIL(...)                                                                                                  \
+    do {                                                                                                           \
+        s = eg_fail(err, errlen, __VA_ARGS__);                                                                     \
+        goto done;                                                                                                 \
+    } while (0)
+    if (eg_gguf_get_bool(g, KEY("attention.causal"), &causal) < 0)
+        FAIL(EG_ERR_BAD_FILE, "%s: %s must be a bool", path, key);
+    const int has_dense0 = eg_st_find((eg_tensor_set *)&g->tensors, "dense.0.weight") != NULL;
+    if (strcmp(arch, "gemma-embedding") == 0) {
+        if (causal == 1)
+            FAIL(EG_ERR_UNSUPPORTED, "%s: %s is true, but EmbeddingGemma is bidirectional", path, key);
+    } else if (strcmp(arch, "gemma3") == 0) {
+        if (causal != 0 && !has_dense0)
+            FAIL(EG_ERR_UNSUPPORTED,
+                 "%s: a \"gemma3\" GGUF without gemma3.attention.causal = false or Dense tensors is a "
+                 "causal Gemma 3 language model, not EmbeddingGemma",
+                 path);
+    } else {
+        FAIL(EG_ERR_UNSUPPORTED,
+             "%s: general.architecture is \"%.40s\"; embgemma runs EmbeddingGemma GGUFs "
+             "(\"gemma-embedding\", or Ollama's \"gemma3\" embedding layout)",
+             path, arch);
+    }
+    for (size_t i = 0; i < N_CONFIG_INTS; i++) {
+        const config_int *f = &config_ints[i];
+        if (!f->gguf) continue;
+        int64_t v = f->gguf_def;
+        const int r = eg_gguf_get_int(g, KEY(f->gguf), &v);
+        if (r < 0) FAIL(EG_ERR_BAD_FILE, "%s: %s must be an integer", path, key);
+        if (r == 0 && f->gguf_def < 0) FAIL(EG_ERR_BAD_FILE, "%s: GGUF metadata lacks %s", path, key);
+        if (r == 1 && !in_range(f, v))
+            FAIL(EG_ERR_BAD_FILE, "%s: %s = %lld is out of range (%lld..%lld)", path, key, (long long)v,
+                 (long long)f->lo, (long long)f->hi);
+        *config_field(cfg, f) = v;
+    }
+    if (cfg->n_kv_heads == 0) cfg->n_kv_heads = cfg->n_heads;
+    if (cfg->head_dim == 0) cfg->head_dim = cfg->hidden / cfg->n_heads;
+    int64_t vlen;
+    if (eg_gguf_get_int(g, KEY("attention.value_length"), &vlen) == 1 && vlen != cfg->head_dim)
+        FAIL(EG_ERR_UNSUPPORTED, "%s: attention.value_length %lld differs from key_length %lld", path,
+             (long long)vlen, (long long)cfg->head_dim);
+    if (cfg->n_heads % cfg->n_kv_heads != 0 || cfg->head_dim % 2 != 0)
+        FAIL(EG_ERR_BAD_FILE, "%s: head_count %lld must be a multiple of head_count_kv %lld and key_length %lld even",
+             path, (long long)cfg->n_heads, (long long)cfg->n_kv_heads, (long long)cfg->head_dim);
+    int64_t pooling;
+    if (eg_gguf_get_int(g, KEY("pooling_type"), &pooling) == 1 && pooling != 1)
+        FAIL(EG_ERR_UNSUPPORTED, "%s: pooling_type is %lld; EmbeddingGemma pools by the mean (1)", path,
+             (long long)pooling);
+    double v;
+    cfg->rms_eps = 1e-6;
+    if (eg_gguf_get_float(g, KEY("attention.layer_norm_rms_epsilon"), &v) == 1) cfg->rms_eps = v;
+    /* RoPE: llama.cpp's keys, else older Ollama gemma3 ones, else llama.cpp's hard-coded values */
+    cfg->rope_base_global = 1000000.0;
+    cfg->rope_base_local = 10000.0;
+    if (eg_gguf_get_float(g, KEY("rope.freq_base"), &v) == 1 || eg_gguf_get_float(g, KEY("rope.global.freq_base"), &v) == 1)
+        cfg->rope_base_global = v;
+    if (eg_gguf_get_float(g, KEY("rope.freq_base_swa"), &v) == 1 || eg_gguf_get_float(g, KEY("rope.local.freq_base"), &v) == 1)
+        cfg->rope_base_local = v;
+    if (!(cfg->rms_eps > 0 && cfg->rms_eps < 1 && cfg->rope_base_global > 1 && cfg->rope_base_local > 1))
+        FAIL(EG_ERR_BAD_FILE, "%s: rms epsilon or RoPE bases out of range", path);
+    cfg->query_pre_attn_scalar = (double)cfg->head_dim; /* llama.cpp: 1 / sqrt(key_length) */
+    cfg->vocab = 0;                                     /* from token_embd (load.c) */
+    /* which layers are global: sliding_window_pattern (a period, or a bool per layer: true = sliding) */
+    if ((s = config_derive(cfg, err, errlen))) goto done;
+    int64_t period = 6;
+    const eg_gguf_kv *pat = eg_gguf_find(g, KEY("attention.sliding_window_pattern"));
+    if (pat && pat->type == EG_GGUF_ARRAY && pat->arr_type == EG_GGUF_BOOL) {
+        if (pat->n != (uint64_t)cfg->n_layers)
+            FAIL(EG_ERR_BAD_FILE, "%s: %s has %llu entries for %lld layers", path, key, (unsigned long long)pat->n,
+                 (long long)cfg->n_layers);
+        for (int64_t i = 0; i < cfg->n_layers; i++) cfg->layer_is_global[i] = pat->data[i] == 0;
+        goto done;
+    }
+    if (pat && eg_gguf_get_int(g, key, &period) != 1)
+        FAIL(EG_ERR_BAD_FILE, "%s: %s must be an integer or an array of bools", path, key);
+    if (period < 1 || period > 1024)
+        FAIL(EG_ERR_BAD_FILE, "%s: %s = %lld is out of range", path, key, (long long)period);
+    global_every(cfg, period);
+#undef FAIL
+#undef KEY
+done:
+    if (s != EG_OK) eg_config_free(cfg);
+    return s;
 }
 
 /* ---------------------------------------------------------------- modules.json */
@@ -288,8 +413,8 @@ eg_status eg_dense_config(const json_node *o, const char *path, const char *mdir
     eg_status s;
     if (!json_get(o, "in_features"))
         return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: a Dense config needs in_features and out_features", path);
-    if ((s = get_int(o, "in_features", -1, 1, 1 << 20, &pl->dense_in[i], path, err, errlen))) return s;
-    if ((s = get_int(o, "out_features", -1, 1, 1 << 20, &pl->dense_out[i], path, err, errlen))) return s;
+    if ((s = get_int(o, "in_features", -1, 1, EG_MAX_DENSE_WIDTH, &pl->dense_in[i], path, err, errlen))) return s;
+    if ((s = get_int(o, "out_features", -1, 1, EG_MAX_DENSE_WIDTH, &pl->dense_out[i], path, err, errlen))) return s;
     const json_node *b = json_get(o, "bias");
     pl->dense_bias[i] = !b || is_true(b); /* sentence-transformers' default is bias=True */
     const json_node *a = json_get(o, "activation_function");

@@ -1,7 +1,9 @@
 /* dispatch.c - which kernels this CPU can run: on x86-64 CPUID for the instructions,
  * XGETBV for the OS having enabled their register state; on ARM64 what the OS
- * reports (Linux: getauxval, macOS: sysctlbyname). EMBGEMMA_ISA (read at model
- * load) forces a choice for tests. No Python here.
+ * reports (Linux: getauxval, macOS: sysctlbyname). The ISA table (one row per ISA:
+ * name, architecture, base table, fill function, automatic or not, fallback), the
+ * load-time self-check against the scalar kernels, and the choice it feeds. EMBGEMMA_ISA
+ * (read at model load) forces a choice for tests. No Python here.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -67,20 +69,6 @@ static int isa_on_cpu(eg_isa isa) {
     default: return 0;
     }
 }
-
-/* The tables of the ISAs above AVX2 are AVX2's with some kernels replaced, composed once. */
-static eg_kernels table_avxvnni, table_avx512, table_avx512bf16, table_amx;
-static eg_once tables_once = EG_ONCE_INIT;
-static void make_tables(void) {
-    table_avxvnni = eg_kernels_avx2;
-    eg_kernels_avxvnni_fill(&table_avxvnni);
-    table_avx512 = eg_kernels_avx2;
-    eg_kernels_avx512_fill(&table_avx512);
-    table_avx512bf16 = eg_kernels_avx2;
-    eg_kernels_avx512bf16_fill(&table_avx512bf16);
-    table_amx = eg_kernels_avx2;
-    eg_kernels_amx_fill(&table_amx);
-}
 #endif
 
 #ifdef EG_HAVE_ARM64
@@ -130,16 +118,6 @@ static int isa_on_cpu(eg_isa isa) {
     default: return 0;
     }
 }
-
-/* The dotprod and i8mm tables are NEON's with the integer GEMM replaced, composed once. */
-static eg_kernels table_dotprod, table_i8mm;
-static eg_once tables_once = EG_ONCE_INIT;
-static void make_tables(void) {
-    table_dotprod = eg_kernels_neon;
-    eg_kernels_dotprod_fill(&table_dotprod);
-    table_i8mm = eg_kernels_neon;
-    eg_kernels_i8mm_fill(&table_i8mm);
-}
 #endif
 
 const char *eg_cpu_features(void) {
@@ -171,26 +149,76 @@ const char *eg_cpu_features(void) {
 #endif
 }
 
-static const char *const isa_names[EG_ISA_COUNT] = {
-    [EG_ISA_SCALAR] = "scalar", [EG_ISA_AVX2] = "avx2", [EG_ISA_AVXVNNI] = "avxvnni", [EG_ISA_AVX512] = "avx512",
-    [EG_ISA_NEON] = "neon", [EG_ISA_DOTPROD] = "dotprod", [EG_ISA_I8MM] = "i8mm",
-    [EG_ISA_AVX512BF16] = "avx512bf16", [EG_ISA_AMX] = "amx",
+/* ---------------------------------------------------------------- the ISA table */
+
+/* The CPU architecture an ISA's kernels are for; ARCH_ANY: every build has them. */
+typedef enum { ARCH_ANY, ARCH_X86_64, ARCH_ARM64 } isa_arch;
+static const char *const arch_names[] = {"any", "x86-64", "ARM64"};
+#if defined(EG_HAVE_X86)
+#define ARCH_HERE ARCH_X86_64
+#define X86(x) (x)
+#define ARM64(x) NULL
+#elif defined(EG_HAVE_ARM64)
+#define ARCH_HERE ARCH_ARM64
+#define X86(x) NULL
+#define ARM64(x) (x)
+#else
+#define ARCH_HERE ARCH_ANY
+#define X86(x) NULL
+#define ARM64(x) NULL
+#endif
+
+static eg_kernels tables[EG_ISA_COUNT]; /* each compiled ISA's kernels: its base, then its fill (compose) */
+
+/* What one ISA is (what a CPU needs to run it is isa_on_cpu's):
+ *   name       as eg_load_opts.isa and EMBGEMMA_ISA spell it
+ *   arch       the CPU architecture it is compiled for
+ *   base       the kernel table it starts from: its own, or another ISA's (&tables[that ISA])
+ *   fill       puts its own kernels into that copy (NULL: none)
+ *   automatic  eg_isa_best may choose it (auto); else only when asked for by name
+ *   fallback   the ISA tried next when it fails its self-check (eg_isa_choose): each chain ends at scalar,
+ *              and its length orders the automatic ISAs (eg_isa_best) */
+typedef struct {
+    const char *name;
+    isa_arch arch;
+    const eg_kernels *base;
+    void (*fill)(eg_kernels *k);
+    int automatic;
+    eg_isa fallback;
+} isa_traits;
+
+static const isa_traits isa_table[EG_ISA_COUNT] = {
+    [EG_ISA_SCALAR] = {.name = "scalar", .arch = ARCH_ANY, .base = &eg_kernels_scalar, .fill = NULL,
+                       .automatic = 1, .fallback = EG_ISA_SCALAR},
+    [EG_ISA_AVX2] = {.name = "avx2", .arch = ARCH_X86_64, .base = X86(&eg_kernels_avx2), .fill = NULL,
+                     .automatic = 1, .fallback = EG_ISA_SCALAR},
+    [EG_ISA_AVXVNNI] = {.name = "avxvnni", .arch = ARCH_X86_64, .base = X86(&eg_kernels_avx2),
+                        .fill = X86(eg_kernels_avxvnni_fill), .automatic = 1, .fallback = EG_ISA_AVX2},
+    [EG_ISA_AVX512] = {.name = "avx512", .arch = ARCH_X86_64, .base = X86(&eg_kernels_avx2),
+                       .fill = X86(eg_kernels_avx512_fill), .automatic = 1, .fallback = EG_ISA_AVXVNNI},
+    /* only when asked for: it rounds the bfloat16 mode's activations (its own fidelity), and on the one
+     * CPU measured (Sapphire Rapids) vdpbf16ps retires one per two cycles on the FMA port where two FMAs
+     * retire per cycle, so its GEMM is slower than avx512's widening one (docs/performance.md) */
+    [EG_ISA_AVX512BF16] = {.name = "avx512bf16", .arch = ARCH_X86_64, .base = X86(&tables[EG_ISA_AVX512]),
+                           .fill = X86(eg_kernels_avx512bf16_fill), .automatic = 0, .fallback = EG_ISA_AVX512},
+    /* rounds them too, but its tiles make the bfloat16 mode the fastest there is on such a CPU (1.9-3.1x
+     * float32 end to end in the real-weight harness) within bfloat16's fidelity bars: chosen automatically;
+     * its float32 and integer modes are avx512's kernels, bit for bit */
+    [EG_ISA_AMX] = {.name = "amx", .arch = ARCH_X86_64, .base = X86(&tables[EG_ISA_AVX512BF16]),
+                    .fill = X86(eg_kernels_amx_fill), .automatic = 1, .fallback = EG_ISA_AVX512},
+    [EG_ISA_NEON] = {.name = "neon", .arch = ARCH_ARM64, .base = ARM64(&eg_kernels_neon), .fill = NULL,
+                     .automatic = 1, .fallback = EG_ISA_SCALAR},
+    [EG_ISA_DOTPROD] = {.name = "dotprod", .arch = ARCH_ARM64, .base = ARM64(&eg_kernels_neon),
+                        .fill = ARM64(eg_kernels_dotprod_fill), .automatic = 1, .fallback = EG_ISA_NEON},
+    [EG_ISA_I8MM] = {.name = "i8mm", .arch = ARCH_ARM64, .base = ARM64(&eg_kernels_neon),
+                     .fill = ARM64(eg_kernels_i8mm_fill), .automatic = 1, .fallback = EG_ISA_DOTPROD},
 };
 
-const char *eg_isa_name(eg_isa isa) { return (unsigned)isa < EG_ISA_COUNT ? isa_names[isa] : "unknown"; }
-
-static int isa_is_arm64(eg_isa isa) { return isa == EG_ISA_NEON || isa == EG_ISA_DOTPROD || isa == EG_ISA_I8MM; }
+const char *eg_isa_name(eg_isa isa) { return (unsigned)isa < EG_ISA_COUNT ? isa_table[isa].name : "unknown"; }
 
 int eg_isa_compiled(eg_isa isa) {
-    if (isa == EG_ISA_SCALAR) return 1;
     if ((unsigned)isa >= EG_ISA_COUNT) return 0;
-#if defined(EG_HAVE_X86)
-    return !isa_is_arm64(isa);
-#elif defined(EG_HAVE_ARM64)
-    return isa_is_arm64(isa);
-#else
-    return 0;
-#endif
+    return isa_table[isa].arch == ARCH_ANY || isa_table[isa].arch == ARCH_HERE;
 }
 
 int eg_isa_supported(eg_isa isa) {
@@ -203,37 +231,45 @@ int eg_isa_supported(eg_isa isa) {
 #endif
 }
 
-/* avx512bf16 only when asked for: it rounds the bfloat16 mode's activations (its own fidelity), and
- * on the one CPU measured (Sapphire Rapids) vdpbf16ps retires one per two cycles on the FMA port
- * where two FMAs retire per cycle, so its GEMM is slower than avx512's widening one
- * (docs/performance.md). amx rounds them too, but its tiles make the bfloat16 mode the fastest
- * there is on such a CPU (1.9-3.1x float32 end to end in the real-weight harness) within bfloat16's fidelity bars: chosen
- * automatically; its float32 and integer modes are avx512's kernels, bit for bit. */
-static int isa_automatic(eg_isa isa) { return isa != EG_ISA_AVX512BF16; }
-
-eg_isa eg_isa_best(void) {
-    for (int i = EG_ISA_COUNT - 1; i > 0; i--)
-        if (isa_automatic((eg_isa)i) && eg_isa_supported((eg_isa)i)) return (eg_isa)i;
-    return EG_ISA_SCALAR;
+/* How many fallbacks lead from isa to scalar. */
+static int isa_level(eg_isa isa) {
+    int n = 0;
+    for (; isa != EG_ISA_SCALAR; isa = isa_table[isa].fallback) n++;
+    return n;
 }
 
+eg_isa eg_isa_best(void) {
+    eg_isa best = EG_ISA_SCALAR;
+    for (int i = 0; i < EG_ISA_COUNT; i++)
+        if (isa_table[i].automatic && eg_isa_supported((eg_isa)i) && isa_level((eg_isa)i) > isa_level(best))
+            best = (eg_isa)i;
+    return best;
+}
+
+/* tables[i] = its base (composed first when it is another ISA's), then its fill. */
+static int composed[EG_ISA_COUNT];
+static void compose(int i) {
+    if (composed[i]) return;
+    for (int j = 0; j < EG_ISA_COUNT; j++)
+        if (isa_table[i].base == &tables[j]) compose(j);
+    tables[i] = *isa_table[i].base;
+#ifdef EG_ISA_PER_FILE /* a fill is compiled for its ISA (setup.py's /arch): it runs only where that ISA does */
+    if (isa_table[i].fill && eg_isa_supported((eg_isa)i)) isa_table[i].fill(&tables[i]);
+#else
+    if (isa_table[i].fill) isa_table[i].fill(&tables[i]);
+#endif
+    composed[i] = 1;
+}
+static void compose_tables(void) {
+    for (int i = 0; i < EG_ISA_COUNT; i++)
+        if (eg_isa_compiled((eg_isa)i)) compose(i);
+}
+static eg_once tables_once = EG_ONCE_INIT;
+
 const eg_kernels *eg_kernels_for(eg_isa isa) {
-#ifdef EG_HAVE_X86
-    eg_os_once(&tables_once, make_tables);
-    if (isa == EG_ISA_AVX2) return &eg_kernels_avx2;
-    if (isa == EG_ISA_AVXVNNI) return &table_avxvnni;
-    if (isa == EG_ISA_AVX512) return &table_avx512;
-    if (isa == EG_ISA_AVX512BF16) return &table_avx512bf16;
-    if (isa == EG_ISA_AMX) return &table_amx;
-#endif
-#ifdef EG_HAVE_ARM64
-    eg_os_once(&tables_once, make_tables);
-    if (isa == EG_ISA_NEON) return &eg_kernels_neon;
-    if (isa == EG_ISA_DOTPROD) return &table_dotprod;
-    if (isa == EG_ISA_I8MM) return &table_i8mm;
-#endif
-    (void)isa;
-    return &eg_kernels_scalar;
+    if (!eg_isa_compiled(isa)) return &eg_kernels_scalar;
+    eg_os_once(&tables_once, compose_tables);
+    return &tables[isa];
 }
 
 /* ---------------------------------------------------------------- self-check */
@@ -336,7 +372,7 @@ eg_status eg_isa_choose(const char *name, eg_isa *out, char *note, size_t notele
         want = eg_isa_best();
     } else {
         for (int i = 0; i < EG_ISA_COUNT; i++)
-            if (strcmp(name, isa_names[i]) == 0) want = (eg_isa)i;
+            if (strcmp(name, isa_table[i].name) == 0) want = (eg_isa)i;
         if (want == EG_ISA_COUNT || !eg_isa_compiled(want)) {
             char choices[160] = "auto";
             int last = 0;
@@ -345,12 +381,12 @@ eg_status eg_isa_choose(const char *name, eg_isa *out, char *note, size_t notele
             for (int i = 0; i < EG_ISA_COUNT; i++)
                 if (eg_isa_compiled((eg_isa)i)) {
                     strcat(choices, i == last ? " or " : ", ");
-                    strcat(choices, isa_names[i]);
+                    strcat(choices, isa_table[i].name);
                 }
             if (want == EG_ISA_COUNT)
                 return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "unknown ISA \"%.32s\": use %s", name, choices);
             return eg_fail(err, errlen, EG_ERR_INVALID_ARG, "ISA \"%s\" is for %s CPUs, not compiled into this build: use %s",
-                           name, isa_is_arm64(want) ? "ARM64" : "x86-64", choices);
+                           name, arch_names[isa_table[want].arch], choices);
         }
         if (!eg_isa_supported(want))
             return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "ISA \"%s\" is not supported by the CPU on this machine",
@@ -367,16 +403,16 @@ eg_status eg_isa_choose(const char *name, eg_isa *out, char *note, size_t notele
         }                                                                                           \
     } while (0)
     NOTE("%s (%s)", eg_isa_name(want), forced ? "asked for" : "best for this CPU");
-    for (int i = (int)want; i > 0; i--) {
-        if (!eg_isa_supported((eg_isa)i) || (i != (int)want && !isa_automatic((eg_isa)i))) continue;
+    for (eg_isa i = want; i != EG_ISA_SCALAR; i = isa_table[i].fallback) { /* down its fallback chain */
+        if (!eg_isa_supported(i)) continue;
         char why[200];
-        if (eg_isa_selfcheck((eg_isa)i, why, sizeof why)) {
-            if (i != (int)want) NOTE("; fell back to %s", eg_isa_name((eg_isa)i));
+        if (eg_isa_selfcheck(i, why, sizeof why)) {
+            if (i != want) NOTE("; fell back to %s", eg_isa_name(i));
             NOTE("; self-check against the scalar kernels passed");
-            *out = (eg_isa)i;
+            *out = i;
             return EG_OK;
         }
-        NOTE("; %s self-check %s", eg_isa_name((eg_isa)i), why);
+        NOTE("; %s self-check %s", eg_isa_name(i), why);
     }
     if (want != EG_ISA_SCALAR) NOTE("; fell back to scalar");
 #undef NOTE

@@ -28,6 +28,8 @@ typedef enum {
     EG_ERR_CANCELLED,     /* the caller's cancel poll asked to stop (eg_encode_opts) */
 } eg_status;
 
+/* The kernel sets. The values are fixed identifiers, in the order the ISAs were added: they say
+ * nothing about preference or fallback (the ISA table in dispatch.c does). */
 typedef enum {
     EG_ISA_SCALAR = 0,    /* plain C: the specification of every kernel        */
     EG_ISA_AVX2 = 1,      /* x86-64 AVX2 + FMA                                 */
@@ -37,7 +39,7 @@ typedef enum {
     EG_ISA_NEON = 4,      /* Advanced SIMD: every ARMv8-A CPU                  */
     EG_ISA_DOTPROD = 5,   /* + FEAT_DotProd (SDOT)                             */
     EG_ISA_I8MM = 6,      /* + FEAT_I8MM (SMMLA)                               */
-    /* x86-64 again */
+    /* x86-64 */
     EG_ISA_AVX512BF16 = 7, /* AVX512's kernels + AVX512_BF16: bfloat16 weights times activations
                               rounded to bfloat16 (vdpbf16ps). Never chosen automatically: only
                               when asked for by name (see eg_isa_best)                         */
@@ -165,7 +167,8 @@ const char *eg_gguf_type_name(int type); /* "uint32", "string", ... */
 const char *eg_isa_name(eg_isa isa);
 int eg_isa_compiled(eg_isa isa);
 int eg_isa_supported(eg_isa isa);
-/* The highest supported ISA that may be chosen automatically: avx512bf16 never is (it changes the
+/* The highest supported ISA that may be chosen automatically (the one with the longest fallback
+ * chain: amx > avx512 > avxvnni > avx2, i8mm > dotprod > neon): avx512bf16 never is (it changes the
  * bfloat16 mode's arithmetic, and on the Sapphire Rapids measured its vdpbf16ps runs at half the
  * float32 FMA rate), so on such a CPU this is amx where it has AMX-BF16 tiles, else avx512. */
 eg_isa eg_isa_best(void);
@@ -176,8 +179,9 @@ const char *eg_cpu_features(void);
  * with the first disagreement in why. EMBGEMMA_SELFCHECK_FAIL=<isa> makes that ISA fail (tests). */
 int eg_isa_selfcheck(eg_isa isa, char *why, size_t whylen);
 /* The ISA for a model: `name` (NULL/"": EMBGEMMA_ISA, else the best the CPU has), then the
- * self-check; an ISA that fails it gives way to the next lower one that passes. note says what
- * was chosen and why. */
+ * self-check; an ISA that fails it gives way to the next one down its fallback chain that the CPU
+ * supports and that passes (amx -> avx512 -> avxvnni -> avx2 -> scalar, avx512bf16 -> avx512,
+ * i8mm -> dotprod -> neon -> scalar). note says what was chosen and why. */
 eg_status eg_isa_choose(const char *name, eg_isa *out, char *note, size_t notelen, char *err, size_t errlen);
 
 int eg_openmp_enabled(void);
@@ -185,29 +189,6 @@ int eg_default_threads(void);
 /* 1 in a process forked after it (or an ancestor) ran an OpenMP team: GNU libgomp cannot start
  * threads again there, so every call runs on one thread (see docs/thread_safety.md). */
 int eg_forked_single_threaded(void);
-
-/* Testing hooks (csrc/testing.c): run one kernel of `isa` on caller buffers.
- * eg_test_gemm: y[m, n] = x[m, k] . w[n, k]^T with row strides ldx / ldy, w
- * packed (rounded / quantized) as `weights` the way the loader does for the kernels `pack` names:
- * -1 `isa`'s own, else the sum of 1 (integer types: the value ranges of an ISA that sums int16
- * pairs, as AVX2 does) and 2 (bfloat16: activations rounded to bfloat16 and k-pairs summed as
- * vdpbf16ps does, as avx512bf16 does) or 4 (the same products summed as AMX's tdpbf16ps does, as
- * amx does); the scalar ISA runs those kernels' twins.
- * eg_test_vec: op 1 -> y += a x; op 2 -> y *= a; op 3 -> y = gelu_tanh(y) * x;
- * op 4 -> y = exp(y - a) (0 where y is -inf), *result = sum(y). */
-eg_status eg_test_gemm(eg_isa isa, eg_weights weights, int pack, const float *x, int64_t ldx, int64_t m, const float *w,
-                       int64_t n, int64_t k, float *y, int64_t ldy, char *err, size_t errlen);
-/* eg_test_parse: the "safetensors" header or "gguf" parser, or ("config") every reader of a model
- * folder's JSON files (config.json, modules.json, Pooling / Dense configs, the shard index), on bytes
- * in memory (fuzzing). */
-eg_status eg_test_parse(const char *kind, const void *buf, size_t size, char *err, size_t errlen);
-eg_status eg_test_vec(eg_isa isa, int op, float a, const float *x, float *y, int64_t n, float *result, char *err,
-                      size_t errlen);
-/* eg_test_encode: one eg_encode call decoded from fuzz bytes (any n_seqs, dim, threads, offsets, rows,
- * token ids; see testing.c), checked against the contract above: EG_ERR_INTERNAL ("oracle: ...")
- * when eg_encode accepts a call it must refuse, refuses a valid one, or writes a row nobody asked for
- * or a non-finite value; else eg_encode's own status. */
-eg_status eg_test_encode(const eg_model *m, const void *buf, size_t size, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -1,13 +1,13 @@
 /* kernels_amx.c - x86-64 AMX (AMX-TILE + AMX-BF16, Sapphire Rapids and later): the bfloat16 weights
- * mode's GEMM on tiles, for the amx ISA. Everything else of that ISA is avx512bf16's table
- * (dispatch.c): the activations are rounded to bfloat16 by its to_bf16, the float32 and integer
- * modes run the avx512 kernels. The one section follows kernels_scalar.c's order; its twin is
+ * mode's GEMM on tiles, for the amx ISA. Everything else of that ISA is avx512bf16's table (dispatch.c's
+ * ISA table composes them): the activations are rounded to bfloat16 by its to_bf16, the float32 and
+ * integer modes run the avx512 kernels. Sections in kernels_scalar.c's order; the GEMM's twin is
  * gemm_bf16dot_scalar with EG_BF16DOT_AMX (amx_block there states the arithmetic, measured on the
  * instruction). Compiled with target attributes; nothing here runs unless dispatch.c has seen the
  * CPU features, the OS-enabled tile state and (Linux) been granted the tile data permission.
  * No allocation, no threads, no Python.
  */
-#include "internal.h"
+#include "kernels.h"
 
 #ifdef EG_HAVE_X86
 #include <immintrin.h>
@@ -26,7 +26,7 @@
 #endif
 
 #define EG_AMX                                                                                                     \
-    __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16,amx-tile,amx-bf16")))
+    EG_TARGET("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16,amx-tile,amx-bf16")
 
 /* ---------------------------------------------------------------- bfloat16 x bfloat16 (vdpbf16ps, AMX) */
 
@@ -40,7 +40,7 @@ typedef struct {
 } tile_config;
 
 static EG_AMX void load_config(int rows) {
-    tile_config c __attribute__((aligned(64)));
+    _Alignas(64) tile_config c;
     memset(&c, 0, sizeof c);
     c.palette = 1;
     for (int t = 0; t < 8; t++) {
@@ -54,9 +54,9 @@ static EG_AMX void load_config(int rows) {
  * (the matrix's last panel: columns past w->n are not written). */
 #define STORE(T, i, p)                                                                                             \
     do {                                                                                                           \
-        const int64_t cols_ = w->n - (p) * EG_PANEL;                                                               \
+        const int64_t cols_ = eg_panel_cols(w, p);                                                                 \
         float *yt_ = y + (i) * ldy + (p) * EG_PANEL;                                                               \
-        if (cols_ >= EG_PANEL) {                                                                                   \
+        if (cols_ == EG_PANEL) {                                                                                   \
             _tile_stored(T, yt_, ldy * (int64_t)sizeof(float));                                                    \
         } else {                                                                                                   \
             _tile_stored(T, tmp, EG_PANEL * (int64_t)sizeof(float));                                               \
@@ -99,7 +99,7 @@ static EG_AMX void gemm_bf16dot_amx(const uint16_t *xb, int64_t ldb, int64_t m, 
                                     int64_t p1, float *y, int64_t ldy) {
     const int64_t kc = eg_ldq(w->k) / EG_QBLOCK, pel = eg_bf16_panel_elems(w->k), sa = ldb * 2;
     const int64_t mfull = m / 16 * 16;
-    float tmp[16 * EG_PANEL] __attribute__((aligned(64)));
+    _Alignas(64) float tmp[16 * EG_PANEL];
     if (m <= 0 || p1 <= p0) return;
     for (int pass = 0; pass < 2; pass++) {
         const int64_t r0 = pass ? mfull : 0, r1 = pass ? m : mfull;
@@ -123,8 +123,10 @@ static EG_AMX void gemm_bf16dot_amx(const uint16_t *xb, int64_t ldb, int64_t m, 
 #undef AMX_TILES
 #undef STORE
 
+/* ---------------------------------------------------------------- kernel table */
+
+/* amx: avx512bf16's table with these (dispatch.c). */
 void eg_kernels_amx_fill(eg_kernels *k) {
-    eg_kernels_avx512bf16_fill(k);
     k->gemm_bf16dot = gemm_bf16dot_amx;
     k->bf16dot = EG_BF16DOT_AMX;
     k->tail_bf16 = 1; /* tiles: 1.9-3.1x float32 */

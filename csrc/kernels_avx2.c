@@ -1,24 +1,27 @@
 /* kernels_avx2.c - AVX2 + FMA kernels for x86-64. Compiled for the baseline
  * ISA with per-function target attributes, so nothing here runs unless
  * dispatch.c has seen AVX2, FMA and OS-enabled YMM state. Each kernel has a
- * scalar twin in kernels_scalar.c. No allocation, no threads, no Python.
+ * scalar twin in kernels_scalar.c; sections in that file's order. This table is also the base of
+ * avxvnni's and avx512's (dispatch.c). No allocation, no threads, no Python.
  */
-#include "internal.h"
+#include "kernels.h"
 
 #ifdef EG_HAVE_X86
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
-#define EG_AVX2 __attribute__((target("avx2,fma")))
+#define EG_AVX2 EG_TARGET("avx2,fma")
+
+/* ---------------------------------------------------------------- float GEMM (F32, BF16) */
+
 #define MR 6 /* rows of x per micro-kernel: 6 x 2 accumulators + 2 B + 1 A = 15 ymm */
 
-static const uint32_t hi_mask[8] __attribute__((aligned(32))) = {
+static _Alignas(32) const uint32_t hi_mask[8] = {
     0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u};
 
 /* Stores an mr x cols block of 2-vector rows (columns 0..7 in v[r][0], 8..15 in v[r][1]). */
-static inline __attribute__((always_inline)) EG_AVX2 void store_rows(int mr, __m256 v[MR][2], float *y, int64_t ldy,
-                                                                      int64_t cols) {
+EG_INLINE EG_AVX2 void store_rows(int mr, __m256 v[MR][2], float *y, int64_t ldy, int64_t cols) {
     for (int r = 0; r < MR; r++) {
         if (r >= mr) break;
         if (cols == EG_PANEL) {
@@ -34,8 +37,8 @@ static inline __attribute__((always_inline)) EG_AVX2 void store_rows(int mr, __m
 }
 
 /* c[r] += x[r][kk] * (b0 | b1) for the mr rows: one k step of the float micro-kernel. */
-static inline __attribute__((always_inline)) EG_AVX2 void fma_step(int mr, __m256 c[MR][2], const float *x, int64_t ldx,
-                                                                    int64_t kk, __m256 b0, __m256 b1) {
+EG_INLINE EG_AVX2 void fma_step(int mr, __m256 c[MR][2], const float *x, int64_t ldx, int64_t kk, __m256 b0,
+                                __m256 b1) {
     for (int r = 0; r < MR; r++) {
         if (r < mr) {
             __m256 a = _mm256_broadcast_ss(x + r * ldx + kk);
@@ -48,8 +51,14 @@ static inline __attribute__((always_inline)) EG_AVX2 void fma_step(int mr, __m25
 /* fma_step on 3 rows (xr, xr + ld bytes, xr + 2 ld) and both halves of the panel, as one asm block:
  * left to itself, GCC hoists the broadcasts of a BF16 pair's second k over the first k's FMAs
  * and runs out of the 16 ymm registers (see micro). */
-static inline __attribute__((always_inline)) EG_AVX2 void fma_step3(__m256 *c, const float *xr, int64_t ld, __m256 b0,
-                                                                     __m256 b1) {
+EG_INLINE EG_AVX2 void fma_step3(__m256 *c, const float *xr, int64_t ld, __m256 b0, __m256 b1) {
+#ifdef EG_ISA_PER_FILE /* no GNU inline assembly (MSVC): the same instructions as intrinsics */
+    for (int r = 0; r < 3; r++) {
+        const __m256 a = _mm256_broadcast_ss((const float *)((const char *)xr + r * ld));
+        c[2 * r] = _mm256_fmadd_ps(a, b0, c[2 * r]);
+        c[2 * r + 1] = _mm256_fmadd_ps(a, b1, c[2 * r + 1]);
+    }
+#else
     __m256 a;
     __asm__("vbroadcastss (%[x]), %[a]\n\t"
             "vfmadd231ps %[b0], %[a], %[c0]\n\t"
@@ -63,11 +72,12 @@ static inline __attribute__((always_inline)) EG_AVX2 void fma_step3(__m256 *c, c
             : [c0] "+x"(c[0]), [c1] "+x"(c[1]), [c2] "+x"(c[2]), [c3] "+x"(c[3]), [c4] "+x"(c[4]), [c5] "+x"(c[5]),
               [a] "=&x"(a)
             : [b0] "x"(b0), [b1] "x"(b1), [x] "r"(xr), [ld] "r"(ld), "m"(*xr)); /* x is read-only here */
+#endif
 }
 
 /* A BF16 k step: all MR rows through fma_step3, a remainder tile through fma_step. */
-static inline __attribute__((always_inline)) EG_AVX2 void bf16_step(int mr, __m256 c[MR][2], const float *x,
-                                                                     int64_t ldx, int64_t kk, __m256 b0, __m256 b1) {
+EG_INLINE EG_AVX2 void bf16_step(int mr, __m256 c[MR][2], const float *x, int64_t ldx, int64_t kk, __m256 b0,
+                                 __m256 b1) {
     if (mr == MR) {
         fma_step3(&c[0][0], x + kk, ldx * 4, b0, b1);
         fma_step3(&c[3][0], x + 3 * ldx + kk, ldx * 4, b0, b1);
@@ -82,9 +92,8 @@ static inline __attribute__((always_inline)) EG_AVX2 void bf16_step(int mr, __m2
  * k-pair is two 32-byte loads (columns 0-7, 8-15): a 32-bit lane holds a
  * column's k (low half) and k+1 (high half), so a shift and a mask give both as
  * exact floats. */
-static inline __attribute__((always_inline)) EG_AVX2 void micro(int mr, int bf16, const float *x, int64_t ldx,
-                                                                 const void *panel, int64_t k, float *y,
-                                                                 int64_t ldy, int64_t cols) {
+EG_INLINE EG_AVX2 void micro(int mr, int bf16, const float *x, int64_t ldx, const void *panel, int64_t k, float *y,
+                             int64_t ldy, int64_t cols) {
     __m256 c[MR][2];
     for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
     if (bf16) {
@@ -100,9 +109,15 @@ static inline __attribute__((always_inline)) EG_AVX2 void micro(int mr, int bf16
              * the mask every pair), ~20% slower than the k-major layout this replaced; this way and
              * with fma_step3, ~3% (single-thread GEMM, Sapphire Rapids). */
             __m256 o0, o1;
+#ifdef EG_ISA_PER_FILE
+            const __m256i m = _mm256_load_si256((const __m256i *)hi_mask);
+            o0 = _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(pw + kk * EG_PANEL)), m));
+            o1 = _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(pw + kk * EG_PANEL + 16)), m));
+#else
             __asm__("vmovdqu %2, %0\n\tvpand %3, %0, %0\n\tvmovdqu 32%2, %1\n\tvpand %3, %1, %1"
                     : "=&x"(o0), "=&x"(o1)
                     : "m"(*(const uint16_t(*)[2 * EG_PANEL])(pw + kk * EG_PANEL)), "m"(hi_mask));
+#endif
             bf16_step(mr, c, x, ldx, kk + 1, o0, o1);
         }
         if (kk < k) { /* k odd: the last pair's even half */
@@ -120,14 +135,12 @@ static inline __attribute__((always_inline)) EG_AVX2 void micro(int mr, int bf16
 }
 
 /* The row loop shared by the F32 and BF16 kernels: full MR-row tiles, then one remainder tile. */
-static inline __attribute__((always_inline)) EG_AVX2 void gemm_float(int bf16, const float *x, int64_t ldx, int64_t m,
-                                                                      const eg_matrix *w, int64_t p0, int64_t p1,
-                                                                      float *y, int64_t ldy) {
+EG_INLINE EG_AVX2 void gemm_float(int bf16, const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0,
+                                  int64_t p1, float *y, int64_t ldy) {
     const int64_t k = w->k, pbytes = bf16 ? eg_bf16_panel_elems(k) * 2 : k * EG_PANEL * 4;
     for (int64_t p = p0; p < p1; p++) {
         const void *panel = (const uint8_t *)w->data + p * pbytes;
-        int64_t cols = w->n - p * EG_PANEL;
-        if (cols > EG_PANEL) cols = EG_PANEL;
+        const int64_t cols = eg_panel_cols(w, p);
         float *yp = y + p * EG_PANEL;
         int64_t i = 0;
         for (; i + MR <= m; i += MR) micro(MR, bf16, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy, cols);
@@ -152,18 +165,24 @@ static EG_AVX2 void gemm_bf16_avx2(const float *x, int64_t ldx, int64_t m, const
     gemm_float(1, x, ldx, m, w, p0, p1, y, ldy);
 }
 
+/* ---------------------------------------------------------------- I8 / Q8_0 / Q4_0 */
+
 /* I8, Q8_0 and Q4_0 weights: u8 x s8 products, 4 k per int32 lane. Without VNNI a k-quad takes
  * vpmaddubsw (pairs into int16: 2 * |a| * |w| <= 32767 by construction, so no saturation) then
  * vpmaddwd against ones (int16 pairs into int32), then vpaddd. Written as one asm block so GCC
  * keeps each chain together (left alone it hoists every multiply of a k step before the adds and
  * runs out of the 16 ymm registers). */
-static inline __attribute__((always_inline)) EG_AVX2 __m256i dot4_avx2(__m256i c, __m256i a, __m256i b) {
-    __m256i t;
+EG_INLINE EG_AVX2 __m256i dot4_avx2(__m256i c, __m256i a, __m256i b) {
     const __m256i ones = _mm256_set1_epi16(1);
+#ifdef EG_ISA_PER_FILE
+    return _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+#else
+    __m256i t;
     __asm__("vpmaddubsw %3, %2, %1\n\tvpmaddwd %4, %1, %1\n\tvpaddd %1, %0, %0"
             : "+x"(c), "=&x"(t)
             : "x"(a), "x"(b), "x"(ones));
     return c;
+#endif
 }
 #define U8_TGT EG_AVX2
 #define U8_NAME(x) x##_avx2
@@ -227,7 +246,9 @@ static EG_AVX2 void quantize_avx2(const float *x, int64_t ldx, int64_t m, int64_
     }
 }
 
-static EG_AVX2 inline float hsum(__m256 v) {
+/* ---------------------------------------------------------------- row operations */
+
+EG_INLINE EG_AVX2 float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -251,7 +272,7 @@ static EG_AVX2 void scale_avx2(float a, float *y, int64_t n) {
 /* exp(x) for 8 floats: x = n ln2 + r, |r| <= ln2/2, e^r by a degree-6 polynomial (Cephes
  * coefficients), 2^n through the exponent bits. About 1 ulp; below -87.3 the result is 0, above
  * 88.7 it is clamped. */
-static EG_AVX2 inline __m256 exp8(__m256 x) {
+EG_INLINE EG_AVX2 __m256 exp8(__m256 x) {
     __m256 nonzero = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_GE_OQ); /* below: flush to 0 */
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
@@ -306,6 +327,8 @@ static EG_AVX2 float exp_sub_avx2(float *s, float m, int64_t n) {
     return sum;
 }
 
+/* ---------------------------------------------------------------- FMA peak */
+
 static EG_AVX2 double fma_loop_avx2(int64_t iters, float *sink) {
     __m256 c[12];
     for (int j = 0; j < 12; j++) c[j] = _mm256_set1_ps((float)j);
@@ -315,6 +338,8 @@ static EG_AVX2 double fma_loop_avx2(int64_t iters, float *sink) {
     for (int j = 0; j < 12; j++) *sink += hsum(c[j]);
     return (double)iters * 12 * 8 * 2;
 }
+
+/* ---------------------------------------------------------------- kernel table */
 
 const eg_kernels eg_kernels_avx2 = {
     .gemm = gemm_avx2,

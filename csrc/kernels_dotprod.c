@@ -6,7 +6,7 @@
  * target attributes: nothing here runs unless dispatch.c has seen the feature.
  * No allocation, no threads, no Python.
  */
-#include "internal.h"
+#include "kernels.h"
 
 #ifdef EG_HAVE_ARM64
 #include "kernels_neon.h"
@@ -22,11 +22,9 @@
 
 /* Per block of 32 k: 8 quads into exact int32 sums of a q (a = activation - zero point: the
  * twin's isum - wsum), then one FMA per row and column folds the block in with both scales. */
-static inline __attribute__((always_inline)) EG_TGT_DOTPROD void micro_q(int mr, int q4, const uint8_t *xq,
-                                                                        int64_t ldq, const float *xs, int64_t ldxs,
-                                                                        const uint8_t *panel, const float *ws,
-                                                                        int64_t nb, int h, uint8x16_t z, float *y,
-                                                                        int64_t ldy, int64_t cols) {
+EG_INLINE EG_TGT_DOTPROD void micro_q(int mr, int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs,
+                                      const uint8_t *panel, const float *ws, int64_t nb, int h, uint8x16_t z, float *y,
+                                      int64_t ldy, int64_t cols) {
     float32x4_t f[MRD][2];
     for (int r = 0; r < MRD; r++) f[r][0] = f[r][1] = vdupq_n_f32(0.0f);
     const uint8_t *x[MRD];
@@ -58,10 +56,9 @@ static inline __attribute__((always_inline)) EG_TGT_DOTPROD void micro_q(int mr,
     eg_neon_store8(mr, MRD, f, y, ldy, cols);
 }
 
-static inline __attribute__((always_inline)) EG_TGT_DOTPROD void gemm_q_rows(int q4, const uint8_t *xq, int64_t ldq,
-                                                                            const float *xs, int64_t ldxs, int64_t m,
-                                                                            const eg_matrix *w, int64_t p0,
-                                                                            int64_t p1, float *y, int64_t ldy) {
+EG_INLINE EG_TGT_DOTPROD void gemm_q_rows(int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs,
+                                          int64_t m, const eg_matrix *w, int64_t p0, int64_t p1, float *y,
+                                          int64_t ldy) {
     const uint8x16_t z = vdupq_n_u8((uint8_t)(w->aqmax + 1));
 #define MICRO(mr) micro_q(mr, q4, xq + i * ldq, ldq, xs + i * ldxs, ldxs, panel, ws, nb, h, z, yh + i * ldy, ldy, ch)
     EG_NEON_GEMM_Q(MRD, MICRO);
@@ -74,6 +71,9 @@ static EG_TGT_DOTPROD void gemm_q_dotprod(const uint8_t *xq, int64_t ldq, const 
     else gemm_q_rows(0, xq, ldq, xs, ldxs, m, w, p0, p1, y, ldy);
 }
 
+/* ---------------------------------------------------------------- kernel table */
+
+/* dotprod: NEON's table with this (dispatch.c). */
 void eg_kernels_dotprod_fill(eg_kernels *k) {
     k->gemm_q = gemm_q_dotprod;
     k->kgroup = 4; /* k-quads, as packed for every other ISA */

@@ -8,7 +8,7 @@
  * attributes: nothing here runs unless dispatch.c has seen the feature.
  * No allocation, no threads, no Python.
  */
-#include "internal.h"
+#include "kernels.h"
 
 #ifdef EG_HAVE_ARM64
 #include "kernels_neon.h"
@@ -17,18 +17,16 @@
 
 #define MRM 4 /* rows per micro-kernel, in 2 pairs: 8 int32 + 8 float accumulators, 8 activation + 4 weight vectors */
 
-#define I8MM_INLINE static inline __attribute__((always_inline)) EG_TGT_I8MM
-
 /* c [r0c0 r0c1 r1c0 r1c1] += a (rows r0, r1 x 8 k) . w (columns c0, c1 x 8 k)^T. Written as asm:
  * older clang (Apple clang 14) has no SMMLA intrinsic outside -march flags. */
-I8MM_INLINE int32x4_t smmla(int32x4_t c, int8x16_t a, int8x16_t w) {
+EG_INLINE EG_TGT_I8MM int32x4_t smmla(int32x4_t c, int8x16_t a, int8x16_t w) {
     __asm__("smmla %0.4s, %1.16b, %2.16b" : "+w"(c) : "w"(a), "w"(w));
     return c;
 }
 
 /* Octets 2g and 2g+1 of block b for the 4 column pairs of half h: w[octet][pair]. A Q4_0 group
  * of 128 bytes holds octet 2g in its low nibbles and 2g+1 in its high ones. */
-I8MM_INLINE void octets(int q4, const uint8_t *panel, int64_t b, int g, int h, int8x16_t w[2][4]) {
+EG_INLINE EG_TGT_I8MM void octets(int q4, const uint8_t *panel, int64_t b, int g, int h, int8x16_t w[2][4]) {
     if (q4) {
         const uint8_t *pg = panel + (b * 2 + g) * 128 + h * 64;
         for (int c = 0; c < 4; c++) {
@@ -49,9 +47,9 @@ I8MM_INLINE void octets(int q4, const uint8_t *panel, int64_t b, int g, int h, i
  * exact int32 sums of a q (a = activation - zero point: the twin's isum - wsum), then one FMA per
  * output with the product xs[row] * ws[column], lane by lane the twin's. An odd last row is paired
  * with itself and its copy dropped. */
-I8MM_INLINE void micro_q(int mr, int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs,
-                         const uint8_t *panel, const float *ws, int64_t nb, int h, uint8x16_t z, float *y, int64_t ldy,
-                         int64_t cols) {
+EG_INLINE EG_TGT_I8MM void micro_q(int mr, int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs,
+                                   const uint8_t *panel, const float *ws, int64_t nb, int h, uint8x16_t z, float *y,
+                                   int64_t ldy, int64_t cols) {
     enum { NP = MRM / 2 };
     const int np = (mr + 1) / 2;
     float32x4_t f[NP][4];
@@ -114,8 +112,8 @@ I8MM_INLINE void micro_q(int mr, int q4, const uint8_t *xq, int64_t ldq, const f
     eg_neon_store8(mr, MRM, out, y, ldy, cols);
 }
 
-I8MM_INLINE void gemm_q_rows(int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
-                             const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
+EG_INLINE EG_TGT_I8MM void gemm_q_rows(int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
+                                       const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
     const uint8x16_t z = vdupq_n_u8((uint8_t)(w->aqmax + 1));
 #define MICRO(mr) micro_q(mr, q4, xq + i * ldq, ldq, xs + i * ldxs, ldxs, panel, ws, nb, h, z, yh + i * ldy, ldy, ch)
     EG_NEON_GEMM_Q(MRM, MICRO);
@@ -128,6 +126,9 @@ static EG_TGT_I8MM void gemm_q_i8mm(const uint8_t *xq, int64_t ldq, const float 
     else gemm_q_rows(0, xq, ldq, xs, ldxs, m, w, p0, p1, y, ldy);
 }
 
+/* ---------------------------------------------------------------- kernel table */
+
+/* i8mm: NEON's table with this (dispatch.c). */
 void eg_kernels_i8mm_fill(eg_kernels *k) {
     k->gemm_q = gemm_q_i8mm;
     k->kgroup = 8; /* k-octets: SMMLA's 8 x 2 operand is 16 bytes in a row */

@@ -1,9 +1,8 @@
 /* kernels_neon.c - ARM64 Advanced SIMD (NEON) kernels: the baseline of every ARMv8-A CPU, and
  * the table the dotprod and i8mm levels start from (dispatch.c). Each kernel has a scalar twin
- * in kernels_scalar.c (the activation quantizer's is eg_quantize_blocks_u8 in pack.c); sections in
- * that file's order. No allocation, no threads, no Python.
+ * in kernels_scalar.c; sections in that file's order. No allocation, no threads, no Python.
  */
-#include "internal.h"
+#include "kernels.h"
 
 #ifdef EG_HAVE_ARM64
 #include <math.h>
@@ -17,7 +16,7 @@
 /* A panel's k-row as 4 vectors of 4 floats (columns 0..15). BF16 panels are k-pair interleaved
  * (eg_bf16_panel_elems): the 32-bit lane j of pair kk/2 holds column j's even k (low half) and odd k
  * (high half), so a shift or a mask widens the one wanted exactly. */
-EG_NEON_INLINE void panel_row(int bf16, const void *panel, int64_t kk, float32x4_t b[4]) {
+EG_INLINE void panel_row(int bf16, const void *panel, int64_t kk, float32x4_t b[4]) {
     if (bf16) {
         const uint16_t *p = (const uint16_t *)panel + (kk / 2) * 2 * EG_PANEL;
         for (int q = 0; q < 4; q++) {
@@ -34,8 +33,8 @@ EG_NEON_INLINE void panel_row(int bf16, const void *panel, int64_t kk, float32x4
  * (FMLA by element of 4 k of x at a time, then single k), whatever mr is: results do not depend
  * on how rows are split into tiles or threads, and equal the x86 vector kernels' chains. Always 16
  * columns: a partial store here would make GCC keep the accumulators in memory as well. */
-EG_NEON_INLINE void micro_f(int mr, int bf16, const float *x, int64_t ldx, const void *panel, int64_t k, float *y,
-                            int64_t ldy) {
+EG_INLINE void micro_f(int mr, int bf16, const float *x, int64_t ldx, const void *panel, int64_t k, float *y,
+                       int64_t ldy) {
     float32x4_t c[MRF][4];
     for (int r = 0; r < MRF; r++)
         for (int q = 0; q < 4; q++) c[r][q] = vdupq_n_f32(0.0f);
@@ -73,12 +72,12 @@ EG_NEON_INLINE void micro_f(int mr, int bf16, const float *x, int64_t ldx, const
     }
 }
 
-EG_NEON_INLINE void gemm_float(int bf16, const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0,
-                               int64_t p1, float *y, int64_t ldy) {
+EG_INLINE void gemm_float(int bf16, const float *x, int64_t ldx, int64_t m, const eg_matrix *w, int64_t p0, int64_t p1,
+                          float *y, int64_t ldy) {
     const int64_t k = w->k, pbytes = bf16 ? eg_bf16_panel_elems(k) * 2 : k * EG_PANEL * 4;
     for (int64_t p = p0; p < p1; p++) {
         const void *panel = (const uint8_t *)w->data + p * pbytes;
-        const int64_t cols = w->n - p * EG_PANEL < EG_PANEL ? w->n - p * EG_PANEL : EG_PANEL;
+        const int64_t cols = eg_panel_cols(w, p);
         float *yp = y + p * EG_PANEL;
         if (cols == EG_PANEL) {
 #define MICRO(mr) micro_f(mr, bf16, x + i * ldx, ldx, panel, k, yp + i * ldy, ldy)
@@ -115,9 +114,9 @@ static void gemm_bf16_neon(const float *x, int64_t ldx, int64_t m, const eg_matr
  * products of the next k-quad (|a| <= 127, |q| <= 128: two products stay within int16), SADALP adds
  * neighbouring int16 pairs into int32 lanes, and one ADDP per block turns lanes (column c, k 0-1),
  * (c, k 2-3) into column sums. All exact. Then one FMA per block per output, as in the twin. */
-EG_NEON_INLINE void micro_q(int mr, int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs,
-                            const uint8_t *panel, const float *ws, int64_t nb, int h, uint8x16_t z, float *y,
-                            int64_t ldy, int64_t cols) {
+EG_INLINE void micro_q(int mr, int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs,
+                       const uint8_t *panel, const float *ws, int64_t nb, int h, uint8x16_t z, float *y, int64_t ldy,
+                       int64_t cols) {
     float32x4_t f[MRQ][2];
     for (int r = 0; r < MRQ; r++) f[r][0] = f[r][1] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nb; b++) {
@@ -154,8 +153,8 @@ EG_NEON_INLINE void micro_q(int mr, int q4, const uint8_t *xq, int64_t ldq, cons
     eg_neon_store8(mr, MRQ, f, y, ldy, cols);
 }
 
-EG_NEON_INLINE void gemm_q_rows(int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
-                                const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
+EG_INLINE void gemm_q_rows(int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
+                           const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
     const uint8x16_t z = vdupq_n_u8((uint8_t)(w->aqmax + 1));
 #define MICRO(mr) micro_q(mr, q4, xq + i * ldq, ldq, xs + i * ldxs, ldxs, panel, ws, nb, h, z, yh + i * ldy, ldy, ch)
     EG_NEON_GEMM_Q(MRQ, MICRO);
@@ -238,7 +237,7 @@ static void scale_neon(float a, float *y, int64_t n) {
 /* exp(x) for 4 floats, as exp8 of kernels_avx2.c: x = n ln2 + r, |r| <= ln2/2, e^r by a degree-6
  * polynomial (Cephes coefficients), 2^n through the exponent bits. About 1 ulp; below -87.3 the
  * result is 0 (NaN too), above 88.7 it is clamped. */
-EG_NEON_INLINE float32x4_t exp4(float32x4_t x) {
+EG_INLINE float32x4_t exp4(float32x4_t x) {
     const uint32x4_t nonzero = vcgeq_f32(x, vdupq_n_f32(-87.3f));
     x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.3f)), vdupq_n_f32(88.7f));
     const float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(1.44269504088896341f)));
@@ -303,6 +302,8 @@ static double fma_loop_neon(int64_t iters, float *sink) {
     for (int j = 0; j < 12; j++) *sink += vaddvq_f32(c[j]);
     return (double)iters * 12 * 4 * 2;
 }
+
+/* ---------------------------------------------------------------- kernel table */
 
 const eg_kernels eg_kernels_neon = {
     .gemm = gemm_neon,

@@ -1,17 +1,19 @@
 /* kernels_scalar.c - the plain-C kernels. They are the specification: every
- * optimized kernel is tested against these at awkward sizes. No allocation,
- * no threads. No Python here.
+ * optimized kernel is tested against its twin here at awkward sizes (tests/test_kernels.py,
+ * tests/c/driver.c) and at load (eg_isa_selfcheck). Every kernel file follows this one's sections
+ * (kernels.h). No allocation, no threads. No Python here.
  */
+#include <float.h>
 #include <math.h>
 
 #include "platform.h" /* Windows: a correctly rounded fmaf */
-
-#include "internal.h"
-
-#include <float.h>
 #include <string.h>
 
-/* Weight (column j, step kk) of a float panel; BF16 panels hold k-pairs (internal.h). */
+#include "kernels.h"
+
+/* ---------------------------------------------------------------- float GEMM (F32, BF16) */
+
+/* Weight (column j, step kk) of a float panel; BF16 panels hold k-pairs (kernels.h). */
 static inline float panel_weight(const eg_matrix *w, const void *panel, int64_t kk, int64_t j) {
     if (w->type == EG_W_F32) return ((const float *)panel)[kk * EG_PANEL + j];
     return eg_bf16_to_f32(((const uint16_t *)panel)[kk / 2 * 2 * EG_PANEL + 2 * j + (kk & 1)]);
@@ -22,8 +24,7 @@ static void gemm_float_scalar(const float *x, int64_t ldx, int64_t m, const eg_m
     const int64_t k = w->k, pbytes = w->type == EG_W_F32 ? k * EG_PANEL * 4 : eg_bf16_panel_elems(k) * 2;
     for (int64_t p = p0; p < p1; p++) {
         const void *panel = (const uint8_t *)w->data + p * pbytes;
-        int64_t cols = w->n - p * EG_PANEL;
-        if (cols > EG_PANEL) cols = EG_PANEL;
+        const int64_t cols = eg_panel_cols(w, p);
         for (int64_t i = 0; i < m; i++) {
             const float *xi = x + i * ldx;
             for (int64_t j = 0; j < cols; j++) {
@@ -107,14 +108,34 @@ static void gemm_bf16dot_scalar(const uint16_t *xb, int64_t ldb, int64_t m, cons
     const int amx = w->bf16dot == EG_BF16DOT_AMX;
     for (int64_t p = p0; p < p1; p++) {
         const uint16_t *panel = (const uint16_t *)w->data + p * eg_bf16_panel_elems(w->k);
-        int64_t cols = w->n - p * EG_PANEL;
-        if (cols > EG_PANEL) cols = EG_PANEL;
+        const int64_t cols = eg_panel_cols(w, p);
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < cols; j++)
                 y[i * ldy + p * EG_PANEL + j] = amx ? amx_output(xb + i * ldb, panel + 2 * j, kc)
                                                     : vdp_output(xb + i * ldb, panel + 2 * j, k2);
     }
 }
+
+/* vcvtneps2bf16 on one float (Intel's pseudocode, checked against the instruction on all 2^32 inputs) */
+static inline uint16_t bf16_of_activation(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);                /* zero, subnormal */
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);          /* NaN, made quiet */
+    if ((u & 0x7fffffffu) == 0x7f800000u) return (uint16_t)(u >> 16);                  /* infinity        */
+    u += 0x7fffu + ((u >> 16) & 1u);                                                   /* nearest even    */
+    return (uint16_t)(u >> 16);
+}
+
+/* to_bf16's twin (and the scalar table's to_bf16 itself). */
+void eg_round_bf16_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uint16_t *xb, int64_t ldb) {
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t kk = 0; kk < k; kk++) xb[i * ldb + kk] = bf16_of_activation(x[i * ldx + kk]);
+        for (int64_t kk = k; kk < eg_ldq(k); kk++) xb[i * ldb + kk] = 0;
+    }
+}
+
+/* ---------------------------------------------------------------- I8 / Q8_0 / Q4_0 */
 
 /* Weight (column j, input kk) of an I8 / Q8_0 / Q4_0 panel as its integer q (0 in the padding), in
  * runs of g = kgroup k (k-quads or k-octets). */
@@ -131,8 +152,7 @@ static void gemm_q_scalar(const uint8_t *xq, int64_t ldq, const float *xs, int64
     const int64_t pbytes = w->type == EG_W_Q4_0 ? k / 2 * EG_PANEL : eg_ldq(k) * EG_PANEL;
     for (int64_t p = p0; p < p1; p++) {
         const uint8_t *panel = (const uint8_t *)w->data + p * pbytes;
-        int64_t cols = w->n - p * EG_PANEL;
-        if (cols > EG_PANEL) cols = EG_PANEL;
+        const int64_t cols = eg_panel_cols(w, p);
         for (int64_t i = 0; i < m; i++) {
             const uint8_t *qi = xq + i * ldq;
             for (int64_t j = 0; j < cols; j++) {
@@ -149,6 +169,53 @@ static void gemm_q_scalar(const uint8_t *xq, int64_t ldq, const float *xs, int64
         }
     }
 }
+
+/* Round to nearest, ties to even, for |v| < 2^22: the float adder does it, and the loop
+ * vectorizes on any x86-64, unlike nearbyintf (compilers keep (v + c) - c as written
+ * unless told -ffast-math, which this build never is). */
+static inline float round_even(float v) {
+    const float c = 12582912.0f; /* 1.5 * 2^23 */
+    return (v + c) - c;
+}
+
+/* quantize's twin (and the scalar table's quantize itself). */
+void eg_quantize_blocks_u8(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
+                           float *scale, int64_t ldxs) {
+    const float fq = (float)qmax, z = (float)(qmax + 1);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t b = 0; b * EG_QBLOCK < k; b++) {
+            const int len = k - b * EG_QBLOCK < EG_QBLOCK ? (int)(k - b * EG_QBLOCK) : EG_QBLOCK;
+            const float *xb = x + i * ldx + b * EG_QBLOCK;
+            uint8_t *qb = q + i * ldq + b * EG_QBLOCK;
+            float amax = 0.0f;
+            int nan = 0;
+            for (int e = 0; e < len; e++) {
+                const float a = fabsf(xb[e]);
+                amax = a > amax ? a : amax;
+                nan |= a != a;
+            }
+            memset(qb + len, qmax + 1, (size_t)(EG_QBLOCK - len)); /* pad: zero after the zero point */
+            if (nan || !(amax < INFINITY)) {
+                memset(qb, qmax + 1, (size_t)len);
+                scale[i * ldxs + b] = NAN;
+                continue;
+            }
+            const float inv = amax > 0.0f ? fq / amax : 0.0f;
+            if (!(inv < INFINITY)) { /* amax below qmax / FLT_MAX (~4e-37): 0 x inv would be NaN; zeros */
+                memset(qb, qmax + 1, (size_t)len);
+                scale[i * ldxs + b] = 0.0f;
+                continue;
+            }
+            for (int e = 0; e < len; e++) {
+                float v = round_even(xb[e] * inv); /* |v| <= qmax, up to rounding of inv */
+                v = v < -fq ? -fq : v > fq ? fq : v;
+                qb[e] = (uint8_t)(int)(v + z);
+            }
+            scale[i * ldxs + b] = amax / fq;
+        }
+}
+
+/* ---------------------------------------------------------------- row operations */
 
 static void axpy_scalar(float a, const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
@@ -176,6 +243,8 @@ static float exp_sub_scalar(float *s, float m, int64_t n) {
     return sum;
 }
 
+/* ---------------------------------------------------------------- FMA peak */
+
 static double fma_loop_scalar(int64_t iters, float *sink) {
     float c[12];
     for (int j = 0; j < 12; j++) c[j] = (float)j;
@@ -186,13 +255,15 @@ static double fma_loop_scalar(int64_t iters, float *sink) {
     return (double)iters * 12 * 2;
 }
 
+/* ---------------------------------------------------------------- kernel table */
+
 const eg_kernels eg_kernels_scalar = {
     .gemm = gemm_float_scalar, /* F32 and BF16 panels alike */
     .gemm_bf16 = gemm_float_scalar,
     .gemm_bf16dot = gemm_bf16dot_scalar, /* the twin; this ISA's own BF16 GEMM is gemm_bf16 */
-    .to_bf16 = eg_round_bf16_rows,       /* pack.c */
+    .to_bf16 = eg_round_bf16_rows,
     .gemm_q = gemm_q_scalar,
-    .quantize = eg_quantize_blocks_u8, /* pack.c */
+    .quantize = eg_quantize_blocks_u8,
     .axpy = axpy_scalar,
     .scale = scale_scalar,
     .gelu_gate = gelu_gate_scalar,

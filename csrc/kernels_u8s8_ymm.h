@@ -8,14 +8,12 @@
  * Exactness: with the value ranges the loader packs for (eg_matrix_ranges), even
  * the int16 pair sums of vpmaddubsw cannot saturate, and every ISA gives the
  * scalar twin's int32 sums bit for bit. A panel k-quad is 64 bytes: columns 0..7 (4 k
- * each) in the first 32, columns 8..15 in the next. Sections in the order of
- * kernels_scalar.c. No allocation, no threads, no Python.
+ * each) in the first 32, columns 8..15 in the next. Included in the includer's I8 / Q8_0 / Q4_0
+ * section (kernels.h). No allocation, no threads, no Python.
  */
 
-#define U8_INLINE static inline __attribute__((always_inline)) U8_TGT
-
 /* Stores mr rows of 16 floats (cols of them). */
-U8_INLINE void U8_NAME(store16)(int mr, __m256 v[][2], float *y, int64_t ldy, int64_t cols) {
+EG_INLINE U8_TGT void U8_NAME(store16)(int mr, __m256 v[][2], float *y, int64_t ldy, int64_t cols) {
     for (int r = 0; r < U8_MR; r++) {
         if (r >= mr) break;
         if (cols == EG_PANEL) {
@@ -30,20 +28,18 @@ U8_INLINE void U8_NAME(store16)(int mr, __m256 v[][2], float *y, int64_t ldy, in
     }
 }
 
-U8_INLINE __m256i U8_NAME(load4)(const uint8_t *p) { /* 4 activation bytes, broadcast */
+EG_INLINE U8_TGT __m256i U8_NAME(load4)(const uint8_t *p) { /* 4 activation bytes, broadcast */
     int32_t v;
     memcpy(&v, p, 4);
     return _mm256_set1_epi32(v);
 }
 
-/* ---------------------------------------------------------------- I8 / Q8_0 / Q4_0 */
-
 /* Per block of 32 k: 8 quads into exact int32 sums, then one FMA per row and column folds
  * (sum - zero-point term) in with both scales; float accumulators live across blocks. A Q4_0
  * 64-byte group holds quads 2g (low nibbles) and 2g+1 (high nibbles) of the 16 columns. */
-U8_INLINE void U8_NAME(micro_q)(int mr, int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs,
-                                const uint8_t *panel, const float *ws, const int32_t *wsum, int64_t nb, float *y,
-                                int64_t ldy, int64_t cols) {
+EG_INLINE U8_TGT void U8_NAME(micro_q)(int mr, int q4, const uint8_t *xq, int64_t ldq, const float *xs,
+                                       int64_t ldxs, const uint8_t *panel, const float *ws, const int32_t *wsum,
+                                       int64_t nb, float *y, int64_t ldy, int64_t cols) {
     __m256 f[U8_MR][2];
     const uint8_t *x[U8_MR];
     const float *s[U8_MR];
@@ -95,15 +91,15 @@ U8_INLINE void U8_NAME(micro_q)(int mr, int q4, const uint8_t *xq, int64_t ldq, 
     U8_NAME(store16)(mr, f, y, ldy, cols);
 }
 
-U8_INLINE void U8_NAME(gemm_q_rows)(int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
-                                    const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
+EG_INLINE U8_TGT void U8_NAME(gemm_q_rows)(int q4, const uint8_t *xq, int64_t ldq, const float *xs, int64_t ldxs,
+                                           int64_t m, const eg_matrix *w, int64_t p0, int64_t p1, float *y,
+                                           int64_t ldy) {
     const int64_t nb = eg_ldq(w->k) / EG_QBLOCK, pbytes = q4 ? w->k / 2 * EG_PANEL : eg_ldq(w->k) * EG_PANEL;
     for (int64_t p = p0; p < p1; p++) {
         const uint8_t *panel = (const uint8_t *)w->data + p * pbytes;
         const float *ws = w->scale + p * nb * EG_PANEL;
         const int32_t *wsum = w->wsum + p * nb * EG_PANEL;
-        int64_t cols = w->n - p * EG_PANEL;
-        if (cols > EG_PANEL) cols = EG_PANEL;
+        const int64_t cols = eg_panel_cols(w, p);
         float *yp = y + p * EG_PANEL;
         int64_t i = 0;
         for (; i + U8_MR <= m; i += U8_MR)
@@ -135,4 +131,3 @@ static U8_TGT void U8_NAME(gemm_q)(const uint8_t *xq, int64_t ldq, const float *
     else U8_NAME(gemm_q_rows)(0, xq, ldq, xs, ldxs, m, w, p0, p1, y, ldy);
 }
 
-#undef U8_INLINE

@@ -440,116 +440,9 @@ done:
 
 /* ---------------------------------------------------------------- GGUF */
 
-/* Reads the architecture from GGUF metadata into cfg (what config.json says for a folder). */
-static eg_status gguf_config(const eg_gguf *g, eg_config *cfg, char *err, size_t errlen) {
-    memset(cfg, 0, sizeof *cfg);
-    char arch[64] = "", key[160];
-    const char *path = g->path;
-    if (eg_gguf_get_str(g, "general.architecture", arch, sizeof arch) != 1)
-        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: GGUF has no general.architecture string", path);
-    int causal = -1;
-#define KEY(k) (snprintf(key, sizeof key, "%s.%s", arch, k), key)
-    if (eg_gguf_get_bool(g, KEY("attention.causal"), &causal) < 0)
-        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %s must be a bool", path, key);
-    const int has_dense0 = eg_st_find((eg_tensor_set *)&g->tensors, "dense.0.weight") != NULL;
-    if (strcmp(arch, "gemma-embedding") == 0) {
-        if (causal == 1)
-            return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: %s is true, but EmbeddingGemma is bidirectional",
-                           path, key);
-    } else if (strcmp(arch, "gemma3") == 0) {
-        if (causal != 0 && !has_dense0)
-            return eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
-                           "%s: a \"gemma3\" GGUF without gemma3.attention.causal = false or Dense tensors is a "
-                           "causal Gemma 3 language model, not EmbeddingGemma",
-                           path);
-    } else {
-        return eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
-                       "%s: general.architecture is \"%.40s\"; embgemma runs EmbeddingGemma GGUFs "
-                       "(\"gemma-embedding\", or Ollama's \"gemma3\" embedding layout)",
-                       path, arch);
-    }
-    struct {
-        const char *k;
-        int64_t *dst, def, lo, hi;
-    } ints[] = {
-        {"embedding_length", &cfg->hidden, -1, 1, 1 << 16},
-        {"block_count", &cfg->n_layers, -1, 1, 1024},
-        {"feed_forward_length", &cfg->intermediate, -1, 1, 1 << 20},
-        {"attention.head_count", &cfg->n_heads, -1, 1, 1024},
-        {"attention.head_count_kv", &cfg->n_kv_heads, 0, 1, 1024},
-        {"attention.key_length", &cfg->head_dim, 0, 2, 4096},
-        {"context_length", &cfg->max_positions, 2048, 1, (int64_t)1 << 24},
-        {"attention.sliding_window", &cfg->sliding_window, 512, 1, (int64_t)1 << 24},
-    };
-    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-        int64_t v = ints[i].def;
-        int r = eg_gguf_get_int(g, KEY(ints[i].k), &v);
-        if (r < 0) return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %s must be an integer", path, key);
-        if (r == 0 && ints[i].def < 0)
-            return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: GGUF metadata lacks %s", path, key);
-        if (r == 1 && (v < ints[i].lo || v > ints[i].hi))
-            return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %s = %lld is out of range (%lld..%lld)", path, key,
-                           (long long)v, (long long)ints[i].lo, (long long)ints[i].hi);
-        *ints[i].dst = v;
-    }
-    if (cfg->n_kv_heads == 0) cfg->n_kv_heads = cfg->n_heads;
-    if (cfg->head_dim == 0) cfg->head_dim = cfg->hidden / cfg->n_heads;
-    int64_t vlen;
-    if (eg_gguf_get_int(g, KEY("attention.value_length"), &vlen) == 1 && vlen != cfg->head_dim)
-        return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: attention.value_length %lld differs from key_length %lld",
-                       path, (long long)vlen, (long long)cfg->head_dim);
-    if (cfg->n_heads % cfg->n_kv_heads != 0 || cfg->head_dim % 2 != 0)
-        return eg_fail(err, errlen, EG_ERR_BAD_FILE,
-                       "%s: head_count %lld must be a multiple of head_count_kv %lld and key_length %lld even", path,
-                       (long long)cfg->n_heads, (long long)cfg->n_kv_heads, (long long)cfg->head_dim);
-    int64_t pooling;
-    if (eg_gguf_get_int(g, KEY("pooling_type"), &pooling) == 1 && pooling != 1)
-        return eg_fail(err, errlen, EG_ERR_UNSUPPORTED,
-                       "%s: pooling_type is %lld; EmbeddingGemma pools by the mean (1)", path, (long long)pooling);
-    double v;
-    cfg->rms_eps = 1e-6;
-    if (eg_gguf_get_float(g, KEY("attention.layer_norm_rms_epsilon"), &v) == 1) cfg->rms_eps = v;
-    /* RoPE: llama.cpp's keys, else older Ollama gemma3 ones, else llama.cpp's hard-coded values */
-    cfg->rope_base_global = 1000000.0;
-    cfg->rope_base_local = 10000.0;
-    if (eg_gguf_get_float(g, KEY("rope.freq_base"), &v) == 1 || eg_gguf_get_float(g, KEY("rope.global.freq_base"), &v) == 1)
-        cfg->rope_base_global = v;
-    if (eg_gguf_get_float(g, KEY("rope.freq_base_swa"), &v) == 1 || eg_gguf_get_float(g, KEY("rope.local.freq_base"), &v) == 1)
-        cfg->rope_base_local = v;
-    if (!(cfg->rms_eps > 0 && cfg->rms_eps < 1 && cfg->rope_base_global > 1 && cfg->rope_base_local > 1))
-        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: rms epsilon or RoPE bases out of range", path);
-    cfg->query_pre_attn_scalar = (double)cfg->head_dim; /* llama.cpp: 1 / sqrt(key_length) */
-    cfg->vocab = 0;                                     /* from token_embd */
-    if (cfg->max_positions > EG_MAX_POSITIONS) cfg->max_positions = EG_MAX_POSITIONS;
-    cfg->window_radius = cfg->sliding_window / 2;
-    /* which layers are global: sliding_window_pattern (a period, or a bool per layer: true = sliding) */
-    cfg->layer_is_global = calloc((size_t)cfg->n_layers, 1);
-    if (!cfg->layer_is_global) return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
-    int64_t period = 6;
-    const eg_gguf_kv *pat = eg_gguf_find(g, KEY("attention.sliding_window_pattern"));
-    if (pat && pat->type == EG_GGUF_ARRAY && pat->arr_type == EG_GGUF_BOOL) {
-        if (pat->n != (uint64_t)cfg->n_layers)
-            return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %s has %llu entries for %lld layers", path, key,
-                           (unsigned long long)pat->n, (long long)cfg->n_layers);
-        for (int64_t i = 0; i < cfg->n_layers; i++) cfg->layer_is_global[i] = pat->data[i] == 0;
-        return EG_OK;
-    }
-    if (pat && eg_gguf_get_int(g, key, &period) != 1)
-        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %s must be an integer or an array of bools", path, key);
-    if (period < 1 || period > 1024)
-        return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: %s = %lld is out of range", path, key, (long long)period);
-    for (int64_t i = 0; i < cfg->n_layers; i++) cfg->layer_is_global[i] = (i + 1) % period == 0;
-#undef KEY
-    return EG_OK;
-}
-
-eg_status eg_test_gguf_config(const eg_gguf *g, eg_config *cfg, char *err, size_t errlen) {
-    return gguf_config(g, cfg, err, errlen);
-}
-
 /* One Dense tensor of the GGUF as an F32 matrix [out, in]. */
 static eg_status gguf_dense(eg_model *m, finder *f, eg_tensor *t, int64_t in, int i) {
-    if (t->ndim != 2 || t->shape[1] != in || t->shape[0] < 1 || t->shape[0] > (1 << 20))
+    if (t->ndim != 2 || t->shape[1] != in || t->shape[0] < 1 || t->shape[0] > EG_MAX_DENSE_WIDTH)
         return eg_fail(f->err, f->errlen, EG_ERR_BAD_FILE,
                        "%s: Dense tensor \"%s\" has the wrong shape: it must take the %lld-wide previous stage", t->file,
                        t->name, (long long)in);
@@ -570,7 +463,7 @@ static eg_status load_gguf(eg_model *m, const char *path, const eg_load_opts *op
     /* the model takes over the tensors and their mapping (the embedding table is read from it);
      * g->tensors stays a borrowed view for the metadata lookups, dropped before eg_gguf_close */
     m->files = g->tensors;
-    if ((s = gguf_config(g, &m->cfg, err, errlen))) goto done;
+    if ((s = eg_config_from_gguf(g, &m->cfg, err, errlen))) goto done;
     eg_tensor *emb = eg_st_find(&m->files, "token_embd.weight");
     if (!emb || emb->ndim != 2) {
         s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: no 2-D token_embd.weight tensor", path);

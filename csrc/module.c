@@ -12,6 +12,7 @@
 
 #include "embgemma.h"
 #include "platform.h"
+#include "testing.h"
 
 static PyObject *EmbGemmaError;     /* base of every error raised here          */
 static PyObject *ModelFormatError;  /* a malformed or inconsistent model file   */

@@ -1,8 +1,8 @@
 /* pack.c - weight matrices in the GEMM kernels' packed layouts (F32, BF16,
- * I8, Q8_0, Q4_0; see eg_matrix in internal.h), ggml's block quantizers, and
- * the dynamic quantization of activations for the integer kernels (and their
- * rounding to bfloat16 for the vdpbf16ps one). Plain C shared by every ISA, so all kernels
- * see bit-identical packed weights and quantized activations. No Python here.
+ * I8, Q8_0, Q4_0; see eg_matrix in kernels.h), ggml's block quantizers, and
+ * the call that converts activations for a matrix's kernel (eg_quantize_for: the table's quantize
+ * or to_bf16, whose scalar twins are in kernels_scalar.c). Plain C shared by every ISA, so all
+ * kernels see bit-identical packed weights. No Python here.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -80,24 +80,6 @@ uint16_t eg_f32_to_bf16(float f) {
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays a (quiet) NaN */
     u += 0x7fffu + ((u >> 16) & 1u);                                          /* round to nearest even   */
     return (uint16_t)(u >> 16);
-}
-
-/* vcvtneps2bf16 on one float (Intel's pseudocode, checked against the instruction on all 2^32 inputs) */
-static inline uint16_t bf16_of_activation(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);                /* zero, subnormal */
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);          /* NaN, made quiet */
-    if ((u & 0x7fffffffu) == 0x7f800000u) return (uint16_t)(u >> 16);                  /* infinity        */
-    u += 0x7fffu + ((u >> 16) & 1u);                                                   /* nearest even    */
-    return (uint16_t)(u >> 16);
-}
-
-void eg_round_bf16_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uint16_t *xb, int64_t ldb) {
-    for (int64_t i = 0; i < m; i++) {
-        for (int64_t kk = 0; kk < k; kk++) xb[i * ldb + kk] = bf16_of_activation(x[i * ldx + kk]);
-        for (int64_t kk = k; kk < eg_ldq(k); kk++) xb[i * ldb + kk] = 0;
-    }
 }
 
 /* Byte offset of W[r][kk] in an I8 / Q8_0 panel set (kb/g runs of 16 x g, g = kgroup). */
@@ -205,50 +187,6 @@ void eg_quantize_q4_0(const float *x, int64_t n, int8_t *q, float *d) {
         }
         d[b] = round_f16(db);
     }
-}
-
-/* Round to nearest, ties to even, for |v| < 2^22: the float adder does it, and the loop
- * vectorizes on any x86-64, unlike nearbyintf (compilers keep (v + c) - c as written
- * unless told -ffast-math, which this build never is). */
-static inline float round_even(float v) {
-    const float c = 12582912.0f; /* 1.5 * 2^23 */
-    return (v + c) - c;
-}
-
-void eg_quantize_blocks_u8(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
-                           float *scale, int64_t ldxs) {
-    const float fq = (float)qmax, z = (float)(qmax + 1);
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t b = 0; b * EG_QBLOCK < k; b++) {
-            const int len = k - b * EG_QBLOCK < EG_QBLOCK ? (int)(k - b * EG_QBLOCK) : EG_QBLOCK;
-            const float *xb = x + i * ldx + b * EG_QBLOCK;
-            uint8_t *qb = q + i * ldq + b * EG_QBLOCK;
-            float amax = 0.0f;
-            int nan = 0;
-            for (int e = 0; e < len; e++) {
-                const float a = fabsf(xb[e]);
-                amax = a > amax ? a : amax;
-                nan |= a != a;
-            }
-            memset(qb + len, qmax + 1, (size_t)(EG_QBLOCK - len)); /* pad: zero after the zero point */
-            if (nan || !(amax < INFINITY)) {
-                memset(qb, qmax + 1, (size_t)len);
-                scale[i * ldxs + b] = NAN;
-                continue;
-            }
-            const float inv = amax > 0.0f ? fq / amax : 0.0f;
-            if (!(inv < INFINITY)) { /* amax below qmax / FLT_MAX (~4e-37): 0 x inv would be NaN; zeros */
-                memset(qb, qmax + 1, (size_t)len);
-                scale[i * ldxs + b] = 0.0f;
-                continue;
-            }
-            for (int e = 0; e < len; e++) {
-                float v = round_even(xb[e] * inv); /* |v| <= qmax, up to rounding of inv */
-                v = v < -fq ? -fq : v > fq ? fq : v;
-                qb[e] = (uint8_t)(int)(v + z);
-            }
-            scale[i * ldxs + b] = amax / fq;
-        }
 }
 
 int64_t eg_quantize_for(const eg_kernels *k, const eg_matrix *w, const float *x, int64_t ldx, int64_t m, uint8_t *xq,

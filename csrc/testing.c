@@ -1,12 +1,14 @@
-/* testing.c - hooks that run one kernel of a chosen ISA on caller buffers, so
- * tests can compare every optimized kernel with its scalar twin at awkward
- * sizes and unaligned strides. Not used by the engine. No Python here.
+/* testing.c - the hooks of testing.h: one kernel of a chosen ISA on caller buffers, so tests can
+ * compare every optimized kernel with its scalar twin at awkward sizes and unaligned strides, and
+ * the fuzzers' entry points (the file parsers, one eg_encode call against its contract). Not used
+ * by the engine. No Python here.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+#include "testing.h"
 
 static const eg_kernels *kernels_or_null(eg_isa isa) {
     return eg_isa_supported(isa) ? eg_kernels_for(isa) : NULL;
@@ -125,7 +127,7 @@ eg_status eg_test_parse(const char *kind, const void *buf, size_t size, char *er
         if (s == EG_OK) {
             /* what the loader reads next: the architecture and every tensor's rows */
             eg_config cfg;
-            (void)eg_test_gguf_config(&g, &cfg, err, errlen);
+            (void)eg_config_from_gguf(&g, &cfg, err, errlen);
             eg_config_free(&cfg);
             float row[64];
             for (int64_t i = 0; i < g.tensors.n; i++) {

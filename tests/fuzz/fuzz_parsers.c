@@ -16,6 +16,7 @@
 
 #include "embgemma.h"
 #include "json.h"
+#include "testing.h"
 
 #if defined(FUZZ_ENCODE)
 static eg_model *model;
