@@ -16,12 +16,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+# at exit: the Wine server (started persistent below) and its processes stopped, then the files removed
+trap 'if [ -n "${WINEPREFIX:-}" ]; then wineserver -k; timeout 30 wineserver -w; fi >/dev/null 2>&1; rm -rf "$out"' EXIT
 
 gcc_w=$(command -v x86_64-w64-mingw32-gcc-posix || command -v x86_64-w64-mingw32-gcc || true)
 clang=$(command -v clang || command -v clang-14 || true)
 wine=$(command -v wine64 || command -v wine || true)
-if [ -z "$gcc_w" ] || [ -z "$clang" ] || [ -z "$wine" ]; then
+if [ -z "$gcc_w" ] || [ -z "$clang" ] || [ -z "$wine" ] || ! command -v wineserver >/dev/null; then
   echo "tests/c/win64.sh: needs x86_64-w64-mingw32-gcc, clang and wine (apt-get install gcc-mingw-w64-x86-64-posix" \
        "clang wine64)" >&2
   exit 1
@@ -44,7 +45,8 @@ $clang_w $flags -Wno-unknown-pragmas tests/c/driver.c $srcs $main -o "$out/drive
 # shellcheck disable=SC2086
 $gcc_w $flags -Wno-unknown-pragmas tests/c/win64/files.c $srcs $main -o "$out/files.exe" &
 wait %1 && wait %2 && wait %3
-# the MSVC layout: kernel files with per-file ISA flags (setup.py's MSVC_ARCH gives MSVC's /arch ones)
+# the MSVC layout: kernel files with per-file ISA flags (setup.py's MSVC_ARCH gives MSVC's /arch ones);
+# -Wpedantic -Wvla: no GNU extension and no variable-length array in the core, which MSVC would reject
 objs=""
 for f in $srcs; do
   case $f in
@@ -56,7 +58,7 @@ for f in $srcs; do
     *) isa="" ;;
   esac
   # shellcheck disable=SC2086
-  $gcc_w $flags -fopenmp -DEG_ISA_PER_FILE=1 $isa -c "$f" -o "$out/$(basename "$f" .c).o"
+  $gcc_w $flags -fopenmp -DEG_ISA_PER_FILE=1 -Wpedantic -Wvla $isa -c "$f" -o "$out/$(basename "$f" .c).o"
   objs="$objs $out/$(basename "$f" .c).o"
 done
 # shellcheck disable=SC2086
@@ -75,6 +77,10 @@ mkdir "$data"
 cp -r tests/data/golden_tokens.json tests/data/golden_expected.npz tests/data/golden_model "$data/"
 windata="Z:${data//\//\\}"
 export WINEPREFIX="$out/wine" WINEDEBUG=-all LC_ALL=C.UTF-8 OMP_WAIT_POLICY=passive
+# one Wine server for every run (killed at exit): a run that starts while the last one's server is
+# shutting down can lose its connection ("recvmsg: Connection reset by peer")
+mkdir "$WINEPREFIX"
+wineserver -p
 "$wine" wineboot -i >/dev/null 2>&1 || true  # the Wine prefix, once (its complaints are not ours)
 
 run() { # label, then the command
