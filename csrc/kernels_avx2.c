@@ -114,9 +114,11 @@ EG_INLINE EG_AVX2 void micro(int mr, int bf16, const float *x, int64_t ldx, cons
             o0 = _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(pw + kk * EG_PANEL)), m));
             o1 = _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(pw + kk * EG_PANEL + 16)), m));
 #else
-            __asm__("vmovdqu %2, %0\n\tvpand %3, %0, %0\n\tvmovdqu 32%2, %1\n\tvpand %3, %1, %1"
+            /* each half its own memory operand: "32%2" would paste 32 before a displacement GCC chose */
+            __asm__("vmovdqu %2, %0\n\tvpand %4, %0, %0\n\tvmovdqu %3, %1\n\tvpand %4, %1, %1"
                     : "=&x"(o0), "=&x"(o1)
-                    : "m"(*(const uint16_t(*)[2 * EG_PANEL])(pw + kk * EG_PANEL)), "m"(hi_mask));
+                    : "m"(*(const uint16_t(*)[EG_PANEL])(pw + kk * EG_PANEL)),
+                      "m"(*(const uint16_t(*)[EG_PANEL])(pw + kk * EG_PANEL + EG_PANEL)), "m"(hi_mask));
 #endif
             bf16_step(mr, c, x, ldx, kk + 1, o0, o1);
         }
