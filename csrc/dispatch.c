@@ -73,7 +73,6 @@ static int isa_on_cpu(eg_isa isa) {
 
 #ifdef EG_HAVE_ARM64
 /* ARM64 features as the OS reports them: user space cannot read the ID registers portably. */
-#include <pthread.h>
 #if defined(__linux__)
 #include <sys/auxv.h>
 #elif defined(__APPLE__)

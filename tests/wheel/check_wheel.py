@@ -21,7 +21,7 @@ import sysconfig
 import zipfile
 
 LIMIT = 2 * 1024 * 1024
-NATIVE = re.compile(r"\.(so|dylib)(\.[0-9.]+)?$|\.pyd$")
+NATIVE = re.compile(r"\.(so|dylib)(\.[0-9.]+)?$|\.(pyd|dll)$")  # .dll: runtimes delvewheel vendors (vcomp140)
 # top-level folders and files a wheel of this project must not carry
 FOREIGN = re.compile(r"^(tests|csrc|build|benchmarks|docs|\.?venv[^/]*|[^/]*\.egg-info)/|(^|/)__pycache__/|\.(pyc|o|a|c|h)$")
 X86_LEVELS = ["scalar", "avx2", "avxvnni", "avx512", "avx512bf16", "amx"]
