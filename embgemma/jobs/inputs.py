@@ -275,24 +275,17 @@ class CsvColumns:
 Row = tuple
 
 
-class _TextReader:
-    """One text a line (\\n or \\r\\n); the last line needs no newline; a UTF-8 BOM is dropped."""
+class _RecordReader:
+    """skip / read / close over one file's records: a subclass gives ``_next()`` (the next record, None at
+    the end of the file) and ``_parse(record)`` (the row's fields); rows are numbered within the file."""
 
-    def __init__(self, src: Source, cols: Columns, index: int) -> None:
-        self.f, self.index, self.row, self.first = open_binary(src.path), index, 0, True
-
-    def _line(self) -> bytes | None:
-        line = self.f.readline()
-        if not line:
-            return None
-        if self.first:
-            self.first = False
-            line = line.removeprefix(b"\xef\xbb\xbf")
-        return line
+    f: Any
+    index: int
+    row: int
 
     def skip(self, n: int) -> int:
         k = 0
-        while k < n and self._line() is not None:
+        while k < n and self._next() is not None:
             k += 1
         self.row += k
         return k
@@ -300,12 +293,10 @@ class _TextReader:
     def read(self, n: int) -> list[Row]:
         out: list[Row] = []
         while len(out) < n:
-            line = self._line()
-            if line is None:
+            rec = self._next()
+            if rec is None:
                 break
-            if line.endswith(b"\n"):
-                line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
-            out.append((*parse_text_line(line), self.index, self.row))
+            out.append((*self._parse(rec), self.index, self.row))
             self.row += 1
         return out
 
@@ -313,14 +304,15 @@ class _TextReader:
         self.f.close()
 
 
-class _JsonlReader:
-    """One JSON object a line; blank lines are no rows. A line that is not a JSON object, or lacks the
-    text (or id) field, is a bad row, not a failed job."""
+class _LineReader(_RecordReader):
+    """Records are lines (bytes, newline kept); a UTF-8 BOM at the start of the file is dropped."""
+
+    skip_blank = False  # blank lines are no records
 
     def __init__(self, src: Source, cols: Columns, index: int) -> None:
         self.f, self.cols, self.index, self.row, self.first = open_binary(src.path), cols, index, 0, True
 
-    def _line(self) -> bytes | None:
+    def _next(self) -> bytes | None:
         while True:
             line = self.f.readline()
             if not line:
@@ -328,32 +320,30 @@ class _JsonlReader:
             if self.first:
                 self.first = False
                 line = line.removeprefix(b"\xef\xbb\xbf")
-            if line.strip():
+            if not self.skip_blank or line.strip():
                 return line
 
-    def skip(self, n: int) -> int:
-        k = 0
-        while k < n and self._line() is not None:
-            k += 1
-        self.row += k
-        return k
 
-    def read(self, n: int) -> list[Row]:
-        c = self.cols
-        out: list[Row] = []
-        while len(out) < n:
-            line = self._line()
-            if line is None:
-                break
-            out.append((*parse_json_line(line, c), self.index, self.row))
-            self.row += 1
-        return out
+class _TextReader(_LineReader):
+    """One text a line (\\n or \\r\\n); the last line needs no newline; a UTF-8 BOM is dropped."""
 
-    def close(self) -> None:
-        self.f.close()
+    def _parse(self, line: bytes) -> tuple:
+        if line.endswith(b"\n"):
+            line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+        return parse_text_line(line)
 
 
-class _CsvReader:
+class _JsonlReader(_LineReader):
+    """One JSON object a line; blank lines are no rows. A line that is not a JSON object, or lacks the
+    text (or id) field, is a bad row, not a failed job."""
+
+    skip_blank = True
+
+    def _parse(self, line: bytes) -> tuple:
+        return parse_json_line(line, self.cols)
+
+
+class _CsvReader(_RecordReader):
     """CSV / TSV with a header row; every field is a string (CSV has no types); blank lines are no
     rows; an empty title is no title; a record with the wrong number of fields is a bad row."""
 
@@ -381,25 +371,8 @@ class _CsvReader:
         except csv.Error as e:
             raise EmbedJobError(f"{self.path}, line {self.reader.line_num}: not readable as CSV ({e})") from None
 
-    def skip(self, n: int) -> int:
-        k = 0
-        while k < n and self._next() is not None:
-            k += 1
-        self.row += k
-        return k
-
-    def read(self, n: int) -> list[Row]:
-        out: list[Row] = []
-        while len(out) < n:
-            rec = self._next()
-            if rec is None:
-                break
-            out.append((*self.columns.row(rec), self.index, self.row))
-            self.row += 1
-        return out
-
-    def close(self) -> None:
-        self.f.close()
+    def _parse(self, rec: list[str]) -> tuple:
+        return self.columns.row(rec)
 
 
 class _ParquetReader:
