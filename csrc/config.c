@@ -26,6 +26,16 @@ static char *join(const char *a, const char *b) {
     return s;
 }
 
+/* An integer outside what embgemma runs, from either format: the one message and error for it. */
+static eg_status out_of_range(const char *key, int64_t v, int64_t lo, int64_t hi, const char *path, char *err,
+                              size_t errlen) {
+    return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: \"%s\" = %lld is outside the supported range %lld..%lld",
+                   path, key, (long long)v, (long long)lo, (long long)hi);
+}
+
+/* Every period-th layer is global (sliding_window_pattern): the range both formats accept. */
+#define GLOBAL_PERIOD_MAX 1024
+
 /* Integer key: required when def < 0, else defaulted. Range-checked. */
 static eg_status get_int(const json_node *o, const char *key, int64_t def, int64_t lo, int64_t hi, int64_t *out,
                          const char *path, char *err, size_t errlen) {
@@ -37,9 +47,7 @@ static eg_status get_int(const json_node *o, const char *key, int64_t def, int64
     }
     if (v->type != JSON_NUMBER || !v->is_integer)
         return eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: \"%s\" must be an integer", path, key);
-    if (v->integer < lo || v->integer > hi)
-        return eg_fail(err, errlen, EG_ERR_UNSUPPORTED, "%s: \"%s\" = %lld is outside the supported range %lld..%lld",
-                       path, key, (long long)v->integer, (long long)lo, (long long)hi);
+    if (v->integer < lo || v->integer > hi) return out_of_range(key, v->integer, lo, hi, path, err, errlen);
     *out = v->integer;
     return EG_OK;
 }
@@ -88,6 +96,27 @@ static int64_t *config_field(eg_config *cfg, const config_int *f) {
     return (int64_t *)(void *)((char *)cfg + f->offset);
 }
 static int in_range(const config_int *f, int64_t v) { return v >= f->lo && v <= f->hi; }
+
+/* The table's entry for the field at offset (every field has one). */
+static const config_int *config_entry(size_t offset) {
+    for (size_t i = 0; i < N_CONFIG_INTS; i++)
+        if (config_ints[i].offset == offset) return &config_ints[i];
+    return NULL;
+}
+
+/* A value the reader derived (GGUF's head_dim, kv heads and vocab) against the table's range,
+ * named by what it was derived from. */
+static eg_status check_derived(size_t offset, int64_t v, const char *from, const char *path, char *err,
+                               size_t errlen) {
+    const config_int *f = config_entry(offset);
+    return in_range(f, v) ? EG_OK : out_of_range(from, v, f->lo, f->hi, path, err, errlen);
+}
+
+eg_status eg_config_set_vocab(eg_config *cfg, int64_t rows, const char *path, char *err, size_t errlen) {
+    eg_status s = check_derived(offsetof(eg_config, vocab), rows, "token_embd.weight rows", path, err, errlen);
+    if (s == EG_OK) cfg->vocab = rows;
+    return s;
+}
 
 /* What both readers derive from the integers: the positions the RoPE tables cover, the sliding
  * window's radius, and layer_is_global (all 0: sliding, for the caller to mark the global ones). */
@@ -256,7 +285,7 @@ eg_status eg_config_from_json(const json_node *o, const char *path, eg_config *c
     } else {
         int64_t period;
         const char *key = json_get(o, "sliding_window_pattern") ? "sliding_window_pattern" : "_sliding_window_pattern";
-        if ((s = get_int(o, key, 6, 1, 1 << 20, &period, path, err, errlen))) goto done;
+        if ((s = get_int(o, key, 6, 1, GLOBAL_PERIOD_MAX, &period, path, err, errlen))) goto done;
         global_every(cfg, period);
     }
 done:
@@ -310,13 +339,19 @@ eg_status eg_config_from_gguf(const eg_gguf *g, eg_config *cfg, char *err, size_
         const int r = eg_gguf_get_int(g, KEY(f->gguf), &v);
         if (r < 0) FAIL(EG_ERR_BAD_FILE, "%s: %s must be an integer", path, key);
         if (r == 0 && f->gguf_def < 0) FAIL(EG_ERR_BAD_FILE, "%s: GGUF metadata lacks %s", path, key);
-        if (r == 1 && !in_range(f, v))
-            FAIL(EG_ERR_BAD_FILE, "%s: %s = %lld is out of range (%lld..%lld)", path, key, (long long)v,
-                 (long long)f->lo, (long long)f->hi);
+        if (r == 1 && !in_range(f, v)) {
+            s = out_of_range(key, v, f->lo, f->hi, path, err, errlen);
+            goto done;
+        }
         *config_field(cfg, f) = v;
     }
     if (cfg->n_kv_heads == 0) cfg->n_kv_heads = cfg->n_heads;
-    if (cfg->head_dim == 0) cfg->head_dim = cfg->hidden / cfg->n_heads;
+    if (cfg->head_dim == 0) {
+        cfg->head_dim = cfg->hidden / cfg->n_heads;
+        if ((s = check_derived(offsetof(eg_config, head_dim), cfg->head_dim, "embedding_length / head_count", path,
+                               err, errlen)))
+            goto done;
+    }
     int64_t vlen;
     if (eg_gguf_get_int(g, KEY("attention.value_length"), &vlen) == 1 && vlen != cfg->head_dim)
         FAIL(EG_ERR_UNSUPPORTED, "%s: attention.value_length %lld differs from key_length %lld", path,
@@ -355,8 +390,10 @@ eg_status eg_config_from_gguf(const eg_gguf *g, eg_config *cfg, char *err, size_
     }
     if (pat && eg_gguf_get_int(g, key, &period) != 1)
         FAIL(EG_ERR_BAD_FILE, "%s: %s must be an integer or an array of bools", path, key);
-    if (period < 1 || period > 1024)
-        FAIL(EG_ERR_BAD_FILE, "%s: %s = %lld is out of range", path, key, (long long)period);
+    if (period < 1 || period > GLOBAL_PERIOD_MAX) {
+        s = out_of_range(key, period, 1, GLOBAL_PERIOD_MAX, path, err, errlen);
+        goto done;
+    }
     global_every(cfg, period);
 #undef FAIL
 #undef KEY

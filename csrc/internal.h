@@ -61,6 +61,8 @@ eg_status eg_config_from_json(const json_node *root, const char *path, eg_config
 /* The same from a GGUF's metadata (g->path names it in messages): one table of the integers both
  * formats carry, with one set of limits. */
 eg_status eg_config_from_gguf(const eg_gguf *g, eg_config *cfg, char *err, size_t errlen);
+/* A GGUF's vocabulary is its token_embd's rows: checked against the same range as vocab_size. */
+eg_status eg_config_set_vocab(eg_config *cfg, int64_t rows, const char *path, char *err, size_t errlen);
 void eg_config_free(eg_config *cfg);
 
 /* The sentence-transformers pipeline read from modules.json. */

@@ -469,7 +469,7 @@ static eg_status load_gguf(eg_model *m, const char *path, const eg_load_opts *op
         s = eg_fail(err, errlen, EG_ERR_BAD_FILE, "%s: no 2-D token_embd.weight tensor", path);
         goto done;
     }
-    m->cfg.vocab = emb->shape[0];
+    if ((s = eg_config_set_vocab(&m->cfg, (int64_t)emb->shape[0], path, err, errlen))) goto done;
     finder f = {&m->files, "", gguf_layer_names, 1, err, errlen, 0, m->k};
     /* llama.cpp names the final norm output_norm; Ollama's gemma3 layout norm */
     const char *norm = eg_st_find(&m->files, "output_norm.weight") ? "output_norm.weight" : "norm.weight";

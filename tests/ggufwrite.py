@@ -72,10 +72,11 @@ def _data(arr: np.ndarray, qtype: str):
 
 def write(st_dir: Path, out: Path, *, qtype: str = "F32", layout: str = "llama", dense: bool = True,
           embed_type: str | None = None, dense_type: str = "F32", tokenizer_json: Path | None = None,
-          add_eos: bool | None = True, tamper=None) -> Path:
+          add_eos: bool | None = True, tamper=None, ints: dict | None = None) -> Path:
     """One GGUF from a sentence-transformers folder (config.json + model.safetensors at its root and
     2_Dense / 3_Dense). Matrices in `qtype` (the token embedding in `embed_type`, default the same),
-    norms as float32 1 + w, as convert_hf_to_gguf.py writes them."""
+    norms as float32 1 + w, as convert_hf_to_gguf.py writes them. ``ints``: metadata integers
+    (key after "<architecture>.") set or replaced as uint32 (None: dropped), to test the reader."""
     import gguf
     from safetensors.numpy import load_file
 
@@ -120,6 +121,12 @@ def write(st_dir: Path, out: Path, *, qtype: str = "F32", layout: str = "llama",
         w.add_add_bos_token(True)
         if add_eos is not None:
             w.add_add_eos_token(add_eos)
+
+    for key, val in (ints or {}).items():
+        kv = w.kv_data[0]
+        kv.pop(f"{arch}.{key}", None)
+        if val is not None:
+            w.add_uint32(f"{arch}.{key}", val)
 
     tensors: list[tuple[str, np.ndarray, str]] = []
     for name, arr in sd.items():

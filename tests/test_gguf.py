@@ -319,6 +319,28 @@ def test_corrupt_gguf_raises(blob, match):
         _core._test_parse("gguf", blob)
 
 
+@pytest.mark.parametrize("ints,match", [
+    # the same limits and the same error as config.json's (tests/test_loading.py)
+    ({"block_count": 5000}, r'"gemma-embedding.block_count" = 5000 is outside the supported range 1..1024'),
+    ({"attention.sliding_window_pattern": 1025}, r"sliding_window_pattern\" = 1025 is outside .* 1..1024"),
+    # derived values are held to the range of the key they stand in for
+    ({"attention.key_length": None, "attention.value_length": None, "attention.head_count": 1000},
+     r'"embedding_length / head_count" = 0 is outside the supported range 2..4096'),
+])
+def test_gguf_integers_out_of_range_are_unsupported(tiny_dir, gguf_dir, ints, match):
+    path = _write(tiny_dir, gguf_dir, "range-" + "-".join(f"{k}{v}" for k, v in ints.items()), ints=ints)
+    with pytest.raises(UnsupportedModelError, match=match):
+        EmbeddingGemma(path)
+
+
+def test_gguf_vocab_is_token_embd_rows_in_range(tiny_dir, gguf_dir):
+    def two_rows(tensors):
+        return [(g, a[:2] if g == "token_embd.weight" else a, q) for g, a, q in tensors]
+    path = _write(tiny_dir, gguf_dir, "vocab2", tamper=two_rows)
+    with pytest.raises(UnsupportedModelError, match=r'"token_embd.weight rows" = 2 is outside .* 3..16777216'):
+        EmbeddingGemma(path)
+
+
 def test_every_truncation_of_a_real_gguf_is_an_error(tiny_dir, gguf_dir):
     blob = _write(tiny_dir, gguf_dir, "trunc", qtype="Q4_0").read_bytes()
     _core._test_parse("gguf", blob)

@@ -72,6 +72,8 @@ def test_copy_loads_and_matches(model_dir, golden_model):
         ({"hidden_size": ...}, ModelFormatError, 'required key "hidden_size"'),
         ({"hidden_size": "48"}, ModelFormatError, "must be an integer"),
         ({"vocab_size": -5}, UnsupportedModelError, "outside the supported range"),
+        ({"sliding_window_pattern": 1025, "layer_types": ...}, UnsupportedModelError,
+         r'"sliding_window_pattern" = 1025 is outside the supported range 1..1024'),
         ({"rms_norm_eps": 0}, ModelFormatError, "positive number"),
         ({"attn_logit_softcapping": 50.0}, UnsupportedModelError, "softcapping"),
         ({"hidden_activation": "silu"}, UnsupportedModelError, "gelu_pytorch_tanh"),
