@@ -41,7 +41,17 @@ Outlier channels (``outK``): the K input channels of each linear with the larges
 max|x| are computed in float32 (both x and W columns) beside an int8 remainder whose blocks
 exclude them (zeroed before quantization; in C they would be gathered out at load time).
 
-Calibration (AWQ / SmoothQuant statistics, outliers, measured sensitivity) uses CALIB_QUERIES and
+GPTQ (``gptq``): the weights are rounded onto the same grid (the scales of the original blocks, so the
+engine could store the result as it stores int8 rows) column by column, each column's rounding error
+pushed onto the columns not yet rounded through the inverse Cholesky factor of the calibration
+Hessian X^T X of that linear's input (float model, one Hessian per input group: qkv, o, gate/up, down;
+damped by 1% of its mean diagonal; with AWQ, of x / s). Activations are quantized as the scheme says.
+
+16-bit integers on a 12-bit grid (``wbits=12``, act ``b12``): weights and activations per row / token
+and block of 32 with qmax 2047, so a block's 32 products sum below 2^27 and vpmaddwd (AVX2) or
+vpdpwssd (VNNI) accumulate them exactly in int32; benchmarks/w16_probe.c times a prototype kernel.
+
+Calibration (AWQ / SmoothQuant statistics, outliers, measured sensitivity, GPTQ) uses CALIB_QUERIES and
 CALIB_PARAGRAPHS below, written for this file (not the test texts), with the same prompts, plus two
 long documents made of joined paragraphs.
 
@@ -185,7 +195,7 @@ GROUP = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "o_proj": "o", "gate
 class Scheme:
     act: str = "b8"            # f | b7 | b8 | b16 (int16 per block) | t7 | t8 | t16 (per token)
     wblock: int = 32           # weight block (k)
-    wbits: int = 8             # 8 (qmax 127)
+    wbits: int = 8             # 8 (qmax 127), 12 (qmax 2047: int16 storage, vpmaddwd-safe with b12)
     tail: int = 3              # last `tail` layers not quantized
     tail_dtype: str = "bf16"   # bf16 | f32
     float_layers: tuple = ()   # extra layers (indices) in float32
@@ -194,6 +204,7 @@ class Scheme:
     smooth: float | None = None  # alpha: s = max|x|^a / max|W|^(1-a)
     o_scale: str = "shared"    # shared (foldable into v_proj) | free | none
     outliers: int = 0          # k input channels in float
+    gptq: bool = False         # weights rounded by GPTQ (error feedback through the calibration Hessian)
     note: str = ""
 
     def layer_mode(self, l: int) -> str:
@@ -252,6 +263,16 @@ def _schemes() -> dict[str, Scheme]:
         for k in (16, 32):
             S[f"out{k}_tail3f32_{a}"] = Scheme(act=a, tail=3, tail_dtype="f32", outliers=k)
         S[f"wb16_tail3f32_{a}"] = Scheme(act=a, tail=3, tail_dtype="f32", wblock=16)
+    # GPTQ weight rounding, alone, with AWQ scales, and under the shipped bfloat16 tail
+    for a in ("b7", "b8", "t16"):
+        S[f"gptq_{a}"] = Scheme(act=a, tail=0, gptq=True)
+        S[f"awq0.5_gptq_{a}"] = Scheme(act=a, tail=0, awq=0.5, gptq=True)
+        S[f"gptq_tail3bf16_{a}"] = Scheme(act=a, tail=3, tail_dtype="bf16", gptq=True)
+    # 16-bit integer storage on a 12-bit grid: per block of 32, 32 products of 2047 x 2047 stay
+    # below 2^27, so vpmaddwd / vpdpwssd sums cannot overflow int32
+    S["w12_b12"] = Scheme(act="b12", tail=0, wbits=12)
+    S["w12_b8"] = Scheme(act="b8", tail=0, wbits=12)
+    S["w12_f"] = Scheme(act="f", tail=0, wbits=12)
     S["out16_t16"] = Scheme(act="t16", tail=0, outliers=16)
     S["wb16_t16"] = Scheme(act="t16", tail=0, wblock=16)
     return S
@@ -282,7 +303,7 @@ def quant_blocks(x, block: int, qmax: float):
     return (v * (amax / qm)).reshape(shape)
 
 
-ACT = {"f": None, "b7": (32, 63), "b8": (32, 127), "b16": (32, 32767),
+ACT = {"f": None, "b7": (32, 63), "b8": (32, 127), "b12": (32, 2047), "b16": (32, 32767),
        "t7": (0, 63), "t8": (0, 127), "t16": (0, 32767)}
 
 
@@ -291,8 +312,45 @@ def quant_act(x, act: str):
     return x if spec is None else quant_blocks(x, *spec)
 
 
-def make_fq_linear(weight, act: str, wblock: int, inv_scale=None, outlier_idx=None, mode="q"):
-    """A module computing the linear as the scheme says; weight [out, in] float32 (already * s)."""
+def gptq_quant(weight, hessian, block: int = 32, qmax: float = 127.0, damp: float = 0.01):
+    """GPTQ (Frantar et al. 2022) onto the engine's grid: per row and block of ``block`` inputs the
+    scale is the original block's amax / qmax (fixed before rounding, so the result is stored exactly
+    as the engine's int8 rows are); columns are rounded in order and each one's rounding error is
+    pushed onto the columns not yet rounded through the inverse of the calibration Hessian X^T X
+    (damped by ``damp`` times its mean diagonal). Returns the dequantized weight, float32."""
+    torch = _torch()
+    W = weight.detach().double().clone()
+    rows, n = W.shape
+    H = hessian.detach().double().clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    amax = W.view(rows, n // block, block).abs().amax(-1)           # [rows, n / block]
+    scale = (amax / qmax).repeat_interleave(block, dim=1)          # [rows, n]
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    H += damp * torch.diag(H).mean() * torch.eye(n, dtype=H.dtype)
+    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Q = torch.zeros_like(W)
+    lazy = 128  # columns whose updates are applied to the rest as one product (same result, faster)
+    for c0 in range(0, n, lazy):
+        c1 = min(c0 + lazy, n)
+        E = torch.zeros(rows, c1 - c0, dtype=W.dtype)
+        for i in range(c0, c1):
+            w = W[:, i]
+            q = torch.where(scale[:, i] > 0, torch.round(w / safe[:, i]).clamp(-qmax, qmax) * scale[:, i],
+                            torch.zeros_like(w))
+            Q[:, i] = q
+            e = (w - q) / U[i, i]
+            E[:, i - c0] = e
+            W[:, i + 1:c1] -= e[:, None] * U[i, i + 1:c1][None, :]
+        W[:, c1:] -= E @ U[c0:c1, c1:]
+    return Q.float()
+
+
+def make_fq_linear(weight, act: str, wblock: int, inv_scale=None, outlier_idx=None, mode="q",
+                   prequantized=False, wqmax=127.0):
+    """A module computing the linear as the scheme says; weight [out, in] float32 (already * s;
+    already on the int8 grid when ``prequantized``, as GPTQ leaves it)."""
     torch = _torch()
     import torch.nn as nn
 
@@ -317,7 +375,7 @@ def make_fq_linear(weight, act: str, wblock: int, inv_scale=None, outlier_idx=No
             if outlier_idx is not None:
                 self.w_out = w[:, outlier_idx].clone()
                 w[:, outlier_idx] = 0.0
-            self.register_buffer("w", quant_blocks(w, wblock, 127.0))
+            self.register_buffer("w", w if prequantized else quant_blocks(w, wblock, wqmax))
 
         def forward(self, x):
             if self.mode != "q":
@@ -421,6 +479,38 @@ class Sim:
         torch.save(self.stats, f)
         return self.stats
 
+    def hessians(self):
+        """Per layer and input group (qkv, o, gu, down): X^T X of the linear's input over the
+        calibration tokens of the float model, float64; one text at a time, so no row is a pad."""
+        torch = _torch()
+        f = CACHE / "calib_hessians.pt"
+        if getattr(self, "hess", None) is not None:
+            return self.hess
+        if f.is_file():
+            self.hess = torch.load(f)
+            return self.hess
+        self.restore()
+        hess, hooks = {}, []
+        for (l, m), (parent, attr, lin) in self.orig.items():
+            if m not in ("q_proj", "o_proj", "gate_proj", "down_proj"):
+                continue  # k, v share q's input; up shares gate's
+            def hook(mod, inp, out, key=(l, GROUP[m])):
+                x = inp[0].detach().reshape(-1, inp[0].shape[-1]).double()
+                hess[key] = hess.get(key, 0) + x.T @ x
+            hooks.append(lin.register_forward_hook(hook))
+        bs = self.batch_size
+        self.batch_size = 1
+        try:
+            self.encode(*calib_texts())
+        finally:
+            self.batch_size = bs
+            for h in hooks:
+                h.remove()
+        CACHE.mkdir(parents=True, exist_ok=True)
+        torch.save(hess, f)
+        self.hess = hess
+        return hess
+
     def _channel_scale(self, l: int, m: str, sch: Scheme, o_scale: str):
         """s for the input channels of (l, m) (shared by the group that shares the input)."""
         torch = _torch()
@@ -464,7 +554,18 @@ class Sim:
                 if inv_scale is not None:
                     mx = mx * inv_scale
                 oidx = torch.topk(mx, sch.outliers).indices.sort().values
-            setattr(parent, attr, make_fq_linear(w, sch.act, sch.wblock, inv_scale, oidx, mode))
+            pre = False
+            if mode == "q" and sch.gptq:
+                if sch.outliers:
+                    raise ValueError("gptq with outlier channels is not simulated")
+                H = self.hessians()[(l, GROUP[m])]
+                if inv_scale is not None:  # the input is x / s: H becomes diag(1/s) H diag(1/s)
+                    si = inv_scale.double()
+                    H = H * si[:, None] * si[None, :]
+                w = gptq_quant(w, H, sch.wblock, float(2 ** (sch.wbits - 1) - 1))
+                pre = True
+            setattr(parent, attr, make_fq_linear(w, sch.act, sch.wblock, inv_scale, oidx, mode, pre,
+                                                 float(2 ** (sch.wbits - 1) - 1)))
 
 
 # ---------------------------------------------------------------------------- reference / figures
