@@ -170,6 +170,30 @@ static void gemm_q_scalar(const uint8_t *xq, int64_t ldq, const float *xs, int64
     }
 }
 
+/* gemm_w16's specification: the I16 panel's k-pairs (kernels.h), exact int32 block sums. */
+void eg_gemm_w16_scalar(const int16_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m, const eg_matrix *w,
+                        int64_t p0, int64_t p1, float *y, int64_t ldy) {
+    const int64_t kb = eg_ldq(w->k), nb = kb / EG_QBLOCK;
+    for (int64_t p = p0; p < p1; p++) {
+        const int16_t *panel = (const int16_t *)w->data + p * kb * EG_PANEL;
+        const int64_t cols = eg_panel_cols(w, p);
+        for (int64_t i = 0; i < m; i++) {
+            const int16_t *qi = xq + i * ldq;
+            for (int64_t j = 0; j < cols; j++) {
+                float acc = 0.0f;
+                for (int64_t b = 0; b < nb; b++) {
+                    int32_t isum = 0;
+                    for (int64_t kk = b * EG_QBLOCK; kk < (b + 1) * EG_QBLOCK; kk++)
+                        isum += (int32_t)qi[kk] * panel[((kk / 2) * EG_PANEL + j) * 2 + kk % 2];
+                    const int64_t sb = (p * nb + b) * EG_PANEL + j;
+                    acc = fmaf((float)isum, xs[i * ldxs + b] * w->scale[sb], acc);
+                }
+                y[i * ldy + p * EG_PANEL + j] = acc;
+            }
+        }
+    }
+}
+
 /* Round to nearest, ties to even, for |v| < 2^22: the float adder does it, and the loop
  * vectorizes on any x86-64, unlike nearbyintf (compilers keep (v + c) - c as written
  * unless told -ffast-math, which this build never is). */
@@ -210,6 +234,41 @@ void eg_quantize_blocks_u8(const float *x, int64_t ldx, int64_t m, int64_t k, in
                 float v = round_even(xb[e] * inv); /* |v| <= qmax, up to rounding of inv */
                 v = v < -fq ? -fq : v > fq ? fq : v;
                 qb[e] = (uint8_t)(int)(v + z);
+            }
+            scale[i * ldxs + b] = amax / fq;
+        }
+}
+
+/* quantize_w16's twin (and the scalar table's): the u8 twin's rounding, kept signed. */
+void eg_quantize_blocks_i16(const float *x, int64_t ldx, int64_t m, int64_t k, int16_t *q, int64_t ldq, float *scale,
+                            int64_t ldxs) {
+    const float fq = (float)EG_I16_QMAX;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t b = 0; b * EG_QBLOCK < k; b++) {
+            const int len = k - b * EG_QBLOCK < EG_QBLOCK ? (int)(k - b * EG_QBLOCK) : EG_QBLOCK;
+            const float *xb = x + i * ldx + b * EG_QBLOCK;
+            int16_t *qb = q + i * ldq + b * EG_QBLOCK;
+            float amax = 0.0f;
+            int nan = 0;
+            for (int e = 0; e < len; e++) {
+                const float a = fabsf(xb[e]);
+                amax = a > amax ? a : amax;
+                nan |= a != a;
+            }
+            memset(qb, 0, EG_QBLOCK * sizeof *qb); /* pad columns (and a bad block's) are 0 */
+            if (nan || !(amax < INFINITY)) {
+                scale[i * ldxs + b] = NAN;
+                continue;
+            }
+            const float inv = amax > 0.0f ? fq / amax : 0.0f;
+            if (!(inv < INFINITY)) { /* amax below qmax / FLT_MAX: zeros, as the u8 twin */
+                scale[i * ldxs + b] = 0.0f;
+                continue;
+            }
+            for (int e = 0; e < len; e++) {
+                float v = round_even(xb[e] * inv);
+                v = v < -fq ? -fq : v > fq ? fq : v;
+                qb[e] = (int16_t)v;
             }
             scale[i * ldxs + b] = amax / fq;
         }
@@ -264,6 +323,8 @@ const eg_kernels eg_kernels_scalar = {
     .to_bf16 = eg_round_bf16_rows,
     .gemm_q = gemm_q_scalar,
     .quantize = eg_quantize_blocks_u8,
+    .gemm_w16 = eg_gemm_w16_scalar,
+    .quantize_w16 = eg_quantize_blocks_i16,
     .axpy = axpy_scalar,
     .scale = scale_scalar,
     .gelu_gate = gelu_gate_scalar,

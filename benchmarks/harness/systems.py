@@ -512,6 +512,13 @@ class EmbGemmaInt8(_EmbGemma):
     precision = "int8"
 
 
+class EmbGemmaInt16(_EmbGemma):
+    name = "embgemma-int16"
+    description = "embgemma, int16 weights and activations on a 12-bit grid"
+    dtype = "int16"
+    precision = "int16"
+
+
 class EmbGemmaQ8GGUF(_EmbGemma):
     name = "embgemma-q8_0"
     description = "embgemma on llama.cpp's Q8_0 GGUF (the file llamacpp-q8_0 runs), ggml Q8_0 weights"
