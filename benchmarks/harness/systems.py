@@ -546,7 +546,7 @@ class EmbGemmaQ4(_EmbGemma):
 
 ALL = [STTorch, STOnnxFP32, STOnnxInt8, STOpenVINO, STOpenVINODefault, STOpenVINOQInt8, STOpenVINOWC8,
        FastEmbed, LlamaF32, LlamaBF16, LlamaQ8,
-       EmbGemmaFP32, EmbGemmaBF16, EmbGemmaInt8, EmbGemmaQ8GGUF, EmbGemmaQ4]
+       EmbGemmaFP32, EmbGemmaBF16, EmbGemmaInt16, EmbGemmaInt8, EmbGemmaQ8GGUF, EmbGemmaQ4]
 BY_NAME = {c.name: c for c in ALL}
 REFERENCE = "st-torch-fp32"
 assert [c.name for c in ALL] == SYSTEM_NAMES, "harness/cli.py SYSTEM_NAMES and systems.ALL disagree"
