@@ -196,10 +196,6 @@ EG_INLINE EG_AVX2 __m256i dot4_avx2(__m256i c, __m256i a, __m256i b) {
 #undef U8_DOT4
 #undef U8_MR
 
-/* Activations per block of 32 to uint8 (eg_quantize_blocks_u8's twin, bit for bit): the same
- * amax, division and multiply, vcvtps2dq rounding to nearest even as round_even does, the
- * clamp, then two packs and a lane permute put the 32 bytes in order. A row's partial last
- * block goes to the twin itself. */
 /* A full block of 32 activations: its 4 vectors into v, returns amax, or NaN when a value is NaN. */
 EG_INLINE EG_AVX2 float block_amax(const float *xb, __m256 v[4]) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -215,38 +211,36 @@ EG_INLINE EG_AVX2 float block_amax(const float *xb, __m256 v[4]) {
     return _mm256_movemask_ps(nan) ? NAN : _mm_cvtss_f32(m4);
 }
 
+/* A full block of 32 activations as the twins round it (kernels_scalar.c's quantize_block): 4 vectors of
+ * int32 a, |a| <= qmax, vcvtps2dq rounding to nearest even as round_even does; all 0 for a block with NaN
+ * or inf (returns a NaN scale) or one below qmax / FLT_MAX (scale 0). Returns the scale. */
+EG_INLINE EG_AVX2 float block_ints(const float *xb, int qmax, __m256i r[4]) {
+    __m256 v[4];
+    const float fq = (float)qmax, amax = block_amax(xb, v), fi = amax > 0.0f ? fq / amax : 0.0f;
+    if (!(amax < INFINITY) || !(fi < INFINITY)) {
+        for (int j = 0; j < 4; j++) r[j] = _mm256_setzero_si256();
+        return amax < INFINITY ? 0.0f : NAN;
+    }
+    const __m256 inv = _mm256_set1_ps(fi);
+    const __m256i lo = _mm256_set1_epi32(-qmax), hi = _mm256_set1_epi32(qmax);
+    for (int j = 0; j < 4; j++)
+        r[j] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[j], inv)), lo), hi);
+    return amax / fq;
+}
+
+/* Activations per block of 32 to uint8 (eg_quantize_blocks_u8's twin, bit for bit): block_ints plus the
+ * zero point. A row's partial last block goes to the twin itself. */
 static EG_AVX2 void quantize_avx2(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
                                   float *scale, int64_t ldxs) {
     const int64_t full = k / EG_QBLOCK;
-    const __m256i lo = _mm256_set1_epi32(-qmax), hi = _mm256_set1_epi32(qmax), z = _mm256_set1_epi32(qmax + 1);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    const float fq = (float)qmax;
+    const __m256i z = _mm256_set1_epi32(qmax + 1), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t i = 0; i < m; i++) {
-        for (int64_t b = 0; b < full; b++) {
-            const float *xb = x + i * ldx + b * EG_QBLOCK;
-            uint8_t *qb = q + i * ldq + b * EG_QBLOCK;
-            __m256 v[4];
-            const float amax = block_amax(xb, v);
-            if (!(amax < INFINITY)) { /* NaN or inf */
-                memset(qb, qmax + 1, EG_QBLOCK);
-                scale[i * ldxs + b] = NAN;
-                continue;
-            }
-            const float fi = amax > 0.0f ? fq / amax : 0.0f;
-            if (!(fi < INFINITY)) { /* as the twin: a block below qmax / FLT_MAX is zeros */
-                memset(qb, qmax + 1, EG_QBLOCK);
-                scale[i * ldxs + b] = 0.0f;
-                continue;
-            }
-            const __m256 inv = _mm256_set1_ps(fi);
+        for (int64_t b = 0; b < full; b++) { /* a + qmax + 1, two packs and a lane permute put 32 bytes in order */
             __m256i r[4];
-            for (int j = 0; j < 4; j++) {
-                const __m256i t = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], inv));
-                r[j] = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(t, lo), hi), z);
-            }
+            scale[i * ldxs + b] = block_ints(x + i * ldx + b * EG_QBLOCK, qmax, r);
+            for (int j = 0; j < 4; j++) r[j] = _mm256_add_epi32(r[j], z);
             const __m256i p = _mm256_packus_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
-            _mm256_storeu_si256((__m256i *)qb, _mm256_permutevar8x32_epi32(p, order));
-            scale[i * ldxs + b] = amax / fq;
+            _mm256_storeu_si256((__m256i *)(q + i * ldq + b * EG_QBLOCK), _mm256_permutevar8x32_epi32(p, order));
         }
         if (full * EG_QBLOCK < k)
             eg_quantize_blocks_u8(x + i * ldx + full * EG_QBLOCK, ldx, 1, k - full * EG_QBLOCK, qmax,
@@ -336,33 +330,18 @@ static EG_AVX2 void gemm_w16_avx2(const int16_t *xq, int64_t ldq, const float *x
     }
 }
 
-/* Activations per block of 32 to int16 (eg_quantize_blocks_i16's twin, bit for bit): quantize_avx2's
- * rounding and clamp, one signed pack and a 64-bit lane permute. A row's partial last block goes to the
- * twin itself. */
+/* Activations per block of 32 to int16 (eg_quantize_blocks_i16's twin, bit for bit): block_ints, kept
+ * signed. A row's partial last block goes to the twin itself. */
 static EG_AVX2 void quantize_w16_avx2(const float *x, int64_t ldx, int64_t m, int64_t k, int16_t *q, int64_t ldq,
                                       float *scale, int64_t ldxs) {
     const int64_t full = k / EG_QBLOCK;
-    const __m256i lo = _mm256_set1_epi32(-EG_I16_QMAX), hi = _mm256_set1_epi32(EG_I16_QMAX);
-    const float fq = (float)EG_I16_QMAX;
     for (int64_t i = 0; i < m; i++) {
-        for (int64_t b = 0; b < full; b++) {
-            const float *xb = x + i * ldx + b * EG_QBLOCK;
-            int16_t *qb = q + i * ldq + b * EG_QBLOCK;
-            __m256 v[4];
-            const float amax = block_amax(xb, v);
-            const float fi = amax > 0.0f ? fq / amax : 0.0f;
-            if (!(amax < INFINITY) || !(fi < INFINITY)) { /* NaN or inf: NaN scale; tiny: zeros (the twin's cases) */
-                memset(qb, 0, EG_QBLOCK * sizeof *qb);
-                scale[i * ldxs + b] = amax < INFINITY ? 0.0f : NAN;
-                continue;
-            }
-            const __m256 inv = _mm256_set1_ps(fi);
+        for (int64_t b = 0; b < full; b++) { /* one signed pack per 16 and a 64-bit lane permute */
             __m256i r[4];
-            for (int j = 0; j < 4; j++)
-                r[j] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[j], inv)), lo), hi);
+            int16_t *qb = q + i * ldq + b * EG_QBLOCK;
+            scale[i * ldxs + b] = block_ints(x + i * ldx + b * EG_QBLOCK, EG_I16_QMAX, r);
             _mm256_storeu_si256((__m256i *)qb, _mm256_permute4x64_epi64(_mm256_packs_epi32(r[0], r[1]), 0xD8));
             _mm256_storeu_si256((__m256i *)(qb + 16), _mm256_permute4x64_epi64(_mm256_packs_epi32(r[2], r[3]), 0xD8));
-            scale[i * ldxs + b] = amax / fq;
         }
         if (full * EG_QBLOCK < k)
             eg_quantize_blocks_i16(x + i * ldx + full * EG_QBLOCK, ldx, 1, k - full * EG_QBLOCK,

@@ -202,75 +202,50 @@ static inline float round_even(float v) {
     return (v + c) - c;
 }
 
-/* quantize's twin (and the scalar table's quantize itself). */
+/* One block of len (<= 32) activations, symmetric: a[e] = round(x / s), s = amax / qmax, |a| <= qmax, and
+ * a[e] = 0 past len; returns s. A block with NaN or inf is all 0 with scale NaN (the pass then reports it);
+ * one whose amax is below qmax / FLT_MAX (~4e-37, where 0 x inv would be NaN) all 0 with scale 0. */
+static float quantize_block(const float *xb, int len, int qmax, int32_t a[EG_QBLOCK]) {
+    const float fq = (float)qmax;
+    float amax = 0.0f;
+    int nan = 0;
+    for (int e = 0; e < len; e++) {
+        const float v = fabsf(xb[e]);
+        amax = v > amax ? v : amax;
+        nan |= v != v;
+    }
+    memset(a, 0, EG_QBLOCK * sizeof *a);
+    if (nan || !(amax < INFINITY)) return NAN;
+    const float inv = amax > 0.0f ? fq / amax : 0.0f;
+    if (!(inv < INFINITY)) return 0.0f;
+    for (int e = 0; e < len; e++) {
+        const float v = round_even(xb[e] * inv); /* |v| <= qmax, up to rounding of inv */
+        a[e] = (int32_t)(v < -fq ? -fq : v > fq ? fq : v);
+    }
+    return amax / fq;
+}
+
+/* quantize's twin (and the scalar table's quantize itself): a + qmax + 1 as uint8, pads at the zero point. */
 void eg_quantize_blocks_u8(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
                            float *scale, int64_t ldxs) {
-    const float fq = (float)qmax, z = (float)(qmax + 1);
     for (int64_t i = 0; i < m; i++)
         for (int64_t b = 0; b * EG_QBLOCK < k; b++) {
             const int len = k - b * EG_QBLOCK < EG_QBLOCK ? (int)(k - b * EG_QBLOCK) : EG_QBLOCK;
-            const float *xb = x + i * ldx + b * EG_QBLOCK;
-            uint8_t *qb = q + i * ldq + b * EG_QBLOCK;
-            float amax = 0.0f;
-            int nan = 0;
-            for (int e = 0; e < len; e++) {
-                const float a = fabsf(xb[e]);
-                amax = a > amax ? a : amax;
-                nan |= a != a;
-            }
-            memset(qb + len, qmax + 1, (size_t)(EG_QBLOCK - len)); /* pad: zero after the zero point */
-            if (nan || !(amax < INFINITY)) {
-                memset(qb, qmax + 1, (size_t)len);
-                scale[i * ldxs + b] = NAN;
-                continue;
-            }
-            const float inv = amax > 0.0f ? fq / amax : 0.0f;
-            if (!(inv < INFINITY)) { /* amax below qmax / FLT_MAX (~4e-37): 0 x inv would be NaN; zeros */
-                memset(qb, qmax + 1, (size_t)len);
-                scale[i * ldxs + b] = 0.0f;
-                continue;
-            }
-            for (int e = 0; e < len; e++) {
-                float v = round_even(xb[e] * inv); /* |v| <= qmax, up to rounding of inv */
-                v = v < -fq ? -fq : v > fq ? fq : v;
-                qb[e] = (uint8_t)(int)(v + z);
-            }
-            scale[i * ldxs + b] = amax / fq;
+            int32_t a[EG_QBLOCK];
+            scale[i * ldxs + b] = quantize_block(x + i * ldx + b * EG_QBLOCK, len, qmax, a);
+            for (int e = 0; e < EG_QBLOCK; e++) q[i * ldq + b * EG_QBLOCK + e] = (uint8_t)(a[e] + qmax + 1);
         }
 }
 
-/* quantize_w16's twin (and the scalar table's): the u8 twin's rounding, kept signed. */
+/* quantize_w16's twin (and the scalar table's): qmax EG_I16_QMAX, a kept signed, pads 0. */
 void eg_quantize_blocks_i16(const float *x, int64_t ldx, int64_t m, int64_t k, int16_t *q, int64_t ldq, float *scale,
                             int64_t ldxs) {
-    const float fq = (float)EG_I16_QMAX;
     for (int64_t i = 0; i < m; i++)
         for (int64_t b = 0; b * EG_QBLOCK < k; b++) {
             const int len = k - b * EG_QBLOCK < EG_QBLOCK ? (int)(k - b * EG_QBLOCK) : EG_QBLOCK;
-            const float *xb = x + i * ldx + b * EG_QBLOCK;
-            int16_t *qb = q + i * ldq + b * EG_QBLOCK;
-            float amax = 0.0f;
-            int nan = 0;
-            for (int e = 0; e < len; e++) {
-                const float a = fabsf(xb[e]);
-                amax = a > amax ? a : amax;
-                nan |= a != a;
-            }
-            memset(qb, 0, EG_QBLOCK * sizeof *qb); /* pad columns (and a bad block's) are 0 */
-            if (nan || !(amax < INFINITY)) {
-                scale[i * ldxs + b] = NAN;
-                continue;
-            }
-            const float inv = amax > 0.0f ? fq / amax : 0.0f;
-            if (!(inv < INFINITY)) { /* amax below qmax / FLT_MAX: zeros, as the u8 twin */
-                scale[i * ldxs + b] = 0.0f;
-                continue;
-            }
-            for (int e = 0; e < len; e++) {
-                float v = round_even(xb[e] * inv);
-                v = v < -fq ? -fq : v > fq ? fq : v;
-                qb[e] = (int16_t)v;
-            }
-            scale[i * ldxs + b] = amax / fq;
+            int32_t a[EG_QBLOCK];
+            scale[i * ldxs + b] = quantize_block(x + i * ldx + b * EG_QBLOCK, len, EG_I16_QMAX, a);
+            for (int e = 0; e < EG_QBLOCK; e++) q[i * ldq + b * EG_QBLOCK + e] = (int16_t)a[e];
         }
 }
 

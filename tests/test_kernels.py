@@ -150,10 +150,12 @@ def test_bf16_gemm_is_float_gemm_on_rounded_weights(isa, m, n, k):
     assert np.isnan(y.base[:, :1]).all() and np.isnan(y.base[:, 1 + n :]).all()
 
 
+@pytest.mark.parametrize("mode", ["int8", "int16"])
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("m", [1, 2, 5, 6, 7, 13, 97])
 @pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (16, 16), (17, 33), (48, 257), (100, 768), (33, 1153)])
-def test_int8_gemm_matches_its_specification(isa, m, n, k):
+def test_integer_gemm_matches_its_specification(isa, m, n, k, mode):
+    """int8: 8-bit weights, 8-bit activations (7 on AVX2); int16: both on the 12-bit grid (|q| <= 2047)."""
     rng = np.random.default_rng(m * 11 + n * 5 + k)
     x = _strided(rng, m, k, pad=1)
     x[0, 0] = 40.0  # an outlier channel, as Gemma's activations have: it costs only its block
@@ -161,46 +163,20 @@ def test_int8_gemm_matches_its_specification(isa, m, n, k):
     if n > 2:
         w[2] = 0.0  # an all-zero row gets scale 0
     y = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 2 : 2 + n]
-    _core._test_gemm(isa, x, w, y, "int8")
-    q, d = _int8_blocks(w)
+    _core._test_gemm(isa, x, w, y, mode)
+    wq = 2047 if mode == "int16" else 127
+    q, d = _int8_blocks(w, wq)
     kb = q.shape[1]
     xp = np.zeros((m, kb), np.float32)
     xp[:, :k] = x
-    ref = _block_reference(xp, q, d, 63 if _pairs16(isa) else 127)  # AVX2: 7-bit activations
+    ref = _block_reference(xp, q, d, wq if mode == "int16" else 63 if _pairs16(isa) else 127)  # AVX2 int8: 7 bits
     tol = (kb // 32 + 2) * EPS * np.abs(ref).max(initial=0) + 1e-30
     assert np.all(np.abs(y - ref) <= tol)
     assert np.isnan(y.base[:, :2]).all() and np.isnan(y.base[:, 2 + n :]).all()
-    # and it is a close approximation of the float product
+    # and it is a close approximation of the float product (int16's grid is 16x finer on both sides)
     exact = x.astype(np.float64) @ w.astype(np.float64).T
     scale = np.abs(x).max(1, keepdims=True) * np.abs(w).max(1)[None, :] * np.sqrt(k)
-    assert np.all(np.abs(y - exact) <= 0.02 * scale + 1e-30)
-
-
-@pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("m", [1, 2, 5, 6, 7, 13, 97])
-@pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (16, 16), (17, 33), (48, 257), (100, 768), (33, 1153)])
-def test_int16_gemm_matches_its_specification(isa, m, n, k):
-    """int16: weights and activations on the 12-bit grid (|q| <= 2047) per row / token and block of 32."""
-    rng = np.random.default_rng(m * 13 + n * 7 + k)
-    x = _strided(rng, m, k, pad=1)
-    x[0, 0] = 40.0  # an outlier channel: it costs only its block
-    w = rng.standard_normal((n, k)).astype(np.float32)
-    if n > 2:
-        w[2] = 0.0  # an all-zero row gets scale 0
-    y = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 2 : 2 + n]
-    _core._test_gemm(isa, x, w, y, "int16")
-    q, d = _int8_blocks(w, 2047)
-    kb = q.shape[1]
-    xp = np.zeros((m, kb), np.float32)
-    xp[:, :k] = x
-    ref = _block_reference(xp, q, d, 2047)
-    tol = (kb // 32 + 2) * EPS * np.abs(ref).max(initial=0) + 1e-30
-    assert np.all(np.abs(y - ref) <= tol)
-    assert np.isnan(y.base[:, :2]).all() and np.isnan(y.base[:, 2 + n :]).all()
-    # 16x finer than int8 on both sides: close to the float product
-    exact = x.astype(np.float64) @ w.astype(np.float64).T
-    scale = np.abs(x).max(1, keepdims=True) * np.abs(w).max(1)[None, :] * np.sqrt(k)
-    assert np.all(np.abs(y - exact) <= 0.002 * scale + 1e-30)
+    assert np.all(np.abs(y - exact) <= (0.002 if mode == "int16" else 0.02) * scale + 1e-30)
 
 
 @pytest.mark.parametrize("isa", [i for i in ISAS if i != "scalar"])
