@@ -1,6 +1,6 @@
 """Fidelity of each embgemma weight type on the real EmbeddingGemma-300m, against sentence-transformers float32.
 
-    python benchmarks/fidelity.py --model DIR [--dtypes float32,bfloat16,int8,q8_0,q4_0] [--threads 2] [--json out.json]
+    python benchmarks/fidelity.py --model DIR [--dtypes float32,bfloat16,int16,int8,q8_0,q4_0] [--threads 2] [--json out.json]
 
 DIR is the real model's sentence-transformers folder (``../shared/tools/get-real-weights`` prints it).
 The texts are the repository's own (tests/data/real_texts/texts.json: 36 search queries, 60 paragraphs,
@@ -39,7 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 TEXTS_FILE = REPO / "tests" / "data" / "real_texts" / "texts.json"
 CACHE_DIR = REPO / "tests" / ".cache"
-DTYPES = ("float32", "bfloat16", "int8", "q8_0", "q4_0")
+DTYPES = ("float32", "bfloat16", "int16", "int8", "q8_0", "q4_0")
 QUERY_PROMPT = "task: search result | query: "
 DOCUMENT_PROMPT = "title: none | text: "
 TOP_K = 10

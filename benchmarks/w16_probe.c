@@ -6,7 +6,8 @@
  * 7-bit activations as AVX2's int8 needs). This times, on one core, the engine's own AVX2 float32
  * and int8 GEMMs (the kernel table, packed by pack.c) beside a prototype W12A12 micro-kernel of the
  * shape (MR rows x 16 columns, k-pairs as the BF16 layout), checked against a plain scalar sum.
- * Not part of the engine. Build and run (x86-64 with AVX2):
+ * Not part of the engine: the engine's kernel, written after this probe, is kernels_avx2.c's gemm_w16_avx2
+ * (dtype="int16"). Build and run (x86-64 with AVX2):
  *
  *   gcc -std=c11 -O2 -D_GNU_SOURCE -fno-math-errno -Icsrc benchmarks/w16_probe.c \
  *       $(find csrc -name '*.c' ! -name module.c) -lm -o /tmp/w16_probe && /tmp/w16_probe

@@ -277,7 +277,7 @@ const eg_kernels *eg_kernels_for(eg_isa isa) {
  * three panels (the last partial), M full tiles and a remainder on every ISA (row tiles of 3, 4, 5, 6, 12). */
 enum { SC_M = 17, SC_N = 37, SC_K = 96 };
 static void selfcheck_gemm(const eg_kernels *k, const float *x, const eg_matrix *w, float *y) {
-    uint16_t xq[SC_M * SC_K]; /* uint8 or (bf16dot) bfloat16 rows */
+    uint16_t xq[SC_M * SC_K]; /* uint8, int16 or (bf16dot) bfloat16 rows */
     float xs[SC_M * (SC_K / EG_QBLOCK)];
     const int64_t ldq = eg_xq_stride(w) ? eg_xq_stride(w) : SC_K;
     const int64_t ldxs = eg_quantize_for(k, w, x, SC_K, SC_M, (uint8_t *)xq, ldq, xs);
@@ -308,10 +308,11 @@ int eg_isa_selfcheck(eg_isa isa, char *why, size_t whylen) {
         st = st * 1664525u + 1013904223u;
         wl[i] = (float)((int32_t)(st >> 8) - (1 << 23)) / (float)(1 << 23) * 0.1f;
     }
-    static const eg_wtype types[] = {EG_W_F32, EG_W_BF16, EG_W_I8, EG_W_Q8_0, EG_W_Q4_0};
-    static const char *const tnames[] = {"float32 GEMM", "bfloat16 GEMM", "int8 GEMM", "Q8_0 GEMM", "Q4_0 GEMM"};
+    static const eg_wtype types[] = {EG_W_F32, EG_W_BF16, EG_W_I8, EG_W_Q8_0, EG_W_Q4_0, EG_W_I16};
+    static const char *const tnames[] = {"float32 GEMM", "bfloat16 GEMM", "int8 GEMM",
+                                         "Q8_0 GEMM",    "Q4_0 GEMM",     "int16 GEMM"};
     char err[128];
-    for (int ti = 0; ti < 5; ti++) {
+    for (int ti = 0; ti < (int)(sizeof types / sizeof types[0]); ti++) {
         eg_matrix w;
         if (eg_matrix_alloc(&w, SC_N, SC_K, types[ti], err, sizeof err) != EG_OK) {
             if (why) snprintf(why, whylen, "self-check could not allocate: %s", err);

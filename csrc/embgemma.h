@@ -64,6 +64,9 @@ typedef enum {
     EG_WEIGHTS_Q8_0,      /* ggml Q8_0: int8 weights, a float16 scale per 32 inputs;
                              activations and sums as INT8                      */
     EG_WEIGHTS_Q4_0,      /* ggml Q4_0: 4-bit weights (-8..7) in nibbles, scales as Q8_0 */
+    EG_WEIGHTS_INT16,     /* int16 weights on a 12-bit grid (|q| <= 2047) with a float32 scale per
+                             output row and 32 inputs; int16 activations alike per token,
+                             exact int32 block sums; every layer (no float tail) */
     EG_WEIGHTS_COUNT,
     EG_WEIGHTS_AUTO = 100 /* as the file stores them: F32/F16 -> F32, BF16, Q8_0, Q4_0 */
 } eg_weights;

@@ -44,7 +44,7 @@ typedef struct {
     float *att_tile; /* [threads, G*BQ*(BK + Hd + 2)] per-thread attention tile */
     float *head;     /* [S, 2*Wmax]     pooled vector and Dense outputs        */
     float *pool;     /* [threads, 4D]   per-thread pooling sums (D doubles) + a row */
-    uint8_t *xq;     /* [T, Kmax]       activations quantized (u8) or rounded (bf16): eg_xq_bytes */
+    uint8_t *xq;     /* [T, Kmax]       activations quantized (u8, int16) or rounded (bf16): eg_xq_bytes */
     float *xs;       /* [T, Kmax/32]    their scales, one per row and 32 inputs    */
 } scratch;
 

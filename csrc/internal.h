@@ -193,6 +193,7 @@ static inline eg_wtype eg_wtype_of(eg_weights w) {
     case EG_WEIGHTS_INT8: return EG_W_I8;
     case EG_WEIGHTS_Q8_0: return EG_W_Q8_0;
     case EG_WEIGHTS_Q4_0: return EG_W_Q4_0;
+    case EG_WEIGHTS_INT16: return EG_W_I16;
     default: return EG_W_F32;
     }
 }
@@ -248,9 +249,10 @@ typedef struct {
 } eg_dense;
 
 /* Bytes per input of what w's kernel reads in place of x (eg_quantize_for writes it, rows eg_ldq(k)
- * inputs apart): uint8 for the integer types, bfloat16 for a bf16dot BF16, nothing (0) otherwise. */
+ * inputs apart): int16 for I16, uint8 for the other integer types, bfloat16 for a bf16dot BF16,
+ * nothing (0) otherwise. */
 static inline int eg_xq_bytes(const eg_matrix *w) {
-    return eg_wtype_is_int(w->type) ? 1 : w->type == EG_W_BF16 && w->bf16dot ? 2 : 0;
+    return w->type == EG_W_I16 ? 2 : eg_wtype_is_int(w->type) ? 1 : w->type == EG_W_BF16 && w->bf16dot ? 2 : 0;
 }
 static inline int64_t eg_xq_stride(const eg_matrix *w) { return eg_ldq(w->k) * eg_xq_bytes(w); } /* bytes */
 
@@ -263,6 +265,7 @@ static inline void eg_gemm_panels(const eg_kernels *k, const float *x, int64_t l
     if (w->type == EG_W_F32) k->gemm(x, ldx, m, w, p0, p1, y, ldy);
     else if (w->type == EG_W_BF16 && w->bf16dot) k->gemm_bf16dot((const uint16_t *)xq, ldq / 2, m, w, p0, p1, y, ldy);
     else if (w->type == EG_W_BF16) k->gemm_bf16(x, ldx, m, w, p0, p1, y, ldy);
+    else if (w->type == EG_W_I16) k->gemm_w16((const int16_t *)(const void *)xq, ldq / 2, xs, ldxs, m, w, p0, p1, y, ldy);
     else k->gemm_q(xq, ldq, xs, ldxs, m, w, p0, p1, y, ldy);
 }
 

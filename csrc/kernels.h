@@ -7,7 +7,7 @@
  * sections in this order, each under its banner (a file has the sections of the kernels it has):
  *   float GEMM (F32, BF16)                 gemm, gemm_bf16
  *   bfloat16 x bfloat16 (vdpbf16ps, AMX)   gemm_bf16dot, to_bf16
- *   I8 / Q8_0 / Q4_0                       gemm_q, quantize
+ *   I8 / Q8_0 / Q4_0                       gemm_q, quantize (and I16's gemm_w16, quantize_w16)
  *   row operations                         axpy, scale, gelu_gate, exp_sub
  *   FMA peak                               fma_loop
  *   kernel table                           the ISA's eg_kernels, or its fill function
@@ -35,10 +35,15 @@
 #define EG_QBLOCK 32 /* k values per Q8_0 / Q4_0 block (ggml's QK8_0 = QK4_0) */
 
 /* How a packed weight matrix stores its numbers (eg_weights in embgemma.h picks it). */
-typedef enum { EG_W_F32 = 0, EG_W_BF16, EG_W_I8, EG_W_Q8_0, EG_W_Q4_0 } eg_wtype;
+typedef enum { EG_W_F32 = 0, EG_W_BF16, EG_W_I8, EG_W_Q8_0, EG_W_Q4_0, EG_W_I16 } eg_wtype;
 
 static inline int eg_wtype_is_block(eg_wtype t) { return t == EG_W_Q8_0 || t == EG_W_Q4_0; }
-static inline int eg_wtype_is_int(eg_wtype t) { return t == EG_W_I8 || eg_wtype_is_block(t); }
+/* integer weights with a scale per row and block of 32, multiplied by activations quantized alike */
+static inline int eg_wtype_is_int(eg_wtype t) { return t == EG_W_I8 || t == EG_W_I16 || eg_wtype_is_block(t); }
+
+/* I16's grid, weights and activations alike: |q| <= 2047 (12 bits), so a block's 32 products sum
+ * below 2^27 and int16 x int16 pair sums (vpmaddwd, vpdpwssd, SMLAL) accumulate it exactly in int32 */
+#define EG_I16_QMAX 2047
 
 /* A weight matrix W [n, k] (y = W x, PyTorch nn.Linear layout) packed into
  * panels of EG_PANEL output rows, zero-padded past n, so one load per k step
@@ -55,6 +60,10 @@ static inline int eg_wtype_is_int(eg_wtype t) { return t == EG_W_I8 || eg_wtype_
  *                                          output row and block of 32 k: scale [n_panels, kb/32, 16]
  *   Q8_0: int8     [n_panels, k/4, 16, 4]  as I8, but ggml's scale per row and block of 32 k:
  *                                          W[r][kk] ~= scale[p][kk/32][j] * q[r][kk]
+ *   I16:  int16    [n_panels, kb/2, 16, 2] kb as I8, k-pairs as BF16: W[p*16 + j][2i + e] at
+ *                                          ((p*kb/2 + i)*16 + j)*2 + e, padded with 0; |q| <=
+ *                                          EG_I16_QMAX with a scale per row and block as I8
+ *                                          (wsum 0: its activations are signed, no zero point)
  *   Q4_0: uint8    [n_panels, k/8, 64]    byte b of 8-k group g holds the I8-layout
  *                                          element b of k-quad 2g in its low nibble
  *                                          and of k-quad 2g+1 in its high nibble,
@@ -133,6 +142,14 @@ typedef struct {
     /* the activations of an integer GEMM: eg_quantize_blocks_u8 is the twin, bit for bit */
     void (*quantize)(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
                      float *scale, int64_t ldxs);
+    /* the same for an I16 w and activations quantized to int16 per block of 32, xq [m, ldq] (elements):
+     * y[i][j] = sum over blocks b, in order, of fmaf((float)isum_b, xs[i][b] * w->scale[p][b][j], acc),
+     * isum_b = sum_{k in b} xq[i][k] * q[j][k] exact in int32. The twin: eg_gemm_w16_scalar */
+    void (*gemm_w16)(const int16_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m, const eg_matrix *w,
+                     int64_t p0, int64_t p1, float *y, int64_t ldy);
+    /* its activations: eg_quantize_blocks_i16 is the twin, bit for bit */
+    void (*quantize_w16)(const float *x, int64_t ldx, int64_t m, int64_t k, int16_t *q, int64_t ldq, float *scale,
+                         int64_t ldxs);
     void (*axpy)(float a, const float *x, float *y, int64_t n); /* y += a x */
     void (*scale)(float a, float *y, int64_t n);                /* y *= a   */
     /* g[i] = gelu_tanh(g[i]) * up[i], gelu_tanh(x) = 0.5x(1 + tanh(u)) computed as x / (1 + exp(-2u)),
@@ -168,6 +185,13 @@ void eg_round_bf16_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uint1
  * reports it). */
 void eg_quantize_blocks_u8(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
                            float *scale, int64_t ldxs);
+/* Activations for the I16 kernel: as eg_quantize_blocks_u8 with qmax EG_I16_QMAX, stored as the
+ * signed a itself in q [m, ldq] (int16 elements; pad columns 0). The twin of quantize_w16. */
+void eg_quantize_blocks_i16(const float *x, int64_t ldx, int64_t m, int64_t k, int16_t *q, int64_t ldq, float *scale,
+                            int64_t ldxs);
+/* The I16 GEMM's specification (the scalar table's gemm_w16; ISAs without their own take it). */
+void eg_gemm_w16_scalar(const int16_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m, const eg_matrix *w,
+                        int64_t p0, int64_t p1, float *y, int64_t ldy);
 
 float eg_bf16_to_f32(uint16_t h); /* exact (util.c) */
 

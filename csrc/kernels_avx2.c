@@ -196,55 +196,156 @@ EG_INLINE EG_AVX2 __m256i dot4_avx2(__m256i c, __m256i a, __m256i b) {
 #undef U8_DOT4
 #undef U8_MR
 
-/* Activations per block of 32 to uint8 (eg_quantize_blocks_u8's twin, bit for bit): the same
- * amax, division and multiply, vcvtps2dq rounding to nearest even as round_even does, the
- * clamp, then two packs and a lane permute put the 32 bytes in order. A row's partial last
- * block goes to the twin itself. */
+/* A full block of 32 activations: its 4 vectors into v, returns amax, or NaN when a value is NaN. */
+EG_INLINE EG_AVX2 float block_amax(const float *xb, __m256 v[4]) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 nan = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
+    for (int j = 0; j < 4; j++) {
+        v[j] = _mm256_loadu_ps(xb + 8 * j);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[j], v[j], _CMP_UNORD_Q));
+        mx = _mm256_max_ps(mx, _mm256_and_ps(v[j], absmask));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    return _mm256_movemask_ps(nan) ? NAN : _mm_cvtss_f32(m4);
+}
+
+/* A full block of 32 activations as the twins round it (kernels_scalar.c's quantize_block): 4 vectors of
+ * int32 a, |a| <= qmax, vcvtps2dq rounding to nearest even as round_even does; all 0 for a block with NaN
+ * or inf (returns a NaN scale) or one below qmax / FLT_MAX (scale 0). Returns the scale. */
+EG_INLINE EG_AVX2 float block_ints(const float *xb, int qmax, __m256i r[4]) {
+    __m256 v[4];
+    const float fq = (float)qmax, amax = block_amax(xb, v), fi = amax > 0.0f ? fq / amax : 0.0f;
+    if (!(amax < INFINITY) || !(fi < INFINITY)) {
+        for (int j = 0; j < 4; j++) r[j] = _mm256_setzero_si256();
+        return amax < INFINITY ? 0.0f : NAN;
+    }
+    const __m256 inv = _mm256_set1_ps(fi);
+    const __m256i lo = _mm256_set1_epi32(-qmax), hi = _mm256_set1_epi32(qmax);
+    for (int j = 0; j < 4; j++)
+        r[j] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[j], inv)), lo), hi);
+    return amax / fq;
+}
+
+/* Activations per block of 32 to uint8 (eg_quantize_blocks_u8's twin, bit for bit): block_ints plus the
+ * zero point. A row's partial last block goes to the twin itself. */
 static EG_AVX2 void quantize_avx2(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
                                   float *scale, int64_t ldxs) {
     const int64_t full = k / EG_QBLOCK;
-    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256i lo = _mm256_set1_epi32(-qmax), hi = _mm256_set1_epi32(qmax), z = _mm256_set1_epi32(qmax + 1);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    const float fq = (float)qmax;
+    const __m256i z = _mm256_set1_epi32(qmax + 1), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t i = 0; i < m; i++) {
-        for (int64_t b = 0; b < full; b++) {
-            const float *xb = x + i * ldx + b * EG_QBLOCK;
-            uint8_t *qb = q + i * ldq + b * EG_QBLOCK;
-            __m256 v[4], nan = _mm256_setzero_ps(), mx = _mm256_setzero_ps();
-            for (int j = 0; j < 4; j++) {
-                v[j] = _mm256_loadu_ps(xb + 8 * j);
-                nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[j], v[j], _CMP_UNORD_Q));
-                mx = _mm256_max_ps(mx, _mm256_and_ps(v[j], absmask));
-            }
-            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-            const float amax = _mm_cvtss_f32(m4);
-            if (_mm256_movemask_ps(nan) || !(amax < INFINITY)) {
-                memset(qb, qmax + 1, EG_QBLOCK);
-                scale[i * ldxs + b] = NAN;
-                continue;
-            }
-            const float fi = amax > 0.0f ? fq / amax : 0.0f;
-            if (!(fi < INFINITY)) { /* as the twin: a block below qmax / FLT_MAX is zeros */
-                memset(qb, qmax + 1, EG_QBLOCK);
-                scale[i * ldxs + b] = 0.0f;
-                continue;
-            }
-            const __m256 inv = _mm256_set1_ps(fi);
+        for (int64_t b = 0; b < full; b++) { /* a + qmax + 1, two packs and a lane permute put 32 bytes in order */
             __m256i r[4];
-            for (int j = 0; j < 4; j++) {
-                const __m256i t = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], inv));
-                r[j] = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(t, lo), hi), z);
-            }
+            scale[i * ldxs + b] = block_ints(x + i * ldx + b * EG_QBLOCK, qmax, r);
+            for (int j = 0; j < 4; j++) r[j] = _mm256_add_epi32(r[j], z);
             const __m256i p = _mm256_packus_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
-            _mm256_storeu_si256((__m256i *)qb, _mm256_permutevar8x32_epi32(p, order));
-            scale[i * ldxs + b] = amax / fq;
+            _mm256_storeu_si256((__m256i *)(q + i * ldq + b * EG_QBLOCK), _mm256_permutevar8x32_epi32(p, order));
         }
         if (full * EG_QBLOCK < k)
             eg_quantize_blocks_u8(x + i * ldx + full * EG_QBLOCK, ldx, 1, k - full * EG_QBLOCK, qmax,
                                   q + i * ldq + full * EG_QBLOCK, ldq, scale + i * ldxs + full, ldxs);
+    }
+}
+
+/* I16: int16 x int16 pairs into int32 lanes (vpmaddwd), then vpaddd: with |a|, |w| <= EG_I16_QMAX a
+ * block's sums are exact. One k-pair of a panel is 64 bytes (columns 0-7, then 8-15), a row's k-pair
+ * one 32-bit broadcast. MR rows x 16 columns: 12 int32 accumulators, 2 panel vectors, the broadcast
+ * and one product: all 16 ymm registers. */
+
+/* One row's k-pair xp against both panel halves: c0 += w0 . a, c1 += w1 . a. One asm block, as
+ * dot4_avx2, so GCC keeps each multiply beside its add (left alone it hoists the 12 multiplies of a
+ * k-pair and spills accumulators: measured 2x slower). */
+EG_INLINE EG_AVX2 void madd_pair(__m256i *c0, __m256i *c1, const int16_t *xp, __m256i w0, __m256i w1) {
+#ifdef EG_ISA_PER_FILE
+    int32_t pair;
+    memcpy(&pair, xp, sizeof pair);
+    const __m256i a = _mm256_set1_epi32(pair);
+    *c0 = _mm256_add_epi32(*c0, _mm256_madd_epi16(a, w0));
+    *c1 = _mm256_add_epi32(*c1, _mm256_madd_epi16(a, w1));
+#else
+    __m256i a, t;
+    __asm__("vpbroadcastd %[x], %[a]\n\t"
+            "vpmaddwd %[w0], %[a], %[t]\n\t"
+            "vpaddd %[t], %[c0], %[c0]\n\t"
+            "vpmaddwd %[w1], %[a], %[t]\n\t"
+            "vpaddd %[t], %[c1], %[c1]"
+            : [c0] "+x"(*c0), [c1] "+x"(*c1), [a] "=&x"(a), [t] "=&x"(t)
+            : [w0] "x"(w0), [w1] "x"(w1), [x] "m"(*(const int16_t(*)[2])xp)); /* xp[0..1], one operand */
+#endif
+}
+
+EG_INLINE EG_AVX2 void micro_w16(int mr, const int16_t *xq, int64_t ldq, const float *xs, int64_t ldxs,
+                                 const int16_t *panel, const float *ws, int64_t nb, float *y, int64_t ldy,
+                                 int64_t cols) {
+    __m256 f[MR][2];
+    const int16_t *x[MR];
+    const float *s[MR];
+    for (int r = 0; r < MR; r++) {
+        f[r][0] = f[r][1] = _mm256_setzero_ps();
+        x[r] = xq + (r < mr ? r : 0) * ldq; /* rows past mr repeat row 0 and are never stored */
+        s[r] = xs + (r < mr ? r : 0) * ldxs;
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i c[MR][2];
+        for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm256_setzero_si256();
+        for (int kp = 0; kp < EG_QBLOCK / 2; kp++) {
+            const int16_t *pw = panel + (b * EG_QBLOCK / 2 + kp) * EG_PANEL * 2;
+            const __m256i w0 = _mm256_loadu_si256((const __m256i *)pw);
+            const __m256i w1 = _mm256_loadu_si256((const __m256i *)(pw + 16));
+            for (int r = 0; r < MR; r++) madd_pair(&c[r][0], &c[r][1], x[r] + b * EG_QBLOCK + 2 * kp, w0, w1);
+        }
+        const __m256 w0 = _mm256_loadu_ps(ws + b * EG_PANEL), w1 = _mm256_loadu_ps(ws + b * EG_PANEL + 8);
+        for (int r = 0; r < MR; r++) {
+            if (r >= mr) break;
+            const __m256 sa = _mm256_set1_ps(s[r][b]);
+            f[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c[r][0]), _mm256_mul_ps(sa, w0), f[r][0]);
+            f[r][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c[r][1]), _mm256_mul_ps(sa, w1), f[r][1]);
+        }
+    }
+    store_rows(mr, f, y, ldy, cols);
+}
+
+static EG_AVX2 void gemm_w16_avx2(const int16_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m,
+                                  const eg_matrix *w, int64_t p0, int64_t p1, float *y, int64_t ldy) {
+    const int64_t kb = eg_ldq(w->k), nb = kb / EG_QBLOCK;
+    for (int64_t p = p0; p < p1; p++) {
+        const int16_t *panel = (const int16_t *)w->data + p * kb * EG_PANEL;
+        const float *ws = w->scale + p * nb * EG_PANEL;
+        const int64_t cols = eg_panel_cols(w, p);
+        float *yp = y + p * EG_PANEL;
+        int64_t i = 0;
+        for (; i + MR <= m; i += MR) micro_w16(MR, xq + i * ldq, ldq, xs + i * ldxs, ldxs, panel, ws, nb, yp + i * ldy, ldy, cols);
+        switch (m - i) { /* a constant row count per call, so each tail is its own unrolled copy */
+#define W16_TAIL(n)                                                                                                   \
+    case n: micro_w16(n, xq + i * ldq, ldq, xs + i * ldxs, ldxs, panel, ws, nb, yp + i * ldy, ldy, cols); break;
+            W16_TAIL(5)
+            W16_TAIL(4)
+            W16_TAIL(3)
+            W16_TAIL(2)
+            W16_TAIL(1)
+#undef W16_TAIL
+        default: break;
+        }
+    }
+}
+
+/* Activations per block of 32 to int16 (eg_quantize_blocks_i16's twin, bit for bit): block_ints, kept
+ * signed. A row's partial last block goes to the twin itself. */
+static EG_AVX2 void quantize_w16_avx2(const float *x, int64_t ldx, int64_t m, int64_t k, int16_t *q, int64_t ldq,
+                                      float *scale, int64_t ldxs) {
+    const int64_t full = k / EG_QBLOCK;
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t b = 0; b < full; b++) { /* one signed pack per 16 and a 64-bit lane permute */
+            __m256i r[4];
+            int16_t *qb = q + i * ldq + b * EG_QBLOCK;
+            scale[i * ldxs + b] = block_ints(x + i * ldx + b * EG_QBLOCK, EG_I16_QMAX, r);
+            _mm256_storeu_si256((__m256i *)qb, _mm256_permute4x64_epi64(_mm256_packs_epi32(r[0], r[1]), 0xD8));
+            _mm256_storeu_si256((__m256i *)(qb + 16), _mm256_permute4x64_epi64(_mm256_packs_epi32(r[2], r[3]), 0xD8));
+        }
+        if (full * EG_QBLOCK < k)
+            eg_quantize_blocks_i16(x + i * ldx + full * EG_QBLOCK, ldx, 1, k - full * EG_QBLOCK,
+                                   q + i * ldq + full * EG_QBLOCK, ldq, scale + i * ldxs + full, ldxs);
     }
 }
 
@@ -348,6 +449,8 @@ const eg_kernels eg_kernels_avx2 = {
     .gemm_bf16 = gemm_bf16_avx2,
     .gemm_q = gemm_q_avx2,
     .quantize = quantize_avx2,
+    .gemm_w16 = gemm_w16_avx2,
+    .quantize_w16 = quantize_w16_avx2,
     .axpy = axpy_avx2,
     .scale = scale_avx2,
     .gelu_gate = gelu_gate_avx2,

@@ -170,6 +170,30 @@ static void gemm_q_scalar(const uint8_t *xq, int64_t ldq, const float *xs, int64
     }
 }
 
+/* gemm_w16's specification: the I16 panel's k-pairs (kernels.h), exact int32 block sums. */
+void eg_gemm_w16_scalar(const int16_t *xq, int64_t ldq, const float *xs, int64_t ldxs, int64_t m, const eg_matrix *w,
+                        int64_t p0, int64_t p1, float *y, int64_t ldy) {
+    const int64_t kb = eg_ldq(w->k), nb = kb / EG_QBLOCK;
+    for (int64_t p = p0; p < p1; p++) {
+        const int16_t *panel = (const int16_t *)w->data + p * kb * EG_PANEL;
+        const int64_t cols = eg_panel_cols(w, p);
+        for (int64_t i = 0; i < m; i++) {
+            const int16_t *qi = xq + i * ldq;
+            for (int64_t j = 0; j < cols; j++) {
+                float acc = 0.0f;
+                for (int64_t b = 0; b < nb; b++) {
+                    int32_t isum = 0;
+                    for (int64_t kk = b * EG_QBLOCK; kk < (b + 1) * EG_QBLOCK; kk++)
+                        isum += (int32_t)qi[kk] * panel[((kk / 2) * EG_PANEL + j) * 2 + kk % 2];
+                    const int64_t sb = (p * nb + b) * EG_PANEL + j;
+                    acc = fmaf((float)isum, xs[i * ldxs + b] * w->scale[sb], acc);
+                }
+                y[i * ldy + p * EG_PANEL + j] = acc;
+            }
+        }
+    }
+}
+
 /* Round to nearest, ties to even, for |v| < 2^22: the float adder does it, and the loop
  * vectorizes on any x86-64, unlike nearbyintf (compilers keep (v + c) - c as written
  * unless told -ffast-math, which this build never is). */
@@ -178,40 +202,50 @@ static inline float round_even(float v) {
     return (v + c) - c;
 }
 
-/* quantize's twin (and the scalar table's quantize itself). */
+/* One block of len (<= 32) activations, symmetric: a[e] = round(x / s), s = amax / qmax, |a| <= qmax, and
+ * a[e] = 0 past len; returns s. A block with NaN or inf is all 0 with scale NaN (the pass then reports it);
+ * one whose amax is below qmax / FLT_MAX (~4e-37, where 0 x inv would be NaN) all 0 with scale 0. */
+static float quantize_block(const float *xb, int len, int qmax, int32_t a[EG_QBLOCK]) {
+    const float fq = (float)qmax;
+    float amax = 0.0f;
+    int nan = 0;
+    for (int e = 0; e < len; e++) {
+        const float v = fabsf(xb[e]);
+        amax = v > amax ? v : amax;
+        nan |= v != v;
+    }
+    memset(a, 0, EG_QBLOCK * sizeof *a);
+    if (nan || !(amax < INFINITY)) return NAN;
+    const float inv = amax > 0.0f ? fq / amax : 0.0f;
+    if (!(inv < INFINITY)) return 0.0f;
+    for (int e = 0; e < len; e++) {
+        const float v = round_even(xb[e] * inv); /* |v| <= qmax, up to rounding of inv */
+        a[e] = (int32_t)(v < -fq ? -fq : v > fq ? fq : v);
+    }
+    return amax / fq;
+}
+
+/* quantize's twin (and the scalar table's quantize itself): a + qmax + 1 as uint8, pads at the zero point. */
 void eg_quantize_blocks_u8(const float *x, int64_t ldx, int64_t m, int64_t k, int qmax, uint8_t *q, int64_t ldq,
                            float *scale, int64_t ldxs) {
-    const float fq = (float)qmax, z = (float)(qmax + 1);
     for (int64_t i = 0; i < m; i++)
         for (int64_t b = 0; b * EG_QBLOCK < k; b++) {
             const int len = k - b * EG_QBLOCK < EG_QBLOCK ? (int)(k - b * EG_QBLOCK) : EG_QBLOCK;
-            const float *xb = x + i * ldx + b * EG_QBLOCK;
-            uint8_t *qb = q + i * ldq + b * EG_QBLOCK;
-            float amax = 0.0f;
-            int nan = 0;
-            for (int e = 0; e < len; e++) {
-                const float a = fabsf(xb[e]);
-                amax = a > amax ? a : amax;
-                nan |= a != a;
-            }
-            memset(qb + len, qmax + 1, (size_t)(EG_QBLOCK - len)); /* pad: zero after the zero point */
-            if (nan || !(amax < INFINITY)) {
-                memset(qb, qmax + 1, (size_t)len);
-                scale[i * ldxs + b] = NAN;
-                continue;
-            }
-            const float inv = amax > 0.0f ? fq / amax : 0.0f;
-            if (!(inv < INFINITY)) { /* amax below qmax / FLT_MAX (~4e-37): 0 x inv would be NaN; zeros */
-                memset(qb, qmax + 1, (size_t)len);
-                scale[i * ldxs + b] = 0.0f;
-                continue;
-            }
-            for (int e = 0; e < len; e++) {
-                float v = round_even(xb[e] * inv); /* |v| <= qmax, up to rounding of inv */
-                v = v < -fq ? -fq : v > fq ? fq : v;
-                qb[e] = (uint8_t)(int)(v + z);
-            }
-            scale[i * ldxs + b] = amax / fq;
+            int32_t a[EG_QBLOCK];
+            scale[i * ldxs + b] = quantize_block(x + i * ldx + b * EG_QBLOCK, len, qmax, a);
+            for (int e = 0; e < EG_QBLOCK; e++) q[i * ldq + b * EG_QBLOCK + e] = (uint8_t)(a[e] + qmax + 1);
+        }
+}
+
+/* quantize_w16's twin (and the scalar table's): qmax EG_I16_QMAX, a kept signed, pads 0. */
+void eg_quantize_blocks_i16(const float *x, int64_t ldx, int64_t m, int64_t k, int16_t *q, int64_t ldq, float *scale,
+                            int64_t ldxs) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t b = 0; b * EG_QBLOCK < k; b++) {
+            const int len = k - b * EG_QBLOCK < EG_QBLOCK ? (int)(k - b * EG_QBLOCK) : EG_QBLOCK;
+            int32_t a[EG_QBLOCK];
+            scale[i * ldxs + b] = quantize_block(x + i * ldx + b * EG_QBLOCK, len, EG_I16_QMAX, a);
+            for (int e = 0; e < EG_QBLOCK; e++) q[i * ldq + b * EG_QBLOCK + e] = (int16_t)a[e];
         }
 }
 
@@ -264,6 +298,8 @@ const eg_kernels eg_kernels_scalar = {
     .to_bf16 = eg_round_bf16_rows,
     .gemm_q = gemm_q_scalar,
     .quantize = eg_quantize_blocks_u8,
+    .gemm_w16 = eg_gemm_w16_scalar,
+    .quantize_w16 = eg_quantize_blocks_i16,
     .axpy = axpy_scalar,
     .scale = scale_scalar,
     .gelu_gate = gelu_gate_scalar,

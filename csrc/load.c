@@ -306,7 +306,7 @@ static eg_status build_rope(eg_model *m, char *err, size_t errlen) {
     return EG_OK;
 }
 
-static const char *const weights_names[EG_WEIGHTS_COUNT] = {"float32", "bfloat16", "int8", "q8_0", "q4_0"};
+static const char *const weights_names[EG_WEIGHTS_COUNT] = {"float32", "bfloat16", "int8", "q8_0", "q4_0", "int16"};
 
 const char *eg_weights_name(eg_weights w) {
     return w == EG_WEIGHTS_AUTO ? "auto" : w >= 0 && w < EG_WEIGHTS_COUNT ? weights_names[w] : "?";
@@ -320,6 +320,7 @@ static eg_weights weights_of(eg_wtype t) {
     case EG_W_I8: return EG_WEIGHTS_INT8;
     case EG_W_Q8_0: return EG_WEIGHTS_Q8_0;
     case EG_W_Q4_0: return EG_WEIGHTS_Q4_0;
+    case EG_W_I16: return EG_WEIGHTS_INT16;
     default: return EG_WEIGHTS_F32;
     }
 }

@@ -1,5 +1,5 @@
 /* pack.c - weight matrices in the GEMM kernels' packed layouts (F32, BF16,
- * I8, Q8_0, Q4_0; see eg_matrix in kernels.h), ggml's block quantizers, and
+ * I8, Q8_0, Q4_0, I16; see eg_matrix in kernels.h), ggml's block quantizers, and
  * the call that converts activations for a matrix's kernel (eg_quantize_for: the table's quantize
  * or to_bf16, whose scalar twins are in kernels_scalar.c). Plain C shared by every ISA, so all
  * kernels see bit-identical packed weights. No Python here.
@@ -17,6 +17,7 @@ static int64_t panel_bytes(const eg_matrix *m) {
     case EG_W_I8:
     case EG_W_Q8_0: return eg_ldq(m->k) * EG_PANEL;
     case EG_W_Q4_0: return m->k / 2 * EG_PANEL;
+    case EG_W_I16: return eg_ldq(m->k) * EG_PANEL * 2;
     default: return m->k * EG_PANEL * 4;
     }
 }
@@ -27,7 +28,7 @@ static int64_t scale_count(const eg_matrix *m) {
 }
 
 void eg_matrix_ranges(eg_matrix *m, int pairs16, int bf16dot) {
-    m->aqmax = pairs16 && m->type != EG_W_Q4_0 ? 63 : 127;
+    m->aqmax = m->type == EG_W_I16 ? EG_I16_QMAX : pairs16 && m->type != EG_W_Q4_0 ? 63 : 127;
     m->bf16dot = m->type == EG_W_BF16 ? bf16dot : 0; /* 0 or EG_BF16DOT_* */
 }
 
@@ -111,6 +112,20 @@ static void pack_block(eg_matrix *m, int64_t r, int64_t b, const int8_t *q, floa
     m->wsum[(p * nb + b) * EG_PANEL + j] = zp * sum;
 }
 
+/* Our own integer types' rounding of a block of len weights: symmetric, inv = wq / amax, q =
+ * nearbyint(w * inv) clamped to +-wq (ties to even); returns the scale amax / wq. An all-zero block,
+ * or one below wq / FLT_MAX (~4e-37, where inv would be infinite and 0 x inv NaN), is zeros, scale 0. */
+static float round_block(const float *xb, int64_t len, float wq, float *q) {
+    float amax = 0.0f;
+    for (int64_t e = 0; e < len; e++) amax = fmaxf(amax, fabsf(xb[e]));
+    const float inv0 = amax > 0.0f ? wq / amax : 0.0f, inv = inv0 < INFINITY ? inv0 : 0.0f;
+    for (int64_t e = 0; e < len; e++) {
+        const float v = nearbyintf(xb[e] * inv);
+        q[e] = v > wq ? wq : v < -wq ? -wq : v;
+    }
+    return inv > 0.0f ? amax / wq : 0.0f;
+}
+
 void eg_matrix_pack_row(eg_matrix *m, int64_t r, const float *src) {
     const int64_t p = r / EG_PANEL, j = r % EG_PANEL, k = m->k;
     if (m->type == EG_W_F32) {
@@ -118,20 +133,24 @@ void eg_matrix_pack_row(eg_matrix *m, int64_t r, const float *src) {
     } else if (m->type == EG_W_BF16) { /* k-pairs: (i, j, e) at (i*16 + j)*2 + e */
         uint16_t *dst = (uint16_t *)m->data + p * eg_bf16_panel_elems(k) + 2 * j;
         for (int64_t kk = 0; kk < k; kk++) dst[kk / 2 * 2 * EG_PANEL + (kk & 1)] = eg_f32_to_bf16(src[kk]);
-    } else if (m->type == EG_W_I8) { /* symmetric, a float32 scale per row and block of 32 k */
+    } else if (m->type == EG_W_I8 || m->type == EG_W_I16) { /* symmetric, a float32 scale per row and block */
+        const int64_t kb = eg_ldq(k), nb = kb / EG_QBLOCK;
         for (int64_t b = 0; b * EG_QBLOCK < k; b++) {
             const int64_t len = k - b * EG_QBLOCK < EG_QBLOCK ? k - b * EG_QBLOCK : EG_QBLOCK;
-            const float *xb = src + b * EG_QBLOCK;
-            float amax = 0.0f;
-            for (int64_t e = 0; e < len; e++) amax = fmaxf(amax, fabsf(xb[e]));
-            /* amax below 127 / FLT_MAX (~4e-37) would make inv infinite and 0 x inv NaN: zeros */
-            const float wq = 127.0f, inv0 = amax > 0.0f ? wq / amax : 0.0f, inv = inv0 < INFINITY ? inv0 : 0.0f;
-            int8_t q[EG_QBLOCK];
-            for (int64_t e = 0; e < len; e++) {
-                const float v = nearbyintf(xb[e] * inv);
-                q[e] = (int8_t)(v > wq ? wq : v < -wq ? -wq : v);
+            float qf[EG_QBLOCK];
+            if (m->type == EG_W_I8) {
+                const float d = round_block(src + b * EG_QBLOCK, len, 127.0f, qf);
+                int8_t q[EG_QBLOCK];
+                for (int64_t e = 0; e < len; e++) q[e] = (int8_t)qf[e];
+                pack_block(m, r, b, q, d);
+            } else { /* k-pairs (kernels.h); wsum stays 0 */
+                m->scale[(p * nb + b) * EG_PANEL + j] = round_block(src + b * EG_QBLOCK, len, EG_I16_QMAX, qf);
+                int16_t *panel = (int16_t *)m->data + p * kb * EG_PANEL;
+                for (int64_t e = 0; e < len; e++) {
+                    const int64_t kk = b * EG_QBLOCK + e;
+                    panel[((kk / 2) * EG_PANEL + j) * 2 + kk % 2] = (int16_t)qf[e];
+                }
             }
-            pack_block(m, r, b, q, inv > 0.0f ? amax / wq : 0.0f);
         }
     } else { /* Q8_0 / Q4_0: ggml's quantizer, then the block layout */
         int8_t q[EG_QBLOCK];
@@ -197,6 +216,10 @@ int64_t eg_quantize_for(const eg_kernels *k, const eg_matrix *w, const float *x,
     }
     if (!eg_wtype_is_int(w->type)) return 0;
     const int64_t nb = eg_ldq(w->k) / EG_QBLOCK;
+    if (w->type == EG_W_I16) {
+        k->quantize_w16(x, ldx, m, w->k, (int16_t *)(void *)xq, ldq / 2, xs, nb);
+        return nb;
+    }
     k->quantize(x, ldx, m, w->k, w->aqmax, xq, ldq, xs, nb);
     return nb;
 }

@@ -20,7 +20,7 @@ from typing import Any
 from .loading import default_threads
 from .machine import machine_info, machine_line
 
-DEFAULT_DTYPES = ("float32", "bfloat16", "int8", "q8_0", "q4_0")
+DEFAULT_DTYPES = ("float32", "bfloat16", "int16", "int8", "q8_0", "q4_0")
 #: Token lengths of the documents in one throughput batch (as the model sees them: prompt, BOS, EOS
 #: included), capped at the model's max_seq_length.
 DOC_LENGTHS = (16, 32, 64, 128, 256, 512)

@@ -26,6 +26,7 @@ DTYPES = {
     "float32": "float32", "fp32": "float32", "f32": "float32",
     "bfloat16": "bfloat16", "bf16": "bfloat16",
     "int8": "int8", "i8": "int8", "q8": "int8",
+    "int16": "int16", "i16": "int16",
     "q8_0": "q8_0", "q4_0": "q4_0",
     "auto": "auto",
 }
@@ -57,8 +58,8 @@ def resolve_dtype(dtype) -> str:
         if not env:
             return "auto"
         if env.lower() not in DTYPES:
-            raise ValueError(f"EMBGEMMA_DTYPE={env!r} is not a weights mode: use auto, float32, bfloat16, int8, "
-                             "q8_0 or q4_0, or unset it")
+            raise ValueError(f"EMBGEMMA_DTYPE={env!r} is not a weights mode: use auto, float32, bfloat16, int16, "
+                             "int8, q8_0 or q4_0, or unset it")
         return DTYPES[env.lower()]
     name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype).rsplit(".", 1)[-1]
     try:
@@ -66,7 +67,8 @@ def resolve_dtype(dtype) -> str:
     except KeyError:
         raise ValueError(
             f"dtype={dtype!r} is not supported: use 'float32' (exact), 'bfloat16' (half the weight memory, "
-            "cosine >= 0.9999 to float32), 'int8' (a quarter, cosine >= 0.999), ggml's 'q8_0' or 'q4_0', or "
+            "cosine >= 0.9999 to float32), 'int16' (half, integer kernels, more faithful than bfloat16), "
+            "'int8' (a quarter, cosine >= 0.999), ggml's 'q8_0' or 'q4_0', or "
             "None / 'auto' (the default: the fastest mode measured bfloat16-class on this CPU). float16 is refused "
             "on purpose: EmbeddingGemma's activations overflow it."
         ) from None

@@ -108,7 +108,7 @@ def test_bad_dtypes_exit_2_with_a_clear_message(spec):
     assert proc.stderr.startswith("embgemma bench: --dtypes")
     assert "Traceback" not in proc.stderr
     if spec not in (",", ""):
-        assert "unknown dtype" in proc.stderr and "float32, bfloat16, int8, q8_0, q4_0" in proc.stderr
+        assert "unknown dtype" in proc.stderr and "float32, bfloat16, int16, int8, q8_0, q4_0" in proc.stderr
 
 
 @pytest.mark.parametrize("args", [("--seconds", "0"), ("--seconds", "-1"), ("--threads", "0")])

@@ -119,16 +119,16 @@ def _pairs16(isa: str) -> int:
     return 1 if isa == "avx2" else 0
 
 
-def _int8_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The int8 weights mode: per row and block of 32 k, symmetric, |q| <= 127, a float32
-    scale per block; q [n, kb], d [n, kb/32] with k padded to whole blocks."""
+def _int8_blocks(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """The int8 weights mode (int16's with qmax 2047): per row and block of 32 k, symmetric, |q| <= qmax,
+    a float32 scale per block; q [n, kb], d [n, kb/32] with k padded to whole blocks."""
     f32 = np.float32
     n, k = w.shape
     kb = -(-k // 32) * 32
     wp = np.zeros((n, kb), f32)
     wp[:, :k] = w
     wb = wp.reshape(n, kb // 32, 32)
-    wq = f32(127)
+    wq = f32(qmax)
     amax = np.abs(wb).max(2).astype(f32)
     inv = np.where(amax > 0, wq / np.where(amax > 0, amax, f32(1)), f32(0)).astype(f32)
     q = np.clip(np.rint((wb * inv[:, :, None]).astype(f32)), -wq, wq).astype(np.int64)
@@ -150,10 +150,12 @@ def test_bf16_gemm_is_float_gemm_on_rounded_weights(isa, m, n, k):
     assert np.isnan(y.base[:, :1]).all() and np.isnan(y.base[:, 1 + n :]).all()
 
 
+@pytest.mark.parametrize("mode", ["int8", "int16"])
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("m", [1, 2, 5, 6, 7, 13, 97])
 @pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (16, 16), (17, 33), (48, 257), (100, 768), (33, 1153)])
-def test_int8_gemm_matches_its_specification(isa, m, n, k):
+def test_integer_gemm_matches_its_specification(isa, m, n, k, mode):
+    """int8: 8-bit weights, 8-bit activations (7 on AVX2); int16: both on the 12-bit grid (|q| <= 2047)."""
     rng = np.random.default_rng(m * 11 + n * 5 + k)
     x = _strided(rng, m, k, pad=1)
     x[0, 0] = 40.0  # an outlier channel, as Gemma's activations have: it costs only its block
@@ -161,19 +163,47 @@ def test_int8_gemm_matches_its_specification(isa, m, n, k):
     if n > 2:
         w[2] = 0.0  # an all-zero row gets scale 0
     y = np.full((m, n + 4), np.nan, dtype=np.float32)[:, 2 : 2 + n]
-    _core._test_gemm(isa, x, w, y, "int8")
-    q, d = _int8_blocks(w)
+    _core._test_gemm(isa, x, w, y, mode)
+    wq = 2047 if mode == "int16" else 127
+    q, d = _int8_blocks(w, wq)
     kb = q.shape[1]
     xp = np.zeros((m, kb), np.float32)
     xp[:, :k] = x
-    ref = _block_reference(xp, q, d, 63 if _pairs16(isa) else 127)  # AVX2: 7-bit activations
+    ref = _block_reference(xp, q, d, wq if mode == "int16" else 63 if _pairs16(isa) else 127)  # AVX2 int8: 7 bits
     tol = (kb // 32 + 2) * EPS * np.abs(ref).max(initial=0) + 1e-30
     assert np.all(np.abs(y - ref) <= tol)
     assert np.isnan(y.base[:, :2]).all() and np.isnan(y.base[:, 2 + n :]).all()
-    # and it is a close approximation of the float product
+    # and it is a close approximation of the float product (int16's grid is 16x finer on both sides)
     exact = x.astype(np.float64) @ w.astype(np.float64).T
     scale = np.abs(x).max(1, keepdims=True) * np.abs(w).max(1)[None, :] * np.sqrt(k)
-    assert np.all(np.abs(y - exact) <= 0.02 * scale + 1e-30)
+    assert np.all(np.abs(y - exact) <= (0.002 if mode == "int16" else 0.02) * scale + 1e-30)
+
+
+@pytest.mark.parametrize("isa", [i for i in ISAS if i != "scalar"])
+def test_int16_twins_agree_bitwise(isa):
+    rng = np.random.default_rng(6)
+    for m, n, k in ((29, 45, 771), (6, 16, 32), (1, 1, 1), (97, 33, 1153)):
+        x = _strided(rng, m, k, pad=5)
+        x[0, min(7, k - 1)] = -50.0
+        x[m // 2, : min(40, k)] = 0.0  # an all-zero block: scale 0
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        out = {}
+        for i in ("scalar", isa):
+            out[i] = np.zeros((m, n), dtype=np.float32)
+            _core._test_gemm(i, x, w, out[i], "int16")
+        np.testing.assert_array_equal(out[isa], out["scalar"])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_int16_sums_never_overflow_at_the_bound(isa):
+    """Every product at 2047 x 2047 with one sign: a block's int32 sum is 32 x 2047^2 < 2^31."""
+    k = 5001
+    for sign in (1.0, -1.0):
+        x = np.full((7, k), sign, dtype=np.float32)
+        w = np.ones((17, k), dtype=np.float32)
+        y = np.zeros((7, 17), dtype=np.float32)
+        _core._test_gemm(isa, x, w, y, "int16")
+        np.testing.assert_allclose(y, sign * k, rtol=1e-6)
 
 
 @pytest.mark.parametrize("isa", ISAS)

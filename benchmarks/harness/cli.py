@@ -22,7 +22,7 @@ SYSTEM_NAMES = [
     "st-torch-fp32", "st-onnx-fp32", "st-onnx-int8", "st-openvino-fp32", "st-openvino-default",
     "st-openvino-qint8", "st-openvino-wc8", "fastembed",
     "llamacpp-f32", "llamacpp-bf16", "llamacpp-q8_0",
-    "embgemma-fp32", "embgemma-bf16", "embgemma-int8", "embgemma-q8_0", "embgemma-q4_0",
+    "embgemma-fp32", "embgemma-bf16", "embgemma-int16", "embgemma-int8", "embgemma-q8_0", "embgemma-q4_0",
 ]
 WORKLOAD_ORDER = ["fixed", "corpus", "long", "query"]  # execution order
 ALIASES = {"a": "fixed", "b": "corpus", "c": "query", "d": "long"}

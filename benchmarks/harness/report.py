@@ -22,7 +22,8 @@ def _p(s: dict, w: str, key: str):
 FIDELITY_BAR = 0.99  # a competitor configuration counts for "best competitor" ratios only at or above it
 BELOW_MARK = "†"
 UNKNOWN_MARK = "?"
-PRECISION_BY_SUFFIX = {"fp32": "fp32", "f32": "fp32", "bf16": "bf16", "int8": "int8", "q8_0": "q8_0", "q4_0": "q4_0"}
+PRECISION_BY_SUFFIX = {"fp32": "fp32", "f32": "fp32", "bf16": "bf16", "int16": "int16", "int8": "int8", "q8_0": "q8_0",
+                       "q4_0": "q4_0"}
 
 
 def _precision(s: dict) -> str:

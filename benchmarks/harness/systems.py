@@ -512,6 +512,13 @@ class EmbGemmaInt8(_EmbGemma):
     precision = "int8"
 
 
+class EmbGemmaInt16(_EmbGemma):
+    name = "embgemma-int16"
+    description = "embgemma, int16 weights and activations on a 12-bit grid"
+    dtype = "int16"
+    precision = "int16"
+
+
 class EmbGemmaQ8GGUF(_EmbGemma):
     name = "embgemma-q8_0"
     description = "embgemma on llama.cpp's Q8_0 GGUF (the file llamacpp-q8_0 runs), ggml Q8_0 weights"
@@ -539,7 +546,7 @@ class EmbGemmaQ4(_EmbGemma):
 
 ALL = [STTorch, STOnnxFP32, STOnnxInt8, STOpenVINO, STOpenVINODefault, STOpenVINOQInt8, STOpenVINOWC8,
        FastEmbed, LlamaF32, LlamaBF16, LlamaQ8,
-       EmbGemmaFP32, EmbGemmaBF16, EmbGemmaInt8, EmbGemmaQ8GGUF, EmbGemmaQ4]
+       EmbGemmaFP32, EmbGemmaBF16, EmbGemmaInt16, EmbGemmaInt8, EmbGemmaQ8GGUF, EmbGemmaQ4]
 BY_NAME = {c.name: c for c in ALL}
 REFERENCE = "st-torch-fp32"
 assert [c.name for c in ALL] == SYSTEM_NAMES, "harness/cli.py SYSTEM_NAMES and systems.ALL disagree"

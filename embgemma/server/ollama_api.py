@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 #: GET /info carries embgemma's version. docs/server.md says the same.
 OLLAMA_VERSION = "0.12.0"
 #: Ollama's names for the weight types
-QUANT_LEVEL = {"float32": "F32", "bfloat16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0", "int8": "INT8"}
+QUANT_LEVEL = {"float32": "F32", "bfloat16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0", "int8": "INT8", "int16": "INT16"}
 
 
 async def embed(srv: EmbeddingServer, request: Request) -> Response:

@@ -72,7 +72,7 @@ static int same_bits(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
 
 /* ---------------------------------------------------------------- GEMMs */
 
-static const char *const wnames[] = {"float32", "bfloat16", "int8", "Q8_0", "Q4_0"};
+static const char *const wnames[] = {"float32", "bfloat16", "int8", "Q8_0", "Q4_0", "int16"}; /* by eg_wtype */
 
 /* Packs w [n, k] as type t the way the loader does for kernels kt, with panel layout kgroup. */
 static void pack(eg_matrix *mat, const eg_kernels *kt, int kgroup, eg_wtype t, const float *w, int64_t n, int64_t k) {
@@ -128,7 +128,8 @@ static void gemm_case(const char *isa, const eg_kernels *kt, eg_wtype t, int64_t
     run_gemm(ref, &quads, x, ldx, m, xqr, xsr, yq + 2, ldy, 0);
     const int is_int = eg_wtype_is_int(t), bf16dot = mat.bf16dot; /* bf16dot: twin bit for bit, x rounded */
     if (is_int) {
-        CHECK(memcmp(xq, xqr, (size_t)(m * ldq)) == 0, "%s quantize: activation bytes differ from the twin's", isa);
+        CHECK(memcmp(xq, xqr, (size_t)(m * eg_xq_stride(&mat))) == 0, "%s quantize: activation bytes differ from the twin's",
+              isa);
         CHECK(memcmp(xs, xsr, sizeof(float) * (size_t)(m * nb)) == 0, "%s quantize: scales differ from the twin's", isa);
     }
     long bad = 0;
@@ -243,7 +244,7 @@ static void test_gemms(const char *isa, const eg_kernels *kt) {
     static const int64_t nk[][2] = {{1, 1}, {7, 3}, {15, 7}, {16, 16}, {17, 33}, {9, 40}, {33, 64}, {40, 100}, {48, 257}};
     static const int64_t nkq[][2] = {{1, 32}, {8, 32}, {15, 64}, {17, 96}, {33, 160}, {40, 256}};
     const long before = n_failed;
-    for (int t = 0; t < 5; t++) {
+    for (int t = 0; t <= EG_W_I16; t++) {
         const int block = eg_wtype_is_block((eg_wtype)t);
         const int nsz = block ? (int)(sizeof nkq / sizeof nkq[0]) : (int)(sizeof nk / sizeof nk[0]);
         for (int s = 0; s < nsz; s++)
@@ -253,8 +254,9 @@ static void test_gemms(const char *isa, const eg_kernels *kt) {
     gemm_case(isa, kt, EG_W_F32, 31, 70, 300); /* a few full tiles of every size */
     gemm_case(isa, kt, EG_W_I8, 29, 45, 771);
     gemm_case(isa, kt, EG_W_Q4_0, 23, 37, 384);
+    gemm_case(isa, kt, EG_W_I16, 29, 45, 771);
     gemm_extremes(isa, kt);
-    printf("  %-8s GEMMs (float32, bfloat16, int8, Q8_0, Q4_0) against the scalar twin: %s\n", isa,
+    printf("  %-8s GEMMs (float32, bfloat16, int8, Q8_0, Q4_0, int16) against the scalar twin: %s\n", isa,
            n_failed == before ? "ok" : "FAILED");
 }
 
