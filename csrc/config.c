@@ -104,7 +104,7 @@ static const config_int *config_entry(size_t offset) {
     return NULL;
 }
 
-/* A value the reader derived (GGUF's head_dim, kv heads and vocab) against the table's range,
+/* A value the reader derived (GGUF's head_dim and vocab) against the table's range,
  * named by what it was derived from. */
 static eg_status check_derived(size_t offset, int64_t v, const char *from, const char *path, char *err,
                                size_t errlen) {

@@ -63,7 +63,7 @@ static inline int eg_wtype_is_int(eg_wtype t) { return t == EG_W_I8 || t == EG_W
  *   I16:  int16    [n_panels, kb/2, 16, 2] kb as I8, k-pairs as BF16: W[p*16 + j][2i + e] at
  *                                          ((p*kb/2 + i)*16 + j)*2 + e, padded with 0; |q| <=
  *                                          EG_I16_QMAX with a scale per row and block as I8
- *                                          (wsum 0: its activations are signed, no zero point)
+ *                                          (no wsum: its activations are signed, no zero point)
  *   Q4_0: uint8    [n_panels, k/8, 64]    byte b of 8-k group g holds the I8-layout
  *                                          element b of k-quad 2g in its low nibble
  *                                          and of k-quad 2g+1 in its high nibble,
@@ -82,7 +82,7 @@ static inline int eg_wtype_is_int(eg_wtype t) { return t == EG_W_I8 || t == EG_W
 typedef struct {
     void *data;                /* see above                                      */
     float *scale;              /* integer types: [n_panels, kb/32, 16] per output row and block */
-    int32_t *wsum;             /* [n_panels, kb/32, 16] zero point x each block's sum of q */
+    int32_t *wsum;             /* [n_panels, kb/32, 16] zero point x each block's sum of q (NULL for I16) */
     int aqmax;                 /* integer types: activations are quantized to |a| <= aqmax, + aqmax + 1 */
     int kgroup;                /* integer types: k values per column run in a panel, 4 (k-quads) or 8 (k-octets) */
     int bf16dot;               /* BF16: 0: float x bf16 widened (gemm_bf16); else the activations are

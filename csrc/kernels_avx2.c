@@ -255,7 +255,8 @@ static EG_AVX2 void quantize_avx2(const float *x, int64_t ldx, int64_t m, int64_
 
 /* One row's k-pair xp against both panel halves: c0 += w0 . a, c1 += w1 . a. One asm block, as
  * dot4_avx2, so GCC keeps each multiply beside its add (left alone it hoists the 12 multiplies of a
- * k-pair and spills accumulators: measured 2x slower). */
+ * k-pair and spills accumulators to the stack, seen in perf annotate: the int16 mode then ran at 1.03x
+ * float32 end to end, with this block 1.40x, one thread, same run). */
 EG_INLINE EG_AVX2 void madd_pair(__m256i *c0, __m256i *c1, const int16_t *xp, __m256i w0, __m256i w1) {
 #ifdef EG_ISA_PER_FILE
     int32_t pair;

@@ -34,8 +34,12 @@ void eg_matrix_ranges(eg_matrix *m, int pairs16, int bf16dot) {
 
 void eg_matrix_layout(eg_matrix *m, int kgroup) { m->kgroup = kgroup == 8 ? 8 : 4; }
 
+/* I16's activations are signed: it has no zero-point term, so no wsum */
+static int has_wsum(const eg_matrix *m) { return eg_wtype_is_int(m->type) && m->type != EG_W_I16; }
+
 int64_t eg_matrix_bytes(const eg_matrix *m) {
-    return m->n_panels * panel_bytes(m) + scale_count(m) * (int64_t)(sizeof(float) + sizeof(int32_t));
+    return m->n_panels * panel_bytes(m) +
+           scale_count(m) * (int64_t)(sizeof(float) + (has_wsum(m) ? sizeof(int32_t) : 0));
 }
 
 eg_status eg_matrix_alloc(eg_matrix *m, int64_t n, int64_t k, eg_wtype type, char *err, size_t errlen) {
@@ -56,9 +60,9 @@ eg_status eg_matrix_alloc(eg_matrix *m, int64_t n, int64_t k, eg_wtype type, cha
     const int64_t ns = scale_count(m);
     if (m->data && ns) {
         m->scale = calloc((size_t)ns, sizeof(float));
-        m->wsum = calloc((size_t)ns, sizeof(int32_t));
+        if (has_wsum(m)) m->wsum = calloc((size_t)ns, sizeof(int32_t));
     }
-    if (!m->data || (ns && (!m->scale || !m->wsum))) {
+    if (!m->data || (ns && (!m->scale || (has_wsum(m) && !m->wsum)))) {
         eg_matrix_free(m);
         return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory packing a %lld x %lld matrix", (long long)n,
                        (long long)k);
@@ -143,7 +147,7 @@ void eg_matrix_pack_row(eg_matrix *m, int64_t r, const float *src) {
                 int8_t q[EG_QBLOCK];
                 for (int64_t e = 0; e < len; e++) q[e] = (int8_t)qf[e];
                 pack_block(m, r, b, q, d);
-            } else { /* k-pairs (kernels.h); wsum stays 0 */
+            } else { /* k-pairs (kernels.h) */
                 m->scale[(p * nb + b) * EG_PANEL + j] = round_block(src + b * EG_QBLOCK, len, EG_I16_QMAX, qf);
                 int16_t *panel = (int16_t *)m->data + p * kb * EG_PANEL;
                 for (int64_t e = 0; e < len; e++) {
