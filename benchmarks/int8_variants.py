@@ -49,7 +49,7 @@ damped by 1% of its mean diagonal; with AWQ, of x / s). Activations are quantize
 
 16-bit integers on a 12-bit grid (``wbits=12``, act ``b12``): weights and activations per row / token
 and block of 32 with qmax 2047, so a block's 32 products sum below 2^27 and vpmaddwd (AVX2) or
-vpdpwssd (VNNI) accumulate them exactly in int32; benchmarks/w16_probe.c times a prototype kernel.
+vpdpwssd (VNNI) accumulate them exactly in int32; benchmarks/gemm_ceiling.c times the engine's kernel.
 
 Calibration (AWQ / SmoothQuant statistics, outliers, measured sensitivity, GPTQ) uses CALIB_QUERIES and
 CALIB_PARAGRAPHS below, written for this file (not the test texts), with the same prompts, plus two
