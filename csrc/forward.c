@@ -41,9 +41,11 @@ typedef struct {
     float *att;      /* [T, QD]         attention output, heads concatenated  */
     float *tmp;      /* [T, D]          o_proj / down_proj output              */
     float *gu;       /* [MLP_CHUNK, 2I] gate | up, then gelu(gate)*up in gate  */
-    float *att_tile; /* [threads, G*BQ*(BK + Hd + 2)] per-thread attention tile */
+    float *att_tile; /* [threads, G*BQ*(BK + 3Hd + 2)] per-thread attention tile */
     float *head;     /* [S, 2*Wmax]     pooled vector and Dense outputs        */
     float *pool;     /* [threads, 4D]   per-thread pooling sums (D doubles) + a row */
+    float *kvp;      /* [KV, Tp, Hd] keys, then [KV, Tp, Hp] values, of each kv head as GEMM panels, packed
+                      * once per layer (Tp: the lengths rounded up to 16, Hp: Hd rounded up to 16)     */
     uint8_t *xq;     /* [T, Kmax]       activations quantized (u8, int16) or rounded (bf16): eg_xq_bytes */
     float *xs;       /* [T, Kmax/32]    their scales, one per row and 32 inputs    */
 } scratch;
@@ -105,87 +107,101 @@ static void gemm(const eg_model *md, const float *x, int64_t ldx, int64_t m, con
 
 /* Per-thread attention scratch, in floats. */
 static int64_t tile_floats(const eg_config *c) {
-    const int64_t G = c->n_heads / c->n_kv_heads, Hd = c->head_dim, Hp = (Hd + EG_PANEL - 1) / EG_PANEL * EG_PANEL;
-    return G * ATT_BQ * ATT_BK      /* S   [G*BQ, BK]  scores, then probabilities   */
-           + 2 * G * ATT_BQ * Hd    /* O, PV [G*BQ, Hd] running numerators, P.V     */
-           + 2 * G * ATT_BQ         /* running max and sum per row                   */
-           + ATT_BK * Hd            /* K tile packed as GEMM panels [BK/16, Hd, 16]  */
-           + Hp * ATT_BK;           /* V tile packed as GEMM panels [Hd/16, BK, 16]  */
+    const int64_t G = c->n_heads / c->n_kv_heads, Hd = c->head_dim;
+    return G * ATT_BQ * ATT_BK      /* S   [G*BQ, BK]  scores, then probabilities    */
+           + 3 * G * ATT_BQ * Hd    /* Q, O, PV [G*BQ, Hd] queries of all G heads, running numerators, P.V */
+           + 2 * G * ATT_BQ;        /* running max and sum per row                    */
 }
 
-/* One task: queries [q0, q1) of one sequence, all query heads of kv head g.
- * Flash-style: key tiles of ATT_BK, running max and sum per row, so at most a
- * [G*BQ, BK] tile of scores exists at once whatever the sequence length.
- * Q.K^T and P.V run on the GEMM kernel with the key/value tile packed as panels. */
+/* Keys and values of sequence rows [0, len) of one kv head as the GEMM's panels, written once per layer
+ * and read by every query tile: K as W [len, Hd] (scores = q . k), panels [ceil(len/16), Hd, 16]; V as
+ * W [Hd, len] (out = p . v), panels [ceil(Hd/16), lenp, 16] with lenp = len rounded up to 16, so keys
+ * [k0, k1) of V panel p start at vp + (p * lenp + k0) * 16. Rows past len, and V's columns past Hd, are zero. This thread packs
+ * key rows [j0, j1), j0 a multiple of 16. */
+static void pack_kv(const float *k, const float *v, int64_t ld, int64_t len, int64_t Hd, int64_t j0, int64_t j1,
+                    float *kp, float *vp) {
+    const int64_t lenp = (len + EG_PANEL - 1) / EG_PANEL * EG_PANEL, vpan = (Hd + EG_PANEL - 1) / EG_PANEL;
+    for (int64_t j = j0; j < j1; j++) {
+        float *kd = kp + (j / EG_PANEL) * Hd * EG_PANEL + j % EG_PANEL;
+        for (int64_t d = 0; d < Hd; d++) kd[d * EG_PANEL] = j < len ? k[j * ld + d] : 0.0f;
+        for (int64_t p = 0; p < vpan; p++) {
+            float *vd = vp + (p * lenp + j) * EG_PANEL;
+            for (int64_t c = 0; c < EG_PANEL; c++) {
+                const int64_t d = p * EG_PANEL + c;
+                vd[c] = j < len && d < Hd ? v[j * ld + d] : 0.0f;
+            }
+        }
+    }
+}
+
+/* One task: queries [q0, q1) of one sequence, all query heads of kv head g, against that head's keys and
+ * values packed by pack_kv (kp, vp). Flash-style: key tiles of ATT_BK, running max and sum per row, so at
+ * most a [G*BQ, BK] tile of scores exists at once whatever the sequence length. Q.K^T and P.V run on the
+ * GEMM kernel, the G heads' query rows gathered into one [G*nq, Hd] block so each is one GEMM of G*nq rows. */
 static void attention_tile(const eg_model *md, const float *qkv, int64_t ldq, int64_t seq0, int64_t len, int64_t q0,
-                           int64_t q1, int64_t g, int is_global, float *tile, float *att, int64_t ldatt) {
+                           int64_t q1, int64_t g, int is_global, const float *kp, const float *vp, float *tile,
+                           float *att, int64_t ldatt) {
     const eg_config *c = &md->cfg;
     const eg_kernels *k = md->k;
-    const int64_t Hd = c->head_dim, G = c->n_heads / c->n_kv_heads, QD = c->n_heads * Hd, KD = c->n_kv_heads * Hd;
+    const int64_t Hd = c->head_dim, G = c->n_heads / c->n_kv_heads;
     const int64_t nq = q1 - q0, rows = G * nq, R = c->window_radius;
+    const int64_t lenp = (len + EG_PANEL - 1) / EG_PANEL * EG_PANEL, vpan = (Hd + EG_PANEL - 1) / EG_PANEL;
     const float scale = (float)(1.0 / sqrt(c->query_pre_attn_scalar));
     float *S = tile;                     /* [rows, BK]  */
-    float *O = S + G * ATT_BQ * ATT_BK;  /* [rows, Hd]  */
+    float *Q = S + G * ATT_BQ * ATT_BK;  /* [rows, Hd]  row h * nq + i: head g * G + h, query q0 + i */
+    float *O = Q + G * ATT_BQ * Hd;      /* [rows, Hd]  */
     float *PV = O + G * ATT_BQ * Hd;     /* [rows, Hd]  */
     float *mx = PV + G * ATT_BQ * Hd;    /* [rows]      */
     float *sum = mx + G * ATT_BQ;        /* [rows]      */
-    float *kp = sum + G * ATT_BQ;        /* K panels    */
-    float *vp = kp + ATT_BK * Hd;        /* V panels    */
     for (int64_t r = 0; r < rows; r++) {
         mx[r] = -INFINITY;
         sum[r] = 0.0f;
+        memcpy(Q + r * Hd, qkv + (seq0 + q0 + r % nq) * ldq + (g * G + r / nq) * Hd, (size_t)Hd * sizeof(float));
     }
     memset(O, 0, (size_t)(rows * Hd) * sizeof(float));
 
     int64_t k_lo = 0, k_hi = len;
-    if (!is_global) {
-        k_lo = q0 - R > 0 ? q0 - R : 0;
+    if (!is_global) { /* tiles from a panel boundary: the keys before q0 - R in the first one are masked */
+        k_lo = q0 - R > 0 ? (q0 - R) / EG_PANEL * EG_PANEL : 0;
         k_hi = q1 - 1 + R + 1 < len ? q1 - 1 + R + 1 : len;
     }
     for (int64_t k0 = k_lo; k0 < k_hi; k0 += ATT_BK) {
         const int64_t k1 = k0 + ATT_BK < k_hi ? k0 + ATT_BK : k_hi, nk = k1 - k0;
-        /* pack: K tile as W [nk, Hd] (scores = q . k), V tile as W [Hd, nk] (out = p . v) */
-        eg_matrix km = {.data = kp, .n = nk, .k = Hd, .n_panels = (nk + EG_PANEL - 1) / EG_PANEL, .type = EG_W_F32};
-        eg_matrix vm = {.data = vp, .n = Hd, .k = nk, .n_panels = (Hd + EG_PANEL - 1) / EG_PANEL, .type = EG_W_F32};
-        for (int64_t j = 0; j < nk; j++) {
-            const float *kr = qkv + (seq0 + k0 + j) * ldq + QD + g * Hd;
-            const float *vr = kr + KD;
-            eg_matrix_set_row(&km, j, kr);
-            for (int64_t p = 0; p < vm.n_panels; p++) {
-                float *vd = vp + (p * nk + j) * EG_PANEL;
-                int64_t w = Hd - p * EG_PANEL < EG_PANEL ? Hd - p * EG_PANEL : EG_PANEL;
-                memcpy(vd, vr + p * EG_PANEL, (size_t)w * sizeof(float));
-                if (w < EG_PANEL) memset(vd + w, 0, (size_t)(EG_PANEL - w) * sizeof(float));
-            }
-        }
-        for (int64_t h = 0; h < G; h++)
-            k->gemm(qkv + (seq0 + q0) * ldq + (g * G + h) * Hd, ldq, nq, &km, 0, km.n_panels, S + h * nq * ATT_BK,
-                    ATT_BK);
+        const eg_matrix km = {.data = (void *)(kp + k0 * Hd), .n = nk, .k = Hd,
+                              .n_panels = (nk + EG_PANEL - 1) / EG_PANEL, .type = EG_W_F32};
+        k->gemm(Q, Hd, rows, &km, 0, km.n_panels, S, ATT_BK);
         /* scale, mask, online softmax update of each row */
         for (int64_t r = 0; r < rows; r++) {
             const int64_t qi = q0 + r % nq;
             float *s = S + r * ATT_BK;
-            float row_max = -INFINITY;
-            for (int64_t j = 0; j < nk; j++) {
-                const int64_t kj = k0 + j;
-                if (!is_global && (kj < qi - R || kj > qi + R)) s[j] = -INFINITY;
-                else {
-                    s[j] *= scale;
-                    if (s[j] > row_max) row_max = s[j];
-                }
+            /* allowed keys of this row in the tile: j in [lo, hi) */
+            int64_t lo = 0, hi = nk;
+            if (!is_global) {
+                lo = qi - R - k0 > 0 ? qi - R - k0 : 0;
+                hi = qi + R + 1 - k0 < nk ? qi + R + 1 - k0 : nk;
             }
-            if (row_max == -INFINITY) { /* no allowed key in this tile: contributes nothing */
+            if (lo >= hi) { /* no allowed key in this tile: contributes nothing */
                 memset(s, 0, (size_t)nk * sizeof(float));
                 continue;
             }
+            float row_max = -INFINITY;
+            for (int64_t j = 0; j < lo; j++) s[j] = -INFINITY;
+            for (int64_t j = lo; j < hi; j++) {
+                s[j] *= scale;
+                row_max = s[j] > row_max ? s[j] : row_max;
+            }
+            for (int64_t j = hi; j < nk; j++) s[j] = -INFINITY;
             const float m_new = row_max > mx[r] ? row_max : mx[r];
             const float alpha = expf(mx[r] - m_new); /* 0 on the first tile */
             sum[r] = sum[r] * alpha + k->exp_sub(s, m_new, nk); /* s <- exp(s - m_new), masked -> 0 */
             if (alpha != 1.0f) k->scale(alpha, O + r * Hd, Hd);
             mx[r] = m_new;
         }
-        for (int64_t h = 0; h < G; h++)
-            k->gemm(S + h * nq * ATT_BK, ATT_BK, nq, &vm, 0, vm.n_panels, PV + h * nq * Hd, Hd);
+        for (int64_t p = 0; p < vpan; p++) { /* one V panel at a time: its keys [k0, k1) are contiguous */
+            const eg_matrix vm = {.data = (void *)(vp + (p * lenp + k0) * EG_PANEL), .n = Hd - p * EG_PANEL,
+                                  .k = nk, .n_panels = 1, .type = EG_W_F32};
+            k->gemm(S, ATT_BK, rows, &vm, 0, 1, PV + p * EG_PANEL, Hd);
+        }
         for (int64_t r = 0; r < rows; r++) k->axpy(1.0f, PV + r * Hd, O + r * Hd, Hd);
     }
     for (int64_t h = 0; h < G; h++) {
@@ -213,6 +229,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     const int64_t T = offsets[n_seqs] - offsets[0], S = n_seqs;
     const int64_t D = c->hidden, Hd = c->head_dim, I = c->intermediate, KV = c->n_kv_heads;
     const int64_t QD = c->n_heads * Hd, KD = KV * Hd, QKV = QD + 2 * KD;
+    const int64_t Hp = (Hd + EG_PANEL - 1) / EG_PANEL * EG_PANEL;
     const float eps = (float)c->rms_eps;
     ids += offsets[0];
 
@@ -222,10 +239,13 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     const int64_t tile = tile_floats(c);
     const int i8 = md->has_int_weights;
     const int64_t kq = eg_ldq(imax(imax(D, QD), I)); /* widest k of a layer matrix, in whole blocks */
+    int64_t Tp = 0; /* tokens with each sequence rounded up to whole panels: kvp's rows per kv head */
+    for (int64_t s = 0; s < S; s++) Tp += (offsets[s + 1] - offsets[s] + EG_PANEL - 1) / EG_PANEL * EG_PANEL;
     const size_t sizes[] = {
         (size_t)(T * D), (size_t)(T * D), (size_t)(T * QKV), (size_t)(T * QD),
         (size_t)(T * D), (size_t)(chunk * 2 * I), (size_t)(nt * tile), (size_t)(S * 2 * wmax),
         (size_t)(nt * 4 * D), (size_t)((T * kq * md->xq_bytes + 3) / 4), (size_t)(i8 ? T * (kq / EG_QBLOCK) : 0),
+        (size_t)(KV * Tp * (Hd + Hp)),
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (sizes[i] + 15) & ~(size_t)15;
@@ -235,7 +255,8 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
                        (total * sizeof(float)) >> 20, (long long)T);
     scratch sc;
     float *xq_f;
-    float **fields[] = {&sc.x, &sc.xn, &sc.qkv, &sc.att, &sc.tmp, &sc.gu, &sc.att_tile, &sc.head, &sc.pool, &xq_f, &sc.xs};
+    float **fields[] = {&sc.x,    &sc.xn,   &sc.qkv, &sc.att, &sc.tmp, &sc.gu,
+                        &sc.att_tile, &sc.head, &sc.pool, &xq_f, &sc.xs, &sc.kvp};
     for (size_t i = 0, off = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         *fields[i] = arena + off;
         off += (sizes[i] + 15) & ~(size_t)15;
@@ -262,13 +283,20 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     /* attention tasks: (sequence, query tile, kv head) */
     int64_t n_tiles = 0;
     for (int64_t s = 0; s < S; s++) n_tiles += (offsets[s + 1] - offsets[s] + ATT_BQ - 1) / ATT_BQ;
-    int64_t *task_seq = malloc((size_t)(n_tiles ? n_tiles : 1) * 3 * sizeof(int64_t));
+    int64_t *task_seq = malloc((size_t)(n_tiles * 3 + S + 1) * sizeof(int64_t));
     if (!task_seq) {
         free(pos);
         eg_aligned_free(arena);
         return eg_fail(err, errlen, EG_ERR_NOMEM, "out of memory");
     }
-    int64_t *task_q0 = task_seq + n_tiles, *slice_end = task_q0 + n_tiles;
+    int64_t *task_q0 = task_seq + n_tiles, *slice_end = task_q0 + n_tiles, *poff = slice_end + n_tiles;
+    int64_t n_pblocks = 0; /* poff[s]: sequence s's first row in kvp; packing tasks: blocks of 16 key rows */
+    for (int64_t s = 0; s < S; s++) {
+        const int64_t lenp = (offsets[s + 1] - offsets[s] + EG_PANEL - 1) / EG_PANEL * EG_PANEL;
+        poff[s] = n_pblocks * EG_PANEL;
+        n_pblocks += lenp / EG_PANEL;
+    }
+    poff[S] = n_pblocks * EG_PANEL;
     int64_t n_slices = 0, pairs = 0;
     for (int64_t s = 0, n = 0; s < S; s++) {
         const int64_t len = offsets[s + 1] - offsets[s];
@@ -308,6 +336,21 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
                 rope(kh, cr, sr, Hd / 2);
             }
         }
+        /* keys and values as GEMM panels, once for all query tiles: (block of 16 key rows, kv head) */
+#pragma omp parallel for schedule(static) num_threads(nt) if (T >= ROWS_PAR_MIN)
+        for (int64_t task = 0; task < n_pblocks * KV; task++) {
+            const int64_t b = task / KV, g = task % KV;
+            int64_t s = 0, hi = S; /* the sequence holding block b: poff[s] <= 16 b < poff[s + 1] */
+            while (hi - s > 1) {
+                const int64_t mid = (s + hi) / 2;
+                if (poff[mid] <= b * EG_PANEL) s = mid;
+                else hi = mid;
+            }
+            const int64_t j0 = b * EG_PANEL - poff[s], len = offsets[s + 1] - offsets[s];
+            const float *kr = sc.qkv + (offsets[s] - offsets[0]) * QKV + QD + g * Hd;
+            pack_kv(kr, kr + KD, QKV, len, Hd, j0, j0 + EG_PANEL, sc.kvp + (g * Tp + poff[s]) * Hd,
+                    sc.kvp + KV * Tp * Hd + (g * Tp + poff[s]) * Hp);
+        }
         for (int64_t sl = 0; sl < n_slices; sl++) { /* tasks: (query tile, kv head) */
             const int64_t a0 = (sl ? slice_end[sl - 1] : 0) * KV, a1 = slice_end[sl] * KV;
             if ((cancelled = stop_requested(opts))) goto finish;
@@ -317,6 +360,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
                 const int64_t len = offsets[s + 1] - offsets[s], q0 = task_q0[n];
                 const int64_t q1 = q0 + ATT_BQ < len ? q0 + ATT_BQ : len;
                 attention_tile(md, sc.qkv, QKV, offsets[s] - offsets[0], len, q0, q1, g, glob,
+                               sc.kvp + (g * Tp + poff[s]) * Hd, sc.kvp + KV * Tp * Hd + (g * Tp + poff[s]) * Hp,
                                sc.att_tile + (int64_t)EG_THREAD_ID() * tile, sc.att, QD);
             }
         }

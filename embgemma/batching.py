@@ -17,7 +17,7 @@ import numpy as np
 
 logger = logging.getLogger("embgemma")
 
-# Tokens per engine call: bounds scratch memory (about 17 KB per token for the full model).
+# Tokens per engine call: bounds scratch memory (about 20 KB per token for the full model).
 MAX_BATCH_TOKENS = 8192
 # Tokens per engine call when no batch_size is given: batches are filled with texts (longest first)
 # up to this many tokens, so short texts go to the engine by the hundred instead of 32 at a time.
@@ -25,7 +25,7 @@ MAX_BATCH_TOKENS = 8192
 # 1024 short texts (10,154 tokens) 36.0 at batch_size=32, 23.3 / 20.7 / 20.7 at budgets 2048 / 4096 /
 # 8192; 256 short texts 15.1 against 7.0 / 7.3 / 6.3; mixed lengths (135 texts, 9,381 tokens) within
 # 10% of each other. Every call crosses ~250 OpenMP barriers, which cost most when the cores are
-# busy; on idle cores the gap shrinks to 5-35%. 4096 is best or tied everywhere, ~70 MB of scratch.
+# busy; on idle cores the gap shrinks to 5-35%. 4096 is best or tied everywhere, ~80 MB of scratch.
 TOKEN_BUDGET = 4096
 # Texts (and characters) tokenized at a time: encode streams through them, so what it holds beyond the
 # output array (the tokenizer's objects, about 3 KB a text) does not grow with the number of texts,

@@ -177,6 +177,23 @@ def test_window_matters(tiny_dir, tiny):
     np.testing.assert_array_equal(tiny.encode(short), wide.encode(short))
 
 
+def test_grouped_heads_odd_widths(tmp_path_factory, tiny_dir):
+    """Attention's packing and tiling at shapes EmbeddingGemma does not have: 2 kv heads of 2 query heads
+    each, a head width (20) that is no whole number of 16-column panels, a window radius (11) off every
+    tile boundary, a global layer, and a batch whose sequences straddle tiles and packing blocks."""
+    import refmodel
+
+    arch = dict(refmodel.TINY, num_attention_heads=4, num_key_value_heads=2, head_dim=20, sliding_window=22,
+                query_pre_attn_scalar=20, num_hidden_layers=3)
+    folder = refmodel.build(tmp_path_factory.mktemp("gqa") / "model", arch, seed=5,
+                            layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+    texts = TEXTS + [("Neptune is the farthest planet from the Sun, a cold blue giant. " * 3).strip()]
+    ref = refmodel.load_reference(folder).encode(texts, batch_size=8)
+    for threads in (1, 2):
+        model = EmbeddingGemma(folder, dtype="float32", threads=threads)
+        assert_parity("grouped heads, odd widths", model.encode(texts, batch_size=8), ref)
+
+
 # ---------------------------------------------------------------- full EmbeddingGemma shape, through ids
 
 
