@@ -67,6 +67,16 @@ void eg_os_release_pages(const void *p, size_t n) {
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED); /* advisory: a failure only costs memory */
 }
 
+void eg_os_prefer_huge_pages(void *p, size_t n) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + (uintptr_t)n) & ~(page - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_HUGEPAGE); /* advisory: a failure only costs speed */
+#else
+    (void)p, (void)n;
+#endif
+}
+
 void *eg_aligned_alloc(size_t bytes) {
     void *p = NULL;
     return posix_memalign(&p, 64, bytes ? bytes : 64) == 0 ? p : NULL;
@@ -215,6 +225,8 @@ void eg_os_release_pages(const void *p, size_t n) {
     uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + (uintptr_t)n) & ~(page - 1);
     if (b > a) (void)VirtualUnlock((void *)a, b - a);
 }
+
+void eg_os_prefer_huge_pages(void *p, size_t n) { (void)p, (void)n; } /* large pages need a privilege */
 
 void *eg_aligned_alloc(size_t bytes) { return _aligned_malloc(bytes ? bytes : 64, 64); }
 

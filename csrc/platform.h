@@ -20,6 +20,9 @@ eg_status eg_os_map(const char *path, size_t min_size, const char *kind, void **
 void eg_os_unmap(void *map, size_t size);
 /* Drops the whole pages of [p, p + n) of a mapping from memory (advisory: the OS rereads them if touched). */
 void eg_os_release_pages(const void *p, size_t n);
+/* Asks for [p, p + n) of fresh memory, before its first touch, to be backed by huge pages where the OS
+ * offers them on request (Linux transparent huge pages in "madvise" mode); advisory, a no-op elsewhere. */
+void eg_os_prefer_huge_pages(void *p, size_t n);
 
 /* Memory aligned to 64 bytes (a cache line, a ZMM register); freed only with eg_aligned_free. */
 void *eg_aligned_alloc(size_t bytes);
