@@ -113,14 +113,17 @@ static int64_t tile_floats(const eg_config *c) {
            + 2 * G * ATT_BQ;        /* running max and sum per row                    */
 }
 
+/* n rounded up to whole panels (16) */
+static int64_t panel_round(int64_t n) { return (n + EG_PANEL - 1) / EG_PANEL * EG_PANEL; }
+
 /* Keys and values of sequence rows [0, len) of one kv head as the GEMM's panels, written once per layer
  * and read by every query tile: K as W [len, Hd] (scores = q . k), panels [ceil(len/16), Hd, 16]; V as
- * W [Hd, len] (out = p . v), panels [ceil(Hd/16), lenp, 16] with lenp = len rounded up to 16, so keys
- * [k0, k1) of V panel p start at vp + (p * lenp + k0) * 16. Rows past len, and V's columns past Hd, are zero. This thread packs
- * key rows [j0, j1), j0 a multiple of 16. */
+ * W [Hd, len] (out = p . v), panels [ceil(Hd/16), lenp, 16] with lenp = panel_round(len), so keys
+ * [k0, k1) of V panel p start at vp + (p * lenp + k0) * 16. Rows past len, and V's columns past Hd, are
+ * zero. This thread packs key rows [j0, j1), j0 a multiple of 16. */
 static void pack_kv(const float *k, const float *v, int64_t ld, int64_t len, int64_t Hd, int64_t j0, int64_t j1,
                     float *kp, float *vp) {
-    const int64_t lenp = (len + EG_PANEL - 1) / EG_PANEL * EG_PANEL, vpan = (Hd + EG_PANEL - 1) / EG_PANEL;
+    const int64_t lenp = panel_round(len), vpan = panel_round(Hd) / EG_PANEL;
     for (int64_t j = j0; j < j1; j++) {
         float *kd = kp + (j / EG_PANEL) * Hd * EG_PANEL + j % EG_PANEL;
         for (int64_t d = 0; d < Hd; d++) kd[d * EG_PANEL] = j < len ? k[j * ld + d] : 0.0f;
@@ -145,7 +148,7 @@ static void attention_tile(const eg_model *md, const float *qkv, int64_t ldq, in
     const eg_kernels *k = md->k;
     const int64_t Hd = c->head_dim, G = c->n_heads / c->n_kv_heads;
     const int64_t nq = q1 - q0, rows = G * nq, R = c->window_radius;
-    const int64_t lenp = (len + EG_PANEL - 1) / EG_PANEL * EG_PANEL, vpan = (Hd + EG_PANEL - 1) / EG_PANEL;
+    const int64_t lenp = panel_round(len), vpan = panel_round(Hd) / EG_PANEL;
     const float scale = (float)(1.0 / sqrt(c->query_pre_attn_scalar));
     float *S = tile;                     /* [rows, BK]  */
     float *Q = S + G * ATT_BQ * ATT_BK;  /* [rows, Hd]  row h * nq + i: head g * G + h, query q0 + i */
@@ -229,7 +232,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     const int64_t T = offsets[n_seqs] - offsets[0], S = n_seqs;
     const int64_t D = c->hidden, Hd = c->head_dim, I = c->intermediate, KV = c->n_kv_heads;
     const int64_t QD = c->n_heads * Hd, KD = KV * Hd, QKV = QD + 2 * KD;
-    const int64_t Hp = (Hd + EG_PANEL - 1) / EG_PANEL * EG_PANEL;
+    const int64_t Hp = panel_round(Hd);
     const float eps = (float)c->rms_eps;
     ids += offsets[0];
 
@@ -240,7 +243,7 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     const int i8 = md->has_int_weights;
     const int64_t kq = eg_ldq(imax(imax(D, QD), I)); /* widest k of a layer matrix, in whole blocks */
     int64_t Tp = 0; /* tokens with each sequence rounded up to whole panels: kvp's rows per kv head */
-    for (int64_t s = 0; s < S; s++) Tp += (offsets[s + 1] - offsets[s] + EG_PANEL - 1) / EG_PANEL * EG_PANEL;
+    for (int64_t s = 0; s < S; s++) Tp += panel_round(offsets[s + 1] - offsets[s]);
     const size_t sizes[] = {
         (size_t)(T * D), (size_t)(T * D), (size_t)(T * QKV), (size_t)(T * QD),
         (size_t)(T * D), (size_t)(chunk * 2 * I), (size_t)(nt * tile), (size_t)(S * 2 * wmax),
@@ -292,9 +295,8 @@ eg_status eg_forward(const eg_model *md, const int32_t *ids, const int64_t *offs
     int64_t *task_q0 = task_seq + n_tiles, *slice_end = task_q0 + n_tiles, *poff = slice_end + n_tiles;
     int64_t n_pblocks = 0; /* poff[s]: sequence s's first row in kvp; packing tasks: blocks of 16 key rows */
     for (int64_t s = 0; s < S; s++) {
-        const int64_t lenp = (offsets[s + 1] - offsets[s] + EG_PANEL - 1) / EG_PANEL * EG_PANEL;
         poff[s] = n_pblocks * EG_PANEL;
-        n_pblocks += lenp / EG_PANEL;
+        n_pblocks += panel_round(offsets[s + 1] - offsets[s]) / EG_PANEL;
     }
     poff[S] = n_pblocks * EG_PANEL;
     int64_t n_slices = 0, pairs = 0;
