@@ -61,17 +61,18 @@ eg_status eg_os_map(const char *path, size_t min_size, const char *kind, void **
 
 void eg_os_unmap(void *map, size_t size) { munmap(map, size); }
 
-void eg_os_release_pages(const void *p, size_t n) {
+/* madvise on the whole pages inside [p, p + n); advisory: a failure only costs memory or speed */
+static void advise_pages(const void *p, size_t n, int advice) {
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + (uintptr_t)n) & ~(page - 1);
-    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED); /* advisory: a failure only costs memory */
+    if (b > a) madvise((void *)a, b - a, advice);
 }
+
+void eg_os_release_pages(const void *p, size_t n) { advise_pages(p, n, MADV_DONTNEED); }
 
 void eg_os_prefer_huge_pages(void *p, size_t n) {
 #ifdef MADV_HUGEPAGE
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + (uintptr_t)n) & ~(page - 1);
-    if (b > a) madvise((void *)a, b - a, MADV_HUGEPAGE); /* advisory: a failure only costs speed */
+    advise_pages(p, n, MADV_HUGEPAGE);
 #else
     (void)p, (void)n;
 #endif
